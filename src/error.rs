@@ -1,0 +1,117 @@
+//! The crate's single error type.
+//!
+//! Every variant carries the context a user needs to act on it: the file, the tensor name,
+//! the expected and the found shape. Library code returns [`Result`] and never panics on
+//! input it did not create itself.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in `fracture`.
+///
+/// ```
+/// use fracture::Error;
+/// let err = Error::InvalidInput("expected 3 channels, found 1".into());
+/// assert!(err.to_string().contains("3 channels"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from candle (tensor shapes, devices, kernels).
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Input given to a model or function has the wrong shape or value.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A configuration that cannot be built or used.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The requested compute device is not compiled in or not present.
+    #[error("device unavailable: {0}")]
+    Device(String),
+
+    /// A weights file or tensor set that does not fit the model.
+    #[error("weights {source_name}: {message}")]
+    Weights {
+        /// Where the weights came from (a path, a hub repo/file, "random").
+        source_name: String,
+        /// What is wrong, including tensor names and shapes.
+        message: String,
+    },
+
+    /// A file whose content cannot be parsed (bad header, truncated, wrong format).
+    #[error("{path}: {message}")]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Downloading from (or reading the cache of) the Hugging Face hub failed.
+    #[error("hub {repo}/{file}: {message}")]
+    Hub {
+        /// The repository id.
+        repo: String,
+        /// The file inside the repository.
+        file: String,
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+
+    /// A dataset that cannot be opened or used.
+    #[error("dataset {path}: {message}")]
+    Dataset {
+        /// The dataset root or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// An image that cannot be decoded.
+    #[error("image {path}: {message}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// Why it could not be read.
+        message: String,
+    },
+
+    /// Training stopped (non-finite loss, interrupted, ...).
+    #[error("training: {0}")]
+    Training(String),
+
+    /// A metric that is not defined for the given data.
+    #[error("metric: {0}")]
+    Metric(String),
+}
+
+impl Error {
+    /// Build an [`Error::Io`] from a path and an I/O error.
+    ///
+    /// ```
+    /// use fracture::Error;
+    /// let e = Error::io("missing.bin", std::io::Error::from(std::io::ErrorKind::NotFound));
+    /// assert!(e.to_string().starts_with("missing.bin"));
+    /// ```
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

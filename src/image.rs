@@ -1,0 +1,73 @@
+//! In-memory images shared by the loader and the augmentation stage.
+//!
+//! [`ImageF32`] is a plain HWC buffer of `f32` values; [`SampleTransform`] is what the
+//! loader calls on every decoded training image in its parallel stage (augmentation
+//! implements it). Keeping both here lets `dataset` and `augment` stay independent.
+
+/// An image stored row-major as height x width x channels `f32` values.
+///
+/// ```
+/// use fracture::image::ImageF32;
+/// let img = ImageF32::new(2, 3, 1, vec![0.0; 6]).unwrap();
+/// assert_eq!(img.get(1, 2, 0), 0.0);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageF32 {
+    /// Number of rows.
+    pub height: usize,
+    /// Number of columns.
+    pub width: usize,
+    /// Number of channels (1 for grayscale, 3 for RGB).
+    pub channels: usize,
+    /// `height * width * channels` values, channel fastest.
+    pub data: Vec<f32>,
+}
+
+impl ImageF32 {
+    /// Wrap a buffer, checking that its length matches the dimensions.
+    ///
+    /// ```
+    /// use fracture::image::ImageF32;
+    /// assert!(ImageF32::new(2, 2, 3, vec![0.0; 5]).is_err());
+    /// ```
+    pub fn new(
+        height: usize,
+        width: usize,
+        channels: usize,
+        data: Vec<f32>,
+    ) -> crate::Result<Self> {
+        let expected = height * width * channels;
+        if data.len() != expected {
+            return Err(crate::Error::InvalidInput(format!(
+                "image buffer of {} values does not match {height}x{width}x{channels} = {expected}",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            height,
+            width,
+            channels,
+            data,
+        })
+    }
+
+    /// The value at (row, column, channel). Panics if out of bounds, like slice indexing.
+    ///
+    /// ```
+    /// use fracture::image::ImageF32;
+    /// let img = ImageF32::new(1, 2, 1, vec![1.0, 2.0]).unwrap();
+    /// assert_eq!(img.get(0, 1, 0), 2.0);
+    /// ```
+    pub fn get(&self, row: usize, col: usize, channel: usize) -> f32 {
+        self.data[(row * self.width + col) * self.channels + channel]
+    }
+}
+
+/// A per-sample transform the loader applies in its parallel decode stage.
+///
+/// The result must depend only on the image and `(seed, epoch, index)`, never on thread
+/// scheduling, so that training is reproducible whatever the number of threads.
+pub trait SampleTransform: Send + Sync {
+    /// Transform one image. `index` is the sample's index in its dataset part.
+    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> ImageF32;
+}

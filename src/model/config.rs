@@ -1,0 +1,218 @@
+//! [`ResNetV2Config`]: block counts and widths of a pre-activation ResNet, with the Keras presets.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The shape of a Keras-style pre-activation ResNet (ResNetV2).
+///
+/// Stack `i` (named `conv{i+2}`) has `blocks[i]` bottleneck blocks of width `filters[i]`
+/// (output `expansion * filters[i]` channels); its LAST block has stride `strides[i]`.
+///
+/// ```
+/// use fracture::model::ResNetV2Config;
+/// let c = ResNetV2Config::resnet152v2();
+/// assert_eq!(c.blocks, vec![3, 8, 36, 3]);
+/// assert_eq!(c.parameter_count(), 58_331_648);
+/// assert_eq!(c.feature_channels(), 2048);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResNetV2Config {
+    /// Blocks per stack (each at least 2, as in Keras).
+    pub blocks: Vec<usize>,
+    /// Bottleneck width per stack.
+    pub filters: Vec<usize>,
+    /// Stride of the last block of each stack (Keras: 2, 2, ..., 2, 1).
+    pub strides: Vec<usize>,
+    /// Output channels of the stem convolution (64 in Keras, hard-coded there).
+    pub stem_filters: usize,
+    /// Output width of a block relative to its bottleneck width (4).
+    pub expansion: usize,
+    /// Input channels (3: RGB).
+    pub in_channels: usize,
+    /// Batch-normalization epsilon (Keras: 1.001e-5).
+    pub bn_epsilon: f64,
+}
+
+/// One variable the network expects: its name (candle naming) and shape (candle layout).
+///
+/// ```
+/// use fracture::model::ResNetV2Config;
+/// let vars = ResNetV2Config::resnet50v2().variables();
+/// assert_eq!(vars[0].name, "conv1_conv.weight");
+/// assert_eq!(vars[0].shape, vec![64, 3, 7, 7]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariableSpec {
+    /// Full variable name, e.g. `conv2_block1_1_conv.weight`.
+    pub name: String,
+    /// Shape in candle layout (convolution kernels are OIHW).
+    pub shape: Vec<usize>,
+}
+
+impl ResNetV2Config {
+    /// Keras `ResNet50V2`: blocks 3, 4, 6, 3.
+    pub fn resnet50v2() -> Self {
+        Self::custom(vec![3, 4, 6, 3], vec![64, 128, 256, 512])
+    }
+
+    /// Keras `ResNet101V2`: blocks 3, 4, 23, 3.
+    pub fn resnet101v2() -> Self {
+        Self::custom(vec![3, 4, 23, 3], vec![64, 128, 256, 512])
+    }
+
+    /// Keras `ResNet152V2`: blocks 3, 8, 36, 3 (the reference notebook's backbone).
+    pub fn resnet152v2() -> Self {
+        Self::custom(vec![3, 8, 36, 3], vec![64, 128, 256, 512])
+    }
+
+    /// Any block counts and widths, with Keras's strides (2 on every stack but the last).
+    ///
+    /// ```
+    /// use fracture::model::ResNetV2Config;
+    /// let tiny = ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32]);
+    /// assert_eq!(tiny.strides, vec![2, 2, 2, 1]);
+    /// assert_eq!(tiny.parameter_count(), 68_848); // the Keras tiny fixture
+    /// ```
+    pub fn custom(blocks: Vec<usize>, filters: Vec<usize>) -> Self {
+        let n = blocks.len();
+        let strides = (0..n).map(|i| if i + 1 == n { 1 } else { 2 }).collect();
+        Self {
+            blocks,
+            filters,
+            strides,
+            stem_filters: 64,
+            expansion: 4,
+            in_channels: 3,
+            bn_epsilon: 1.001e-5,
+        }
+    }
+
+    /// Check that the configuration can be built.
+    ///
+    /// ```
+    /// use fracture::model::ResNetV2Config;
+    /// assert!(ResNetV2Config::custom(vec![1, 2], vec![4, 8]).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let n = self.blocks.len();
+        if n == 0 {
+            return Err(Error::InvalidConfig(
+                "ResNetV2 needs at least one stack".into(),
+            ));
+        }
+        if self.filters.len() != n || self.strides.len() != n {
+            return Err(Error::InvalidConfig(format!(
+                "ResNetV2 has {} block counts, {} filter widths and {} strides: they must match",
+                n,
+                self.filters.len(),
+                self.strides.len()
+            )));
+        }
+        if let Some(i) = self.blocks.iter().position(|&b| b < 2) {
+            return Err(Error::InvalidConfig(format!(
+                "stack conv{} has {} block(s): Keras stacks need at least 2",
+                i + 2,
+                self.blocks[i]
+            )));
+        }
+        if self.filters.contains(&0) || self.stem_filters == 0 || self.expansion == 0 {
+            return Err(Error::InvalidConfig(
+                "filter widths must be positive".into(),
+            ));
+        }
+        if self.strides.iter().any(|&s| s != 1 && s != 2) {
+            return Err(Error::InvalidConfig(format!(
+                "stack strides must be 1 or 2, found {:?}",
+                self.strides
+            )));
+        }
+        if self.in_channels == 0 || !(self.bn_epsilon > 0.0) {
+            return Err(Error::InvalidConfig(
+                "input channels and BN epsilon must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of output channels of the backbone (`expansion * last filters`).
+    pub fn feature_channels(&self) -> usize {
+        self.expansion * self.filters.last().copied().unwrap_or(0)
+    }
+
+    /// Every variable of the backbone (no top), in Keras's `model.weights` order within
+    /// each block, with candle names and shapes. Moving statistics are included.
+    pub fn variables(&self) -> Vec<VariableSpec> {
+        let mut vars = Vec::new();
+        let mut push = |name: String, shape: Vec<usize>| vars.push(VariableSpec { name, shape });
+        let conv = |push: &mut dyn FnMut(String, Vec<usize>),
+                    layer: &str,
+                    o: usize,
+                    i: usize,
+                    k: usize,
+                    bias: bool| {
+            push(format!("{layer}.weight"), vec![o, i, k, k]);
+            if bias {
+                push(format!("{layer}.bias"), vec![o]);
+            }
+        };
+        let bn = |push: &mut dyn FnMut(String, Vec<usize>), layer: &str, c: usize| {
+            for v in ["weight", "bias", "running_mean", "running_var"] {
+                push(format!("{layer}.{v}"), vec![c]);
+            }
+        };
+        conv(
+            &mut push,
+            "conv1_conv",
+            self.stem_filters,
+            self.in_channels,
+            7,
+            true,
+        );
+        let mut c_in = self.stem_filters;
+        for (s, (&blocks, &f)) in self.blocks.iter().zip(&self.filters).enumerate() {
+            let out = self.expansion * f;
+            for b in 1..=blocks {
+                let p = block_name(s, b);
+                bn(&mut push, &format!("{p}_preact_bn"), c_in);
+                if b == 1 {
+                    conv(&mut push, &format!("{p}_0_conv"), out, c_in, 1, true);
+                }
+                conv(&mut push, &format!("{p}_1_conv"), f, c_in, 1, false);
+                bn(&mut push, &format!("{p}_1_bn"), f);
+                conv(&mut push, &format!("{p}_2_conv"), f, f, 3, false);
+                bn(&mut push, &format!("{p}_2_bn"), f);
+                conv(&mut push, &format!("{p}_3_conv"), out, f, 1, true);
+                c_in = out;
+            }
+        }
+        bn(&mut push, "post_bn", c_in);
+        vars
+    }
+
+    /// Total number of scalars in the backbone, moving statistics included (Keras's
+    /// `count_params()` for `include_top=False`).
+    pub fn parameter_count(&self) -> usize {
+        self.variables()
+            .iter()
+            .map(|v| v.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Spatial size of the feature map for an input of `height` x `width`
+    /// (every reduction is `h -> ceil(h / 2)`).
+    ///
+    /// ```
+    /// use fracture::model::ResNetV2Config;
+    /// assert_eq!(ResNetV2Config::resnet152v2().feature_size(224, 224), (7, 7));
+    /// assert_eq!(ResNetV2Config::resnet152v2().feature_size(97, 75), (4, 3));
+    /// ```
+    pub fn feature_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let halvings = 2 + self.strides.iter().filter(|&&s| s == 2).count();
+        (0..halvings).fold((height, width), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)))
+    }
+}
+
+/// Keras's name for block `b` (1-based) of stack index `s` (0-based): `conv{s+2}_block{b}`.
+pub(crate) fn block_name(stack: usize, block: usize) -> String {
+    format!("conv{}_block{}", stack + 2, block)
+}

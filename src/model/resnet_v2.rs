@@ -1,0 +1,339 @@
+//! Keras's ResNetV2 ("Identity Mappings in Deep Residual Networks", He et al., 2016) in candle.
+//!
+//! The structure follows Keras's `resnet.py` exactly (see the crate's
+//! `tests/fixtures/keras_resnet_v2/ARCHITECTURE.md`): zero-padded stem max-pool with no BN
+//! before it, stride on the LAST block of each stack, `MaxPool(1, 2)` identity shortcut on
+//! the raw block input, projection shortcut from the pre-activation, biases only on
+//! `conv1_conv`, `_0_conv` and `_3_conv`, BN epsilon 1.001e-5, `post_bn` + ReLU.
+
+use super::config::{block_name, ResNetV2Config};
+use crate::error::{Error, Result};
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+
+/// Smallest input side Keras accepts for ResNetV2.
+pub const MIN_INPUT_SIZE: usize = 32;
+
+/// Intermediate activations of one forward pass, for parity checks and inspection.
+///
+/// All tensors are NCHW.
+#[derive(Debug, Clone)]
+pub struct Taps {
+    /// Output of the stem convolution (`conv1_conv`).
+    pub conv1_conv: Tensor,
+    /// Output of the zero-padded stem max-pool (`pool1_pool`).
+    pub pool1_pool: Tensor,
+    /// Output of each stack (`conv2_blockN_out`, `conv3_blockN_out`, ...).
+    pub stacks: Vec<Tensor>,
+    /// `post_relu`: the 4-D feature map (what Grad-CAM needs).
+    pub features: Tensor,
+}
+
+fn batch_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<BatchNorm> {
+    let config = BatchNormConfig {
+        eps,
+        remove_mean: true,
+        affine: true,
+        // Keras momentum 0.99 keeps 99% of the old statistic; candle's momentum is the new share.
+        momentum: 0.01,
+    };
+    Ok(candle_nn::batch_norm(channels, config, vb)?)
+}
+
+fn conv(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    Ok(if bias {
+        candle_nn::conv2d(c_in, c_out, kernel, config, vb)?
+    } else {
+        candle_nn::conv2d_no_bias(c_in, c_out, kernel, config, vb)?
+    })
+}
+
+/// How a block's shortcut is formed.
+#[derive(Debug, Clone)]
+enum Shortcut {
+    /// `_0_conv` (1x1, bias) applied to the pre-activation (first block of a stack).
+    Projection(Conv2d),
+    /// `MaxPooling2D(1, strides=2)` on the raw input: plain subsampling.
+    Subsample,
+    /// The raw input.
+    Identity,
+}
+
+/// One pre-activation bottleneck block (`residual_block_v2`).
+#[derive(Debug, Clone)]
+pub(crate) struct BlockV2 {
+    pub(crate) preact_bn: BatchNorm,
+    shortcut: Shortcut,
+    pub(crate) conv1: Conv2d,
+    pub(crate) bn1: BatchNorm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) bn2: BatchNorm,
+    pub(crate) conv3: Conv2d,
+    pub(crate) stride: usize,
+}
+
+impl BlockV2 {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c_in: usize,
+        filters: usize,
+        expansion: usize,
+        stride: usize,
+        first: bool,
+        eps: f64,
+        prefix: &str,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        let out = expansion * filters;
+        let shortcut = if first {
+            Shortcut::Projection(conv(
+                c_in,
+                out,
+                1,
+                1,
+                0,
+                true,
+                vb.pp(format!("{prefix}_0_conv")),
+            )?)
+        } else if stride > 1 {
+            Shortcut::Subsample
+        } else {
+            Shortcut::Identity
+        };
+        Ok(Self {
+            preact_bn: batch_norm(c_in, eps, vb.pp(format!("{prefix}_preact_bn")))?,
+            shortcut,
+            conv1: conv(
+                c_in,
+                filters,
+                1,
+                1,
+                0,
+                false,
+                vb.pp(format!("{prefix}_1_conv")),
+            )?,
+            bn1: batch_norm(filters, eps, vb.pp(format!("{prefix}_1_bn")))?,
+            conv2: conv(
+                filters,
+                filters,
+                3,
+                stride,
+                1,
+                false,
+                vb.pp(format!("{prefix}_2_conv")),
+            )?,
+            bn2: batch_norm(filters, eps, vb.pp(format!("{prefix}_2_bn")))?,
+            conv3: conv(
+                filters,
+                out,
+                1,
+                1,
+                0,
+                true,
+                vb.pp(format!("{prefix}_3_conv")),
+            )?,
+            stride,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let preact = self.preact_bn.forward_t(x, train)?.relu()?;
+        let shortcut = match &self.shortcut {
+            Shortcut::Projection(conv0) => conv0.forward(&preact)?,
+            Shortcut::Subsample => x.max_pool2d_with_stride(1, self.stride)?,
+            Shortcut::Identity => x.clone(),
+        };
+        let t = self.conv1.forward(&preact)?;
+        let t = self.bn1.forward_t(&t, train)?.relu()?;
+        let t = self.conv2.forward(&t)?;
+        let t = self.bn2.forward_t(&t, train)?.relu()?;
+        let t = self.conv3.forward(&t)?;
+        Ok((shortcut + t)?)
+    }
+}
+
+/// Keras's ResNetV2 backbone without top: stem, stacks, `post_bn` + ReLU.
+///
+/// ```
+/// use fracture::model::{ResNetV2, ResNetV2Config};
+/// use candle_core::{Device, DType, Tensor};
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let net = ResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+/// let x = Tensor::zeros((2, 3, 40, 48), DType::F32, &Device::Cpu)?;
+/// assert_eq!(net.forward_features(&x)?.dims(), &[2, 32, 5, 6]);
+/// assert!(net.forward_features(&Tensor::zeros((2, 1, 40, 48), DType::F32, &Device::Cpu)?).is_err());
+/// # Ok::<(), fracture::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResNetV2 {
+    config: ResNetV2Config,
+    pub(crate) conv1: Conv2d,
+    pub(crate) stacks: Vec<Vec<BlockV2>>,
+    pub(crate) post_bn: BatchNorm,
+}
+
+impl ResNetV2 {
+    /// Build the backbone, taking every variable from `vb` under its Keras layer name.
+    pub fn new(config: &ResNetV2Config, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let eps = config.bn_epsilon;
+        let conv1 = conv(
+            config.in_channels,
+            config.stem_filters,
+            7,
+            2,
+            3,
+            true,
+            vb.pp("conv1_conv"),
+        )?;
+        let mut c_in = config.stem_filters;
+        let mut stacks = Vec::with_capacity(config.blocks.len());
+        for (s, (&blocks, &filters)) in config.blocks.iter().zip(&config.filters).enumerate() {
+            let mut stack = Vec::with_capacity(blocks);
+            for b in 1..=blocks {
+                let stride = if b == blocks { config.strides[s] } else { 1 };
+                let block = BlockV2::new(
+                    c_in,
+                    filters,
+                    config.expansion,
+                    stride,
+                    b == 1,
+                    eps,
+                    &block_name(s, b),
+                    &vb,
+                )?;
+                stack.push(block);
+                c_in = config.expansion * filters;
+            }
+            stacks.push(stack);
+        }
+        let post_bn = batch_norm(c_in, eps, vb.pp("post_bn"))?;
+        Ok(Self {
+            config: config.clone(),
+            conv1,
+            stacks,
+            post_bn,
+        })
+    }
+
+    /// The configuration this backbone was built from.
+    pub fn config(&self) -> &ResNetV2Config {
+        &self.config
+    }
+
+    /// Check that `x` is an `(N, C, H, W)` batch this model accepts.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        let c = self.config.in_channels;
+        let dims = x.dims();
+        let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
+        if dims.len() != 4 {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
+                dims.len()
+            )));
+        }
+        if dims[1] != c {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects {c} input channels {expected}, found shape {dims:?} ({} channels)",
+                dims[1]
+            )));
+        }
+        if dims[2] < MIN_INPUT_SIZE || dims[3] < MIN_INPUT_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} {expected}, found shape {dims:?}"
+            )));
+        }
+        if dims[0] == 0 {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 got an empty batch {dims:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stem: `conv1_conv` (7x7/2, pad 3, bias) then a 3x3/2 max-pool over a ZERO border.
+    fn stem(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let conv1 = self.conv1.forward(x)?;
+        let pool = conv1
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
+        Ok((conv1, pool))
+    }
+
+    /// Forward pass keeping every tap (stem, each stack output, features).
+    pub fn forward_taps(&self, x: &Tensor, train: bool) -> Result<Taps> {
+        self.check_input(x)?;
+        let (conv1_conv, pool1_pool) = self.stem(x)?;
+        let mut h = pool1_pool.clone();
+        let mut stacks = Vec::with_capacity(self.stacks.len());
+        for stack in &self.stacks {
+            for block in stack {
+                h = block.forward_t(&h, train)?;
+            }
+            stacks.push(h.clone());
+        }
+        let features = self.post_bn.forward_t(&h, train)?.relu()?;
+        Ok(Taps {
+            conv1_conv,
+            pool1_pool,
+            stacks,
+            features,
+        })
+    }
+
+    /// The 4-D feature map (`post_relu`), BN in inference mode.
+    pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_features_t(x, false)
+    }
+
+    /// The 4-D feature map, BN in training mode when `train` is true.
+    pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
+        let (_, mut h) = self.stem(x)?;
+        for block in self.stacks.iter().flatten() {
+            h = block.forward_t(&h, train)?;
+        }
+        Ok(self.post_bn.forward_t(&h, train)?.relu()?)
+    }
+
+    /// The globally average-pooled feature vector `(N, feature_channels)` (Keras `pooling='avg'`).
+    pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
+        global_average_pool(&self.forward_features(x)?)
+    }
+}
+
+/// Mean over the spatial dimensions of an NCHW tensor: `(N, C, H, W) -> (N, C)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::arange(0f32, 8., &Device::Cpu)?.reshape((1, 2, 2, 2))?;
+/// let m = fracture::model::ResNetV2::global_average_pool(&x)?;
+/// assert_eq!(m.to_vec2::<f32>()?, vec![vec![1.5, 5.5]]);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    Ok(x.reshape((n, c, h * w))?.mean(2)?)
+}
+
+impl ResNetV2 {
+    /// Mean over the spatial dimensions of an NCHW tensor (see [`global_average_pool`]).
+    pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
+        global_average_pool(x)
+    }
+}

@@ -1,0 +1,94 @@
+//! The Keras → candle mapping of variable names and tensor layouts.
+//!
+//! ```
+//! use fracture::weights::keras::{candle_name, split_keras_key};
+//! assert_eq!(split_keras_key("conv1_conv/conv1_conv/kernel:0"), Some(("conv1_conv", "kernel")));
+//! assert_eq!(candle_name("post_bn", "moving_variance").unwrap(), "post_bn.running_var");
+//! ```
+
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use std::collections::HashMap;
+
+/// Split a Keras variable key into `(layer, weight)`.
+///
+/// Accepts the forms found in the wild: `layer.weight` (our Keras-layout safetensors),
+/// `layer/weight`, `layer/weight:0` and the legacy HDF5 path `layer/layer/weight:0`.
+pub fn split_keras_key(key: &str) -> Option<(&str, &str)> {
+    let key = key.trim_start_matches('/');
+    let key = key.strip_suffix(":0").unwrap_or(key);
+    if let Some((layer, weight)) = key.rsplit_once('/') {
+        // `layer/layer/weight` keeps the innermost layer name.
+        let layer = layer.rsplit('/').next().unwrap_or(layer);
+        return Some((layer, weight)).filter(|(l, w)| !l.is_empty() && !w.is_empty());
+    }
+    key.rsplit_once('.')
+        .filter(|(l, w)| !l.is_empty() && !w.is_empty())
+}
+
+/// Our variable name for Keras's `layer`/`weight`.
+pub fn candle_name(layer: &str, weight: &str) -> Result<String> {
+    let ours = match weight {
+        "kernel" | "gamma" => "weight",
+        "bias" | "beta" => "bias",
+        "moving_mean" => "running_mean",
+        "moving_variance" => "running_var",
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "unknown Keras weight {other:?} in layer {layer:?} (expected kernel, bias, gamma, beta, moving_mean or moving_variance)"
+            )))
+        }
+    };
+    Ok(format!("{layer}.{ours}"))
+}
+
+/// Keras's layout → candle's: HWIO kernels become OIHW, `(in, out)` dense kernels become
+/// `(out, in)`, vectors stay as they are.
+pub fn candle_layout(tensor: &Tensor) -> Result<Tensor> {
+    Ok(match tensor.rank() {
+        4 => tensor.permute((3, 2, 0, 1))?.contiguous()?,
+        2 => tensor.t()?.contiguous()?,
+        _ => tensor.clone(),
+    })
+}
+
+/// Candle's layout → Keras's (the inverse of [`candle_layout`]).
+pub fn keras_layout(tensor: &Tensor) -> Result<Tensor> {
+    Ok(match tensor.rank() {
+        4 => tensor.permute((2, 3, 1, 0))?.contiguous()?,
+        2 => tensor.t()?.contiguous()?,
+        _ => tensor.clone(),
+    })
+}
+
+/// Convert a whole set of Keras-named, Keras-layout tensors into our names and layouts.
+///
+/// Keys may be any form accepted by [`split_keras_key`]. Two keys mapping to the same name
+/// are an error (they would silently overwrite each other).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use std::collections::HashMap;
+/// let mut keras = HashMap::new();
+/// keras.insert("conv1_conv.kernel".to_string(), Tensor::zeros((7, 7, 3, 64), candle_core::DType::F32, &Device::Cpu)?);
+/// let ours = fracture::weights::keras::to_candle(keras)?;
+/// assert_eq!(ours["conv1_conv.weight"].dims(), &[64, 3, 7, 7]);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn to_candle(keras: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::with_capacity(keras.len());
+    for (key, tensor) in keras {
+        let (layer, weight) = split_keras_key(&key).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "Keras variable key {key:?} is not of the form layer/weight or layer.weight"
+            ))
+        })?;
+        let name = candle_name(layer, weight)?;
+        if out.insert(name.clone(), candle_layout(&tensor)?).is_some() {
+            return Err(Error::InvalidInput(format!(
+                "two Keras variables map to {name} (the second is {key:?})"
+            )));
+        }
+    }
+    Ok(out)
+}
