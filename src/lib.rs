@@ -21,6 +21,7 @@
 //! # Ok::<(), fracture::Error>(())
 //! ```
 
+pub mod batch;
 pub mod device;
 pub mod error;
 pub mod image;
