@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: reading Keras reference fixtures.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use fracture::model::ResNetV2Config;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The Keras tiny fixture shipped with the crate.
+pub fn tiny_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras_resnet_v2/tiny")
+}
+
+/// The shipped fixture, plus the folder named by `KERAS_FIXTURE_DIR` when set.
+pub fn keras_fixture_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![tiny_fixture_dir()];
+    if let Ok(extra) = std::env::var("KERAS_FIXTURE_DIR") {
+        eprintln!("also checking KERAS_FIXTURE_DIR={extra}");
+        dirs.push(PathBuf::from(extra));
+    }
+    dirs
+}
+
+/// A fixture's model configuration and input size, read from its `config.json`.
+pub struct FixtureConfig {
+    pub model: ResNetV2Config,
+    /// NHWC input shape.
+    pub input_shape: Vec<usize>,
+    pub stack_names: Vec<String>,
+    pub blocks: Vec<usize>,
+}
+
+pub fn read_fixture_config(dir: &Path) -> FixtureConfig {
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("config.json").display()));
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let usizes = |key: &str| -> Vec<usize> {
+        json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("config.json has no array {key}"))
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let blocks = usizes("stacks");
+    let mut model = ResNetV2Config::custom(blocks.clone(), usizes("filters"));
+    model.strides = usizes("stack_stride1");
+    model.stem_filters = json["stem_filters"].as_u64().unwrap() as usize;
+    model.expansion = json["expansion"].as_u64().unwrap() as usize;
+    model.bn_epsilon = json["bn_epsilon"].as_f64().unwrap();
+    let stack_names = json["stack_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    FixtureConfig {
+        model,
+        input_shape: usizes("input_shape_nhwc"),
+        stack_names,
+        blocks,
+    }
+}
+
+/// All tensors of a safetensors file.
+pub fn load_safetensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// NHWC → NCHW.
+pub fn to_nchw(t: &Tensor) -> Tensor {
+    t.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap()
+}
+
+/// NCHW → NHWC.
+pub fn to_nhwc(t: &Tensor) -> Tensor {
+    t.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+}
+
+/// Assert `|actual - expected| <= atol + rtol * |expected|` elementwise; report the worst.
+pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, rtol: f32) {
+    assert_eq!(
+        actual.dims(),
+        expected.dims(),
+        "{name}: shape {:?} vs expected {:?}",
+        actual.dims(),
+        expected.dims()
+    );
+    let a: Vec<f32> = actual.flatten_all().unwrap().to_vec1().unwrap();
+    let e: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
+    let mut worst = (0.0f32, 0usize);
+    let mut failures = 0usize;
+    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+        let diff = (x - y).abs();
+        if !(diff <= atol + rtol * y.abs()) {
+            failures += 1;
+        }
+        if !(diff <= worst.0) {
+            worst = (diff, i);
+        }
+    }
+    eprintln!(
+        "{name}: max abs diff {:.3e} over {} values",
+        worst.0,
+        a.len()
+    );
+    assert_eq!(
+        failures,
+        0,
+        "{name}: {failures} of {} values outside atol {atol} rtol {rtol}; worst diff {} at flat index {} (got {}, expected {})",
+        a.len(),
+        worst.0,
+        worst.1,
+        a[worst.1],
+        e[worst.1]
+    );
+}
