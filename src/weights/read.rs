@@ -47,13 +47,12 @@ pub fn sniff_format(path: impl AsRef<Path>) -> Result<WeightsFormat> {
         return Ok(WeightsFormat::KerasHdf5);
     }
     if n == 9 && head[8] == b'{' {
-        let (_, metadata) = read_safetensors_header(path)?;
-        let ours = metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(FORMAT_KEY))
+        let header = read_safetensors_header(path)?;
+        let ours = header
+            .metadata
+            .get(FORMAT_KEY)
             .is_some_and(|f| f == FORMAT_VALUE);
-        let keras = !ours && keras::is_keras_naming(metadata.tensors().keys().map(String::as_str));
+        let keras = !ours && keras::is_keras_naming(header.shapes.keys().map(String::as_str));
         return Ok(if keras {
             WeightsFormat::KerasSafetensors
         } else {
@@ -79,8 +78,20 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
     Ok(filled)
 }
 
-/// The safetensors header of `path` (only the header is read), with its length.
-fn read_safetensors_header(path: &Path) -> Result<(usize, safetensors::tensor::Metadata)> {
+/// What a safetensors header says: tensor names with shapes, and the metadata.
+struct SafetensorsHeader {
+    shapes: BTreeMap<String, Vec<usize>>,
+    metadata: HashMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    shape: Vec<usize>,
+}
+
+/// The safetensors header of `path` (only the header is read; the data is checked when the
+/// file is loaded).
+fn read_safetensors_header(path: &Path) -> Result<SafetensorsHeader> {
     let format_error = |message: String| Error::Format {
         path: path.to_path_buf(),
         message,
@@ -92,14 +103,30 @@ fn read_safetensors_header(path: &Path) -> Result<(usize, safetensors::tensor::M
     let n = u64::from_le_bytes(len);
     // safetensors caps headers at 100 MB; refuse before allocating.
     if n > 100_000_000 {
-        return Err(format_error(format!("safetensors header of {n} bytes is too large")));
+        return Err(format_error(format!(
+            "safetensors header of {n} bytes is too large"
+        )));
     }
-    let mut buffer = vec![0u8; 8 + n as usize];
-    buffer[..8].copy_from_slice(&len);
-    file.read_exact(&mut buffer[8..])
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
         .map_err(|e| format_error(format!("truncated safetensors header: {e}")))?;
-    safetensors::SafeTensors::read_metadata(&buffer)
-        .map_err(|e| format_error(format!("invalid safetensors header: {e:?}")))
+    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| format_error(format!("invalid safetensors header: {e}")))?;
+    let mut parsed = SafetensorsHeader {
+        shapes: BTreeMap::new(),
+        metadata: HashMap::new(),
+    };
+    for (name, value) in entries {
+        if name == "__metadata__" {
+            parsed.metadata = serde_json::from_value(value)
+                .map_err(|e| format_error(format!("invalid safetensors metadata: {e}")))?;
+        } else {
+            let entry: HeaderEntry = serde_json::from_value(value)
+                .map_err(|e| format_error(format!("invalid safetensors entry {name:?}: {e}")))?;
+            parsed.shapes.insert(name, entry.shape);
+        }
+    }
+    Ok(parsed)
 }
 
 enum Storage {
@@ -162,20 +189,20 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
             (Storage::Memory(to_device(converted, device)?), HashMap::new())
         }
         WeightsFormat::KerasSafetensors => {
-            let (_, header) = read_safetensors_header(path)?;
+            let header = read_safetensors_header(path)?;
             let tensors = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| format_error(path, e))?;
             let converted = keras::to_candle(tensors).map_err(keras_error)?;
-            let metadata = header.metadata().clone().unwrap_or_default();
+            let metadata = header.metadata;
             (Storage::Memory(to_device(converted, device)?), metadata)
         }
         WeightsFormat::Safetensors => {
-            let (_, header) = read_safetensors_header(path)?;
+            let header = read_safetensors_header(path)?;
             // SAFETY: the file is mapped read-only; as with every memory-mapped file, changing
             // it on disk while it is mapped is undefined behaviour (documented on WeightsSource).
             let mapped =
                 unsafe { MmapedSafetensors::new(path) }.map_err(|e| format_error(path, e))?;
-            let metadata = header.metadata().clone().unwrap_or_default();
+            let metadata = header.metadata;
             (Storage::Mapped(mapped), metadata)
         }
     };
