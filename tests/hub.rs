@@ -111,7 +111,10 @@ fn serve(body: &[u8], range: Option<&str>) -> Response<std::io::Cursor<Vec<u8>>>
 
 fn serving_fixture() -> FakeHub {
     let body = std::fs::read(fixture(FILE)).unwrap();
-    FakeHub::start(HashMap::from([(format!("{REPO}/resolve/main/{FILE}"), body)]))
+    FakeHub::start(HashMap::from([(
+        format!("{REPO}/resolve/main/{FILE}"),
+        body,
+    )]))
 }
 
 fn options(endpoint: String, cache: &Path, offline: bool) -> HubOptions {
@@ -147,7 +150,11 @@ fn assert_runs_like_keras(source: &WeightsSource, options: &HubOptions) {
         .unwrap();
     let (net, _) = loaded.into_network().unwrap();
     let io = candle_core::safetensors::load(fixture("io.safetensors"), &Device::Cpu).unwrap();
-    let input = io["input"].permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let input = io["input"]
+        .permute((0, 3, 1, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap();
     let output = net.backbone.forward_pooled(&input).unwrap();
     let diff = (output - &io["output"])
         .unwrap()
@@ -200,8 +207,13 @@ fn downloaded_file_lands_in_the_standard_cache_layout() {
         .join(COMMIT)
         .join(FILE);
     assert_eq!(path, expected);
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(fixture(FILE)).unwrap());
-    let main_ref = cache.path().join("models--fracture-test--tiny-resnet-v2/refs/main");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(fixture(FILE)).unwrap()
+    );
+    let main_ref = cache
+        .path()
+        .join("models--fracture-test--tiny-resnet-v2/refs/main");
     assert_eq!(std::fs::read_to_string(main_ref).unwrap(), COMMIT);
 }
 
@@ -209,9 +221,11 @@ fn downloaded_file_lands_in_the_standard_cache_layout() {
 fn missing_repository_is_a_not_found_error() {
     let cache = tempfile::tempdir().unwrap();
     let hub = serving_fixture();
-    let message = hub_error(
-        hub_source("nobody/nothing", FILE).resolve(&options(hub.endpoint(), cache.path(), false)),
-    );
+    let message = hub_error(hub_source("nobody/nothing", FILE).resolve(&options(
+        hub.endpoint(),
+        cache.path(),
+        false,
+    )));
     assert!(message.contains("nobody/nothing"), "{message}");
     assert!(message.contains("not found"), "{message}");
 }
@@ -220,10 +234,11 @@ fn missing_repository_is_a_not_found_error() {
 fn missing_file_is_a_not_found_error() {
     let cache = tempfile::tempdir().unwrap();
     let hub = serving_fixture();
-    let message = hub_error(
-        hub_source(REPO, "absent.safetensors")
-            .resolve(&options(hub.endpoint(), cache.path(), false)),
-    );
+    let message = hub_error(hub_source(REPO, "absent.safetensors").resolve(&options(
+        hub.endpoint(),
+        cache.path(),
+        false,
+    )));
     assert!(message.contains("absent.safetensors"), "{message}");
     assert!(message.contains("not found"), "{message}");
 }
@@ -231,9 +246,8 @@ fn missing_file_is_a_not_found_error() {
 #[test]
 fn unreachable_endpoint_is_a_network_error_suggesting_offline_mode() {
     let cache = tempfile::tempdir().unwrap();
-    let message = hub_error(
-        hub_source(REPO, FILE).resolve(&options(closed_endpoint(), cache.path(), false)),
-    );
+    let message =
+        hub_error(hub_source(REPO, FILE).resolve(&options(closed_endpoint(), cache.path(), false)));
     assert!(message.contains("cannot reach"), "{message}");
     assert!(message.contains("HF_HUB_OFFLINE=1"), "{message}");
 }
@@ -242,9 +256,8 @@ fn unreachable_endpoint_is_a_network_error_suggesting_offline_mode() {
 fn empty_offline_cache_is_an_error_saying_what_to_do() {
     let cache = tempfile::tempdir().unwrap();
     let hub = serving_fixture();
-    let message = hub_error(
-        hub_source(REPO, FILE).resolve(&options(hub.endpoint(), cache.path(), true)),
-    );
+    let message =
+        hub_error(hub_source(REPO, FILE).resolve(&options(hub.endpoint(), cache.path(), true)));
     assert!(message.contains("offline mode"), "{message}");
     assert!(message.contains("not in the cache"), "{message}");
     assert!(

@@ -4,8 +4,8 @@
 use candle_core::{DType, Device, Tensor};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2, ResNetV2Config};
 use fracture::weights::{
-    read_tensors, save_network, sniff_format, varmap_tensors, HubOptions,
-    WeightsFormat, WeightsSource, FORMAT_KEY, FORMAT_VALUE,
+    read_tensors, save_network, sniff_format, varmap_tensors, HubOptions, WeightsFormat,
+    WeightsSource, FORMAT_KEY, FORMAT_VALUE,
 };
 use fracture::Error;
 use std::collections::HashMap;
@@ -37,7 +37,11 @@ fn offline_options(cache: &Path) -> HubOptions {
 /// The fixture's NHWC input as NCHW, and Keras's pooled output `(2, 128)`.
 fn fixture_io() -> (Tensor, Tensor) {
     let io = candle_core::safetensors::load(fixture("io.safetensors"), &Device::Cpu).unwrap();
-    let input = io["input"].permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let input = io["input"]
+        .permute((0, 3, 1, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap();
     (input, io["output"].clone())
 }
 
@@ -134,7 +138,13 @@ fn saved_network_records_format_config_and_version() {
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     FractureNet::new(&config, &head, vb).unwrap();
-    save_network(&path, &varmap_tensors(&varmap).unwrap(), &config, Some(&head)).unwrap();
+    save_network(
+        &path,
+        &varmap_tensors(&varmap).unwrap(),
+        &config,
+        Some(&head),
+    )
+    .unwrap();
 
     let loaded = read_tensors(&path, &Device::Cpu).unwrap();
     let metadata = loaded.metadata();
@@ -158,7 +168,13 @@ fn saved_head_is_loaded_back_with_the_backbone() {
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let original = FractureNet::new(&config, &head, vb).unwrap();
-    save_network(&path, &varmap_tensors(&varmap).unwrap(), &config, Some(&head)).unwrap();
+    save_network(
+        &path,
+        &varmap_tensors(&varmap).unwrap(),
+        &config,
+        Some(&head),
+    )
+    .unwrap();
 
     let options = offline_options(dir.path());
     let loaded = WeightsSource::file(&path)
@@ -248,7 +264,10 @@ fn truncated_safetensors_header_is_an_error_naming_the_file() {
 
     let message = error_text(read_tensors(&path, &Device::Cpu));
     assert!(message.contains("header.safetensors"), "{message}");
-    assert!(message.contains("truncated safetensors header"), "{message}");
+    assert!(
+        message.contains("truncated safetensors header"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -357,8 +376,14 @@ fn missing_tensor_is_an_error_naming_it() {
         &options,
     ));
     assert!(message.contains("edited.safetensors"), "{message}");
-    assert!(message.contains("1 missing, 0 with the wrong shape"), "{message}");
-    assert!(message.contains("missing: post_bn.running_var (expected [128])"), "{message}");
+    assert!(
+        message.contains("1 missing, 0 with the wrong shape"),
+        "{message}"
+    );
+    assert!(
+        message.contains("missing: post_bn.running_var (expected [128])"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -373,7 +398,12 @@ fn unexpected_tensors_are_reported_but_do_not_fail_the_load() {
     let loaded = WeightsSource::file(&path)
         .load(&tiny(), &HeadConfig::default(), &Device::Cpu, &options)
         .unwrap();
-    let unexpected: Vec<_> = loaded.report.unexpected.iter().map(|v| v.name.as_str()).collect();
+    let unexpected: Vec<_> = loaded
+        .report
+        .unexpected
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     assert_eq!(unexpected, ["predictions.weight"]);
 }
 
@@ -387,6 +417,7 @@ fn partial_head_is_an_error() {
     });
     let options = offline_options(dir.path());
 
-    let message = error_text(WeightsSource::file(&path).load(&tiny(), &head, &Device::Cpu, &options));
+    let message =
+        error_text(WeightsSource::file(&path).load(&tiny(), &head, &Device::Cpu, &options));
     assert!(message.contains("missing: head.logit.weight"), "{message}");
 }

@@ -43,12 +43,10 @@ pub fn read_keras_h5(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> 
     let read = std::panic::catch_unwind(|| read_file(path));
     let tensors = match read {
         Ok(result) => result.map_err(format_error)?,
-        Err(_) => {
-            return Err(format_error(
-                "the HDF5 reader failed on this file (it is malformed or uses an unsupported feature)"
-                    .into(),
-            ))
-        }
+        Err(_) => return Err(format_error(
+            "the HDF5 reader failed on this file (it is malformed or uses an unsupported feature)"
+                .into(),
+        )),
     };
     if tensors.is_empty() {
         return Err(format_error(
@@ -148,7 +146,9 @@ fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), Stri
 /// Keras 3 native layout: every `vars` group below `layers/`, named by its `name` attribute.
 fn read_keras3(group: &Group, at: &str, found: &mut Found) -> std::result::Result<(), String> {
     for child in group.groups().map_err(|e| format!("{at}: {e}"))? {
-        let child_group = group.group(&child).map_err(|e| format!("{at}/{child}: {e}"))?;
+        let child_group = group
+            .group(&child)
+            .map_err(|e| format!("{at}/{child}: {e}"))?;
         let child_at = format!("{at}/{child}");
         if child == "vars" {
             read_vars(&child_group, at, &child_at, found)?;
@@ -167,9 +167,9 @@ fn read_vars(
 ) -> std::result::Result<(), String> {
     let mut indexed = Vec::new();
     for name in vars.datasets().map_err(|e| format!("{at}: {e}"))? {
-        let index: usize = name
-            .parse()
-            .map_err(|_| format!("{at}/{name}: expected a numbered variable (vars/0, vars/1, ...)"))?;
+        let index: usize = name.parse().map_err(|_| {
+            format!("{at}/{name}: expected a numbered variable (vars/0, vars/1, ...)")
+        })?;
         indexed.push((index, name));
     }
     if indexed.is_empty() {
@@ -182,9 +182,14 @@ fn read_vars(
     let mut tensors = Vec::with_capacity(indexed.len());
     for (position, (index, name)) in indexed.iter().enumerate() {
         if *index != position {
-            return Err(format!("{at}: variables are not numbered 0..{}", indexed.len()));
+            return Err(format!(
+                "{at}: variables are not numbered 0..{}",
+                indexed.len()
+            ));
         }
-        let dataset = vars.dataset(name).map_err(|e| format!("{at}/{name}: {e}"))?;
+        let dataset = vars
+            .dataset(name)
+            .map_err(|e| format!("{at}/{name}: {e}"))?;
         tensors.push(read_dataset(&dataset, &format!("{at}/{name}"))?);
     }
     let ranks: Vec<usize> = tensors.iter().map(Tensor::rank).collect();
@@ -200,7 +205,11 @@ fn read_vars(
     Ok(())
 }
 
-fn insert_unique(found: &mut Found, key: String, tensor: Tensor) -> std::result::Result<(), String> {
+fn insert_unique(
+    found: &mut Found,
+    key: String,
+    tensor: Tensor,
+) -> std::result::Result<(), String> {
     if found.contains_key(&key) {
         return Err(format!("two variables are named {key:?}"));
     }
@@ -224,7 +233,11 @@ fn read_dataset(dataset: &hdf5_pure::Dataset, at: &str) -> std::result::Result<T
             .into_iter()
             .map(|v| v as f32)
             .collect(),
-        other => return Err(format!("{at}: unsupported dtype {other} (expected f32 or f64)")),
+        other => {
+            return Err(format!(
+                "{at}: unsupported dtype {other} (expected f32 or f64)"
+            ))
+        }
     };
     let expected: usize = shape.iter().product();
     if values.len() != expected {

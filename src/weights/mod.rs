@@ -27,7 +27,9 @@ mod source;
 mod validate;
 
 pub use hub::HubOptions;
-pub use read::{read_tensors, sniff_format, LoadedWeights, WeightsFormat, FORMAT_KEY, FORMAT_VALUE};
+pub use read::{
+    read_tensors, sniff_format, LoadedWeights, WeightsFormat, FORMAT_KEY, FORMAT_VALUE,
+};
 pub use save::{
     collect_tensors, head_variables, network_variables, save_network, varmap_tensors, BACKBONE_KEY,
     HEAD_KEY, VERSION_KEY,

@@ -61,9 +61,10 @@ pub fn sniff_format(path: impl AsRef<Path>) -> Result<WeightsFormat> {
     }
     Err(Error::Format {
         path: path.to_path_buf(),
-        message: "neither an HDF5 file (no HDF5 signature) nor a safetensors file (no JSON header): \
+        message:
+            "neither an HDF5 file (no HDF5 signature) nor a safetensors file (no JSON header): \
                   expected a Keras .h5 / .weights.h5 file or a .safetensors file"
-            .into(),
+                .into(),
     })
 }
 
@@ -186,7 +187,10 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
         WeightsFormat::KerasHdf5 => {
             let tensors = read_keras_h5(path)?;
             let converted = keras::to_candle(tensors).map_err(keras_error)?;
-            (Storage::Memory(to_device(converted, device)?), HashMap::new())
+            (
+                Storage::Memory(to_device(converted, device)?),
+                HashMap::new(),
+            )
         }
         WeightsFormat::KerasSafetensors => {
             let header = read_safetensors_header(path)?;

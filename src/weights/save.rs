@@ -41,7 +41,10 @@ pub fn head_variables(in_features: usize, head: &HeadConfig) -> Vec<VariableSpec
 }
 
 /// Every variable of the whole network: the backbone at the root, then the head (if any).
-pub fn network_variables(backbone: &ResNetV2Config, head: Option<&HeadConfig>) -> Vec<VariableSpec> {
+pub fn network_variables(
+    backbone: &ResNetV2Config,
+    head: Option<&HeadConfig>,
+) -> Vec<VariableSpec> {
     let mut vars = backbone.variables();
     if let Some(head) = head {
         vars.extend(head_variables(backbone.feature_channels(), head));
@@ -53,7 +56,12 @@ pub fn network_variables(backbone: &ResNetV2Config, head: Option<&HeadConfig>) -
 pub fn collect_tensors(vb: &VarBuilder, specs: &[VariableSpec]) -> Result<HashMap<String, Tensor>> {
     specs
         .iter()
-        .map(|spec| Ok((spec.name.clone(), vb.get(spec.shape.as_slice(), &spec.name)?)))
+        .map(|spec| {
+            Ok((
+                spec.name.clone(),
+                vb.get(spec.shape.as_slice(), &spec.name)?,
+            ))
+        })
         .collect()
 }
 
@@ -113,8 +121,14 @@ pub fn save_network(
     }
     let mut metadata = HashMap::from([
         (FORMAT_KEY.to_string(), FORMAT_VALUE.to_string()),
-        (VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        ("layout".to_string(), "candle: OIHW conv kernels, (out, in) dense kernels".to_string()),
+        (
+            VERSION_KEY.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "layout".to_string(),
+            "candle: OIHW conv kernels, (out, in) dense kernels".to_string(),
+        ),
         (BACKBONE_KEY.to_string(), to_json(backbone)?),
     ]);
     if let Some(head) = head {

@@ -5,7 +5,9 @@ use super::read::{read_tensors, LoadedWeights};
 use super::save::head_variables;
 use super::validate::ValidationReport;
 use crate::error::{Error, Result};
-use crate::model::{ClassifierHead, FractureNet, HeadConfig, ResNetV2, ResNetV2Config, VariableSpec};
+use crate::model::{
+    ClassifierHead, FractureNet, HeadConfig, ResNetV2, ResNetV2Config, VariableSpec,
+};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -137,7 +139,10 @@ impl WeightsSource {
             }
         };
         let head_specs = head_variables(backbone.feature_channels(), head);
-        let head_present = head_specs.iter().filter(|v| weights.contains(&v.name)).count();
+        let head_present = head_specs
+            .iter()
+            .filter(|v| weights.contains(&v.name))
+            .count();
         let head_loaded = head_present > 0;
         let mut expected = backbone.variables();
         if head_loaded {
@@ -201,7 +206,11 @@ impl LoadedNetwork {
         let vb = self.weights.into_var_builder();
         let backbone = ResNetV2::new(&self.backbone_config, vb)?;
         let head_vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let head = ClassifierHead::new(self.backbone_config.feature_channels(), &self.head_config, head_vb)?;
+        let head = ClassifierHead::new(
+            self.backbone_config.feature_channels(),
+            &self.head_config,
+            head_vb,
+        )?;
         Ok((FractureNet::from_parts(backbone, head), varmap))
     }
 }
@@ -233,7 +242,9 @@ fn init_tensor(spec: &VariableSpec, rng: &mut ChaCha8Rng, device: &Device) -> Re
         let fan_in = spec.shape.get(1).copied().unwrap_or(1) * receptive;
         let fan_out = spec.shape.first().copied().unwrap_or(1) * receptive;
         let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
-        let values: Vec<f32> = (0..numel).map(|_| rng.random_range(-limit..=limit)).collect();
+        let values: Vec<f32> = (0..numel)
+            .map(|_| rng.random_range(-limit..=limit))
+            .collect();
         Tensor::from_vec(values, spec.shape.as_slice(), device)?
     } else if is_bn_scale(&spec.name) {
         constant(1.0)?
