@@ -287,3 +287,21 @@ fn options_from_env_read_the_hugging_face_variables() {
     assert!(!options.offline);
     assert_eq!(options.cache_dir, home.path().join("elsewhere"));
 }
+
+#[test]
+fn a_commit_revision_is_found_in_the_offline_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let hub = serving_fixture();
+        hub_source(REPO, FILE)
+            .resolve(&options(hub.endpoint(), cache.path(), false))
+            .unwrap();
+    }
+    let pinned = WeightsSource::Hub {
+        repo: REPO.into(),
+        revision: COMMIT.into(),
+        file: FILE.into(),
+    };
+    let offline = options(closed_endpoint(), cache.path(), true);
+    assert_runs_like_keras(&pinned, &offline);
+}

@@ -421,3 +421,74 @@ fn partial_head_is_an_error() {
         error_text(WeightsSource::file(&path).load(&tiny(), &head, &Device::Cpu, &options));
     assert!(message.contains("missing: head.logit.weight"), "{message}");
 }
+
+#[test]
+fn layers_the_mapping_does_not_know_are_reported_as_unexpected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = edited_keras_safetensors(dir.path(), |t| {
+        let extra = Tensor::zeros((100, 16), DType::F32, &Device::Cpu).unwrap();
+        t.insert("token_embedding.embeddings".into(), extra);
+    });
+    let weights = read_tensors(&path, &Device::Cpu).unwrap();
+
+    let report = weights.validate(&tiny().variables()).unwrap();
+    let unexpected: Vec<_> = report.unexpected.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(unexpected, ["token_embedding.embeddings"]);
+}
+
+/// A Keras 3 `.weights.h5` of a small text classifier: no ResNet layer in it.
+fn write_other_model_h5(path: &Path) {
+    use hdf5_pure::{AttrValue, FileBuilder};
+    let mut file = FileBuilder::new();
+    let mut layers = file.create_group("layers");
+    for (group, name, shapes) in [
+        ("dense", "predictions", vec![vec![16u64, 10], vec![10]]),
+        (
+            "layer_normalization",
+            "encoder_norm",
+            vec![vec![16], vec![16]],
+        ),
+    ] {
+        let mut layer = layers.create_group(group);
+        let mut vars = layer.create_group("vars");
+        vars.set_attr("name", AttrValue::String(name.into()));
+        for (index, shape) in shapes.iter().enumerate() {
+            let values = vec![0.5f32; shape.iter().product::<u64>() as usize];
+            vars.create_dataset(&index.to_string())
+                .with_f32_data(&values)
+                .with_shape(shape);
+        }
+        layer.add_group(vars.finish());
+        layers.add_group(layer.finish());
+    }
+    file.add_group(layers.finish());
+    file.write(path).unwrap();
+}
+
+#[test]
+fn keras3_file_of_another_model_is_an_error_listing_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("text_classifier.weights.h5");
+    write_other_model_h5(&path);
+    let options = offline_options(dir.path());
+
+    let message = error_text(WeightsSource::file(&path).load(
+        &tiny(),
+        &HeadConfig::default(),
+        &Device::Cpu,
+        &options,
+    ));
+    assert!(message.contains("text_classifier.weights.h5"), "{message}");
+    assert!(
+        message.contains("142 missing, 0 with the wrong shape, 4 unexpected, 0 matched"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unexpected: predictions.weight [10, 16]"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unexpected: encoder_norm/vars/0 [16]"),
+        "{message}"
+    );
+}

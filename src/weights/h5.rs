@@ -193,14 +193,15 @@ fn read_vars(
         tensors.push(read_dataset(&dataset, &format!("{at}/{name}"))?);
     }
     let ranks: Vec<usize> = tensors.iter().map(Tensor::rank).collect();
-    let kind = LayerKind::from_ranks(&ranks).ok_or_else(|| {
-        format!("{at} (layer {layer:?}): variables of ranks {ranks:?} are not a Conv2D, BatchNormalization or Dense layer")
-    })?;
+    // A layer ResNetV2 does not have keeps positional names (`layer/vars/0`); the loader
+    // reports it as unexpected rather than refusing the file.
+    let kind = LayerKind::from_ranks(&ranks);
     for (index, tensor) in tensors.into_iter().enumerate() {
-        let weight = kind
-            .weight_name(index)
-            .ok_or_else(|| format!("{at}: too many variables for a {kind:?} layer"))?;
-        insert_unique(found, format!("{layer}/{weight}"), tensor)?;
+        let key = match kind.and_then(|k| k.weight_name(index)) {
+            Some(weight) => format!("{layer}/{weight}"),
+            None => format!("{layer}/vars/{index}"),
+        };
+        insert_unique(found, key, tensor)?;
     }
     Ok(())
 }

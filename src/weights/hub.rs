@@ -89,8 +89,18 @@ pub fn fetch(repo: &str, revision: &str, file: &str, options: &HubOptions) -> Re
     };
     let repository = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::new(options.cache_dir.clone());
+    // A branch or tag resolves through `refs/<revision>`; a commit hash names its snapshot.
+    let snapshot = options
+        .cache_dir
+        .join(repository.folder_name())
+        .join("snapshots")
+        .join(revision)
+        .join(file);
     if let Some(path) = cache.repo(repository.clone()).get(file) {
         return Ok(path);
+    }
+    if snapshot.is_file() {
+        return Ok(snapshot);
     }
     if options.offline {
         return Err(hub_error(format!(

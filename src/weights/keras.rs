@@ -162,3 +162,30 @@ pub fn is_keras_naming<'a>(names: impl IntoIterator<Item = &'a str>) -> bool {
         })
     })
 }
+
+/// Like [`to_candle`], but variables this mapping does not know (layers ResNetV2 does not
+/// have, such as embeddings or a layer normalization) are set aside instead of failing the
+/// whole file: they come back, under their original keys and unconverted, as the second map.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use std::collections::HashMap;
+/// let zeros = |n| Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
+/// let keras = HashMap::from([
+///     ("post_bn/gamma".to_string(), zeros(8)),
+///     ("token_embedding/embeddings".to_string(), zeros(4)),
+/// ]);
+/// let (ours, unknown) = fracture::weights::keras::to_candle_lenient(keras)?;
+/// assert!(ours.contains_key("post_bn.weight"));
+/// assert!(unknown.contains_key("token_embedding/embeddings"));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn to_candle_lenient(
+    keras: HashMap<String, Tensor>,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+    let (known, unknown): (HashMap<_, _>, HashMap<_, _>) =
+        keras.into_iter().partition(|(key, _)| {
+            split_keras_key(key).is_some_and(|(layer, weight)| candle_name(layer, weight).is_ok())
+        });
+    Ok((to_candle(known)?, unknown))
+}

@@ -173,8 +173,10 @@ impl std::fmt::Debug for LoadedWeights {
 /// Read a weights file (format recognized by content) into our naming and layouts.
 ///
 /// Keras-named inputs (`.h5`, Keras-layout safetensors) are converted through
-/// [`keras::to_candle`] and placed on `device`; our own safetensors are memory-mapped. Nothing
-/// is validated yet: call [`LoadedWeights::validate`] with what the network expects.
+/// [`keras::to_candle_lenient`] and placed on `device`; variables the mapping does not know
+/// keep their Keras keys, so validation reports them as unexpected. Our own safetensors are
+/// memory-mapped. Nothing is validated yet: call [`LoadedWeights::validate`] with what the
+/// network expects.
 pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWeights> {
     let path = path.as_ref();
     let source_name = path.display().to_string();
@@ -186,7 +188,7 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
     let (storage, metadata) = match format {
         WeightsFormat::KerasHdf5 => {
             let tensors = read_keras_h5(path)?;
-            let converted = keras::to_candle(tensors).map_err(keras_error)?;
+            let converted = convert_keras(tensors).map_err(keras_error)?;
             (
                 Storage::Memory(to_device(converted, device)?),
                 HashMap::new(),
@@ -196,7 +198,7 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
             let header = read_safetensors_header(path)?;
             let tensors = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| format_error(path, e))?;
-            let converted = keras::to_candle(tensors).map_err(keras_error)?;
+            let converted = convert_keras(tensors).map_err(keras_error)?;
             let metadata = header.metadata;
             (Storage::Memory(to_device(converted, device)?), metadata)
         }
@@ -229,6 +231,14 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
         storage,
         device: device.clone(),
     })
+}
+
+/// Keras names and layouts to ours; variables the mapping does not know stay under their Keras
+/// keys (so validation lists them as unexpected).
+fn convert_keras(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let (mut converted, unknown) = keras::to_candle_lenient(tensors)?;
+    converted.extend(unknown);
+    Ok(converted)
 }
 
 fn format_error(path: &Path, e: candle_core::Error) -> Error {
