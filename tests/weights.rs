@@ -492,3 +492,20 @@ fn keras3_file_of_another_model_is_an_error_listing_what_is_missing() {
         "{message}"
     );
 }
+
+#[test]
+fn hdf5_file_without_keras_weights_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scan.h5");
+    let mut file = hdf5_pure::FileBuilder::new();
+    file.create_dataset("pixels")
+        .with_f32_data(&[0.0; 16])
+        .with_shape(&[4, 4]);
+    file.write(&path).unwrap();
+
+    let err = read_tensors(&path, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("scan.h5"), "{message}");
+    assert!(message.contains("no Keras weights found"), "{message}");
+}
