@@ -256,5 +256,5 @@ fn init_tensor(spec: &VariableSpec, rng: &mut ChaCha8Rng, device: &Device) -> Re
 
 /// A BN `weight` (gamma) vector: one, unlike a bias.
 fn is_bn_scale(name: &str) -> bool {
-    name.ends_with(".weight") && (name.ends_with("_bn.weight") || name.starts_with("post_bn"))
+    name.ends_with("_bn.weight")
 }
