@@ -92,3 +92,100 @@ pub fn to_candle(keras: HashMap<String, Tensor>) -> Result<HashMap<String, Tenso
     }
     Ok(out)
 }
+
+/// The kind of a Keras layer, as far as its weights are concerned.
+///
+/// Keras 3's native `.weights.h5` files store a layer's variables as `vars/0`, `vars/1`, ...
+/// without names; the kind says what each position holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `Conv2D`: kernel, then bias when the layer has one.
+    Conv,
+    /// `BatchNormalization`: gamma, beta, moving_mean, moving_variance.
+    BatchNorm,
+    /// `Dense`: kernel, then bias when the layer has one.
+    Dense,
+}
+
+impl LayerKind {
+    /// Infer the kind from the ranks of the layer's variables, in `vars/N` order.
+    ///
+    /// A rank-4 first variable is a convolution kernel, a rank-2 one a dense kernel, and four
+    /// vectors are a batch normalization. Anything else is not a layer ResNetV2 or its head has.
+    ///
+    /// ```
+    /// use fracture::weights::keras::LayerKind;
+    /// assert_eq!(LayerKind::from_ranks(&[4, 1]), Some(LayerKind::Conv));
+    /// assert_eq!(LayerKind::from_ranks(&[1, 1, 1, 1]), Some(LayerKind::BatchNorm));
+    /// assert_eq!(LayerKind::from_ranks(&[1, 1]), None);
+    /// ```
+    pub fn from_ranks(ranks: &[usize]) -> Option<Self> {
+        match ranks {
+            [4] | [4, 1] => Some(Self::Conv),
+            [2] | [2, 1] => Some(Self::Dense),
+            [1, 1, 1, 1] => Some(Self::BatchNorm),
+            _ => None,
+        }
+    }
+
+    /// Keras's weight name for the variable at position `index` of a layer of this kind.
+    ///
+    /// ```
+    /// use fracture::weights::keras::LayerKind;
+    /// assert_eq!(LayerKind::BatchNorm.weight_name(3), Some("moving_variance"));
+    /// assert_eq!(LayerKind::Conv.weight_name(2), None);
+    /// ```
+    pub fn weight_name(self, index: usize) -> Option<&'static str> {
+        let names: &[&'static str] = match self {
+            Self::Conv | Self::Dense => &["kernel", "bias"],
+            Self::BatchNorm => &["gamma", "beta", "moving_mean", "moving_variance"],
+        };
+        names.get(index).copied()
+    }
+}
+
+/// Whether a set of variable names is in Keras's naming (`kernel`, `gamma`, `moving_mean`,
+/// ...) rather than ours (`weight`, `running_mean`, ...).
+///
+/// ```
+/// use fracture::weights::keras::is_keras_naming;
+/// assert!(is_keras_naming(["conv1_conv.kernel", "conv1_conv.bias"]));
+/// assert!(!is_keras_naming(["conv1_conv.weight", "conv1_conv.bias"]));
+/// ```
+pub fn is_keras_naming<'a>(names: impl IntoIterator<Item = &'a str>) -> bool {
+    names.into_iter().any(|name| {
+        split_keras_key(name).is_some_and(|(_, weight)| {
+            matches!(
+                weight,
+                "kernel" | "gamma" | "beta" | "moving_mean" | "moving_variance"
+            )
+        })
+    })
+}
+
+/// Like [`to_candle`], but variables this mapping does not know (layers ResNetV2 does not
+/// have, such as embeddings or a layer normalization) are set aside instead of failing the
+/// whole file: they come back, under their original keys and unconverted, as the second map.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use std::collections::HashMap;
+/// let zeros = |n| Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
+/// let keras = HashMap::from([
+///     ("post_bn/gamma".to_string(), zeros(8)),
+///     ("token_embedding/embeddings".to_string(), zeros(4)),
+/// ]);
+/// let (ours, unknown) = fracture::weights::keras::to_candle_lenient(keras)?;
+/// assert!(ours.contains_key("post_bn.weight"));
+/// assert!(unknown.contains_key("token_embedding/embeddings"));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn to_candle_lenient(
+    keras: HashMap<String, Tensor>,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+    let (known, unknown): (HashMap<_, _>, HashMap<_, _>) =
+        keras.into_iter().partition(|(key, _)| {
+            split_keras_key(key).is_some_and(|(layer, weight)| candle_name(layer, weight).is_ok())
+        });
+    Ok((to_candle(known)?, unknown))
+}

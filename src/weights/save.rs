@@ -1,0 +1,184 @@
+//! Saving a network's variables as safetensors in our naming, with the configuration in the
+//! header metadata.
+
+use super::read::{FORMAT_KEY, FORMAT_VALUE};
+use super::validate::ValidationReport;
+use crate::error::{Error, Result};
+use crate::model::{HeadConfig, ResNetV2Config, VariableSpec};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Metadata key holding the crate version that wrote the file.
+pub const VERSION_KEY: &str = "fracture_version";
+/// Metadata key holding the backbone's [`ResNetV2Config`] as JSON.
+pub const BACKBONE_KEY: &str = "backbone_config";
+/// Metadata key holding the head's [`HeadConfig`] as JSON (absent for backbone-only files).
+pub const HEAD_KEY: &str = "head_config";
+
+/// The variables of the classifier head for `in_features` backbone channels, under `head.`.
+///
+/// ```
+/// use fracture::model::HeadConfig;
+/// let vars = fracture::weights::head_variables(2048, &HeadConfig::default());
+/// assert_eq!(vars[0].name, "head.dense.weight");
+/// assert_eq!(vars[0].shape, vec![256, 2048]);
+/// assert_eq!(vars.len(), 4);
+/// ```
+pub fn head_variables(in_features: usize, head: &HeadConfig) -> Vec<VariableSpec> {
+    let spec = |name: &str, shape: Vec<usize>| VariableSpec {
+        name: format!("head.{name}"),
+        shape,
+    };
+    vec![
+        spec("dense.weight", vec![head.hidden, in_features]),
+        spec("dense.bias", vec![head.hidden]),
+        spec("logit.weight", vec![1, head.hidden]),
+        spec("logit.bias", vec![1]),
+    ]
+}
+
+/// Every variable of the whole network: the backbone at the root, then the head (if any).
+pub fn network_variables(
+    backbone: &ResNetV2Config,
+    head: Option<&HeadConfig>,
+) -> Vec<VariableSpec> {
+    let mut vars = backbone.variables();
+    if let Some(head) = head {
+        vars.extend(head_variables(backbone.feature_channels(), head));
+    }
+    vars
+}
+
+/// Read the variables `specs` names out of any `VarBuilder` (a loaded file, a `VarMap`).
+pub fn collect_tensors(vb: &VarBuilder, specs: &[VariableSpec]) -> Result<HashMap<String, Tensor>> {
+    specs
+        .iter()
+        .map(|spec| {
+            Ok((
+                spec.name.clone(),
+                vb.get(spec.shape.as_slice(), &spec.name)?,
+            ))
+        })
+        .collect()
+}
+
+/// The current values of every variable of a `VarMap`, by name.
+pub fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Training("the VarMap's lock is poisoned".into()))?;
+    Ok(data
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect())
+}
+
+/// Write a network's variables to `path` as safetensors in our naming (f32, CPU order), with
+/// the configuration and the crate version in the header metadata.
+///
+/// `tensors` must hold exactly the backbone's variables plus, when `head` is given, the head's
+/// (under `head.`); anything missing, misshapen or extra is an error and nothing is written.
+///
+/// ```
+/// use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
+/// use fracture::weights::{network_variables, save_network, varmap_tensors, WeightsSource};
+/// use candle_core::{DType, Device};
+/// let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
+/// let head = HeadConfig { hidden: 8, dropout: 0.5 };
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// FractureNet::new(&config, &head, vb)?;
+/// let path = std::env::temp_dir().join("fracture-save-doctest.safetensors");
+/// save_network(&path, &varmap_tensors(&varmap)?, &config, Some(&head))?;
+/// let loaded = fracture::weights::read_tensors(&path, &Device::Cpu)?;
+/// assert!(loaded.validate(&network_variables(&config, Some(&head)))?.unexpected.is_empty());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn save_network(
+    path: impl AsRef<Path>,
+    tensors: &HashMap<String, Tensor>,
+    backbone: &ResNetV2Config,
+    head: Option<&HeadConfig>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let expected = network_variables(backbone, head);
+    let shapes: BTreeMap<String, Vec<usize>> = tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+        .collect();
+    let report = ValidationReport::compare(&shapes, &expected);
+    let save_error = |message: String| Error::Weights {
+        source_name: path.display().to_string(),
+        message: format!("refusing to save: {message}"),
+    };
+    if !report.is_complete() || !report.unexpected.is_empty() {
+        return Err(save_error(report.describe()));
+    }
+    let mut metadata = HashMap::from([
+        (FORMAT_KEY.to_string(), FORMAT_VALUE.to_string()),
+        (
+            VERSION_KEY.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "layout".to_string(),
+            "candle: OIHW conv kernels, (out, in) dense kernels".to_string(),
+        ),
+        (BACKBONE_KEY.to_string(), to_json(backbone)?),
+    ]);
+    if let Some(head) = head {
+        metadata.insert(HEAD_KEY.to_string(), to_json(head)?);
+    }
+    let mut views = Vec::with_capacity(expected.len());
+    for spec in &expected {
+        if let Some(tensor) = tensors.get(&spec.name) {
+            views.push((spec.name.clone(), F32View::new(tensor)?));
+        }
+    }
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| save_error(format!("{e:?}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::InvalidConfig(e.to_string()))
+}
+
+/// A tensor's values as little-endian `f32` bytes, for the safetensors writer.
+struct F32View {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl F32View {
+    fn new(tensor: &Tensor) -> Result<Self> {
+        let values = tensor
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self {
+            shape: tensor.dims().to_vec(),
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+}
+
+impl safetensors::View for F32View {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}

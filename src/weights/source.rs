@@ -1,0 +1,260 @@
+//! [`WeightsSource`]: where a network's weights come from, and building the network from them.
+
+use super::hub::{self, HubOptions};
+use super::read::{read_tensors, LoadedWeights};
+use super::save::head_variables;
+use super::validate::ValidationReport;
+use crate::error::{Error, Result};
+use crate::model::{
+    ClassifierHead, FractureNet, HeadConfig, ResNetV2, ResNetV2Config, VariableSpec,
+};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Where a network's weights come from.
+///
+/// Files are recognized by content: a Keras HDF5 file (classic `*_notop.h5`, Keras 3
+/// `.weights.h5`), Keras-layout safetensors, or our own safetensors (see
+/// [`super::save_network`]), which are memory-mapped: do not modify such a file while a network
+/// built from it is alive.
+///
+/// ```
+/// use fracture::weights::WeightsSource;
+/// let imagenet = WeightsSource::hub("org/resnet152v2-imagenet");
+/// let local = WeightsSource::file("resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5");
+/// let random = WeightsSource::Random { seed: 42 };
+/// assert!(matches!(imagenet, WeightsSource::Hub { ref revision, .. } if revision == "main"));
+/// # let _ = (local, random);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// A file in a Hugging Face hub model repository, cached under `HF_HOME`.
+    Hub {
+        /// Repository id, `owner/name`.
+        repo: String,
+        /// Branch, tag or commit (`main` by default).
+        revision: String,
+        /// File inside the repository.
+        file: String,
+    },
+    /// A local file.
+    File(PathBuf),
+    /// Random weights, reproducible: the same seed gives the same weights on every run and
+    /// device (drawn on the CPU with ChaCha8). Kernels are Glorot-uniform as in Keras, biases
+    /// and BN offsets zero, BN scales and variances one, means zero.
+    Random {
+        /// Seed of the random generator.
+        seed: u64,
+    },
+}
+
+/// The file name [`WeightsSource::hub`] assumes.
+pub const DEFAULT_HUB_FILE: &str = "model.safetensors";
+
+impl WeightsSource {
+    /// `model.safetensors` on the `main` revision of `repo`.
+    pub fn hub(repo: impl Into<String>) -> Self {
+        Self::Hub {
+            repo: repo.into(),
+            revision: "main".into(),
+            file: DEFAULT_HUB_FILE.into(),
+        }
+    }
+
+    /// A local file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::File(path.into())
+    }
+
+    /// How this source is named in errors and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Hub {
+                repo,
+                revision,
+                file,
+            } => format!("hub {repo}@{revision}/{file}"),
+            Self::File(path) => path.display().to_string(),
+            Self::Random { seed } => format!("random(seed {seed})"),
+        }
+    }
+
+    /// The local path of the weights file (downloading it for `Hub`), `None` for `Random`.
+    pub fn resolve(&self, options: &HubOptions) -> Result<Option<PathBuf>> {
+        Ok(match self {
+            Self::Hub {
+                repo,
+                revision,
+                file,
+            } => Some(hub::fetch(repo, revision, file, options)?),
+            Self::File(path) => Some(path.clone()),
+            Self::Random { .. } => None,
+        })
+    }
+
+    /// Load and validate the weights of a network with this backbone and head.
+    ///
+    /// The backbone's variables must all be present with their shapes. The head's are
+    /// optional: files with no `head.` tensors (the ImageNet "notop" case) get a freshly
+    /// initialized head, seeded like [`WeightsSource::Random`] (seed 0 for files); a file
+    /// with only some of the head's tensors, or with misshapen ones, is an error. Tensors the
+    /// network does not use are listed in the report but are not an error.
+    ///
+    /// ```
+    /// use fracture::model::{HeadConfig, ResNetV2Config};
+    /// use fracture::weights::{HubOptions, WeightsSource};
+    /// use candle_core::{Device, Tensor, DType};
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_resnet_v2/tiny/model.weights.h5");
+    /// let config = ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32]);
+    /// let loaded = WeightsSource::file(path).load(&config, &HeadConfig::default(), &Device::Cpu, &HubOptions::from_env())?;
+    /// assert!(!loaded.head_loaded);
+    /// let (net, _head_vars) = loaded.into_network()?;
+    /// let p = net.probabilities(&Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?)?;
+    /// assert_eq!(p.dims(), &[1]);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn load(
+        &self,
+        backbone: &ResNetV2Config,
+        head: &HeadConfig,
+        device: &Device,
+        options: &HubOptions,
+    ) -> Result<LoadedNetwork> {
+        backbone.validate()?;
+        let (weights, head_seed) = match self {
+            Self::Random { seed } => (random_weights(backbone, *seed, device)?, *seed),
+            _ => {
+                let path = self.resolve(options)?.ok_or_else(|| {
+                    Error::InvalidConfig(format!("{} has no file", self.describe()))
+                })?;
+                let mut weights = read_tensors(&path, device)?;
+                if let Self::Hub { .. } = self {
+                    weights.rename_source(format!("{} ({})", self.describe(), path.display()));
+                }
+                (weights, 0)
+            }
+        };
+        let head_specs = head_variables(backbone.feature_channels(), head);
+        let head_present = head_specs
+            .iter()
+            .filter(|v| weights.contains(&v.name))
+            .count();
+        let head_loaded = head_present > 0;
+        let mut expected = backbone.variables();
+        if head_loaded {
+            expected.extend(head_specs.iter().cloned());
+        }
+        let report = weights.validate(&expected)?;
+        Ok(LoadedNetwork {
+            backbone_config: backbone.clone(),
+            head_config: head.clone(),
+            head_specs,
+            head_loaded,
+            head_seed,
+            report,
+            weights,
+        })
+    }
+}
+
+/// Validated weights, ready to become a [`FractureNet`].
+#[derive(Debug)]
+pub struct LoadedNetwork {
+    backbone_config: ResNetV2Config,
+    head_config: HeadConfig,
+    head_specs: Vec<VariableSpec>,
+    /// Whether the head came from the weights (`false`: it will be freshly initialized).
+    pub head_loaded: bool,
+    head_seed: u64,
+    /// What validation found (unexpected tensors are listed here).
+    pub report: ValidationReport,
+    weights: LoadedWeights,
+}
+
+impl LoadedNetwork {
+    /// The loaded weights themselves.
+    pub fn weights(&self) -> &LoadedWeights {
+        &self.weights
+    }
+
+    /// Build the network: the backbone reads its variables from the weights (constants, not
+    /// trained), the head's variables live in the returned `VarMap` (what an optimizer gets),
+    /// initialized from the weights when they hold a head, else freshly and reproducibly.
+    pub fn into_network(self) -> Result<(FractureNet, VarMap)> {
+        let device = self.weights.device().clone();
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::Training("the VarMap's lock is poisoned".into()))?;
+            let mut rng = ChaCha8Rng::seed_from_u64(self.head_seed);
+            for spec in &self.head_specs {
+                let value = if self.head_loaded {
+                    self.weights.get(&spec.name)?
+                } else {
+                    init_tensor(spec, &mut rng, &device)?
+                };
+                let name = spec.name.strip_prefix("head.").unwrap_or(&spec.name);
+                data.insert(name.to_string(), Var::from_tensor(&value)?);
+            }
+        }
+        let vb = self.weights.into_var_builder();
+        let backbone = ResNetV2::new(&self.backbone_config, vb)?;
+        let head_vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let head = ClassifierHead::new(
+            self.backbone_config.feature_channels(),
+            &self.head_config,
+            head_vb,
+        )?;
+        Ok((FractureNet::from_parts(backbone, head), varmap))
+    }
+}
+
+/// Random backbone weights for `config`, reproducible from `seed`.
+fn random_weights(config: &ResNetV2Config, seed: u64, device: &Device) -> Result<LoadedWeights> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let tensors = config
+        .variables()
+        .iter()
+        .map(|spec| Ok((spec.name.clone(), init_tensor(spec, &mut rng, device)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    Ok(LoadedWeights::from_tensors(
+        format!("random(seed {seed})"),
+        tensors,
+        device,
+    ))
+}
+
+/// Keras's default initialization of one variable, given our name and layout.
+fn init_tensor(spec: &VariableSpec, rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
+    let numel: usize = spec.shape.iter().product();
+    let constant = |value: f32| Tensor::full(value, spec.shape.as_slice(), device);
+    let tensor = if spec.name.ends_with(".running_var") {
+        constant(1.0)?
+    } else if spec.shape.len() >= 2 {
+        // Glorot uniform: fan_in = in * receptive field, fan_out = out * receptive field.
+        let receptive: usize = spec.shape.iter().skip(2).product();
+        let fan_in = spec.shape.get(1).copied().unwrap_or(1) * receptive;
+        let fan_out = spec.shape.first().copied().unwrap_or(1) * receptive;
+        let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
+        let values: Vec<f32> = (0..numel)
+            .map(|_| rng.random_range(-limit..=limit))
+            .collect();
+        Tensor::from_vec(values, spec.shape.as_slice(), device)?
+    } else if is_bn_scale(&spec.name) {
+        constant(1.0)?
+    } else {
+        constant(0.0)?
+    };
+    Ok(tensor)
+}
+
+/// A BN `weight` (gamma) vector: one, unlike a bias.
+fn is_bn_scale(name: &str) -> bool {
+    name.ends_with("_bn.weight")
+}
