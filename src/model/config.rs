@@ -126,7 +126,7 @@ impl ResNetV2Config {
                 self.strides
             )));
         }
-        if self.in_channels == 0 || !(self.bn_epsilon > 0.0) {
+        if self.in_channels == 0 || self.bn_epsilon.is_nan() || self.bn_epsilon <= 0.0 {
             return Err(Error::InvalidConfig(
                 "input channels and BN epsilon must be positive".into(),
             ));
