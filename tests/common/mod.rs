@@ -93,10 +93,12 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, r
     let mut failures = 0usize;
     for (i, (x, y)) in a.iter().zip(&e).enumerate() {
         let diff = (x - y).abs();
-        if !(diff <= atol + rtol * y.abs()) {
+        // NaN counts as a failure and as the worst difference.
+        let within = diff <= atol + rtol * y.abs();
+        if !within {
             failures += 1;
         }
-        if !(diff <= worst.0) {
+        if diff.is_nan() || diff > worst.0 {
             worst = (diff, i);
         }
     }
