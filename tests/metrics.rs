@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use fracture::metrics::{
-    accuracy, average_precision, binary_cross_entropy, bootstrap_ci, by_subgroup,
-    calibration_bins, choose_threshold, expected_calibration_error, roc_auc, BinaryMetrics,
-    BootstrapConfig, ClassScores, ConfusionMatrix, Metric, PrCurve, RocCurve, ThresholdRule,
-    Undefined,
+    accuracy, average_precision, binary_cross_entropy, bootstrap_ci, by_subgroup, calibration_bins,
+    choose_threshold, expected_calibration_error, roc_auc, BinaryMetrics, BootstrapConfig,
+    ClassScores, ConfusionMatrix, Metric, PrCurve, RocCurve, ThresholdRule, Undefined,
 };
 use fracture::Error;
 use serde_json::Value;
@@ -20,7 +19,10 @@ fn fixture_path() -> PathBuf {
 fn load_cases(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(fixture["conventions"]["positive_label"], 1, "positive class must be 1");
+    assert_eq!(
+        fixture["conventions"]["positive_label"], 1,
+        "positive class must be 1"
+    );
     assert_eq!(
         fixture["conventions"]["predicted_positive_if"],
         "score >= threshold"
@@ -69,11 +71,41 @@ fn check_value(failures: &mut Vec<String>, case: &str, what: &str, got: f64, wan
     check_metric(failures, case, what, Metric::Defined(got), want);
 }
 
-fn check_class(failures: &mut Vec<String>, case: &str, what: &str, got: &ClassScores, want: &Value) {
-    check_value(failures, case, &format!("{what} precision"), got.precision, &want["precision"]);
-    check_value(failures, case, &format!("{what} recall"), got.recall, &want["recall"]);
-    check_value(failures, case, &format!("{what} f1"), got.f1_score, &want["f1-score"]);
-    check_value(failures, case, &format!("{what} support"), got.support as f64, &want["support"]);
+fn check_class(
+    failures: &mut Vec<String>,
+    case: &str,
+    what: &str,
+    got: &ClassScores,
+    want: &Value,
+) {
+    check_value(
+        failures,
+        case,
+        &format!("{what} precision"),
+        got.precision,
+        &want["precision"],
+    );
+    check_value(
+        failures,
+        case,
+        &format!("{what} recall"),
+        got.recall,
+        &want["recall"],
+    );
+    check_value(
+        failures,
+        case,
+        &format!("{what} f1"),
+        got.f1_score,
+        &want["f1-score"],
+    );
+    check_value(
+        failures,
+        case,
+        &format!("{what} support"),
+        got.support as f64,
+        &want["support"],
+    );
 }
 
 /// Every quantity of every case; returns the mismatches.
@@ -82,24 +114,87 @@ fn check_case(case: &Case) -> Vec<String> {
     let (name, e) = (case.name.as_str(), &case.expected);
     let m = BinaryMetrics::compute(&case.labels, &case.scores, case.threshold).unwrap();
     check_value(&mut failures, name, "accuracy", m.accuracy, &e["accuracy"]);
-    check_value(&mut failures, name, "BCE", m.binary_cross_entropy, &e["binary_cross_entropy"]);
+    check_value(
+        &mut failures,
+        name,
+        "BCE",
+        m.binary_cross_entropy,
+        &e["binary_cross_entropy"],
+    );
     check_metric(&mut failures, name, "ROC AUC", m.roc_auc, &e["roc_auc"]);
-    check_metric(&mut failures, name, "AP", m.average_precision, &e["average_precision"]);
-    check_metric(&mut failures, name, "sensitivity", m.sensitivity, &e["sensitivity"]);
-    check_metric(&mut failures, name, "specificity", m.specificity, &e["specificity"]);
+    check_metric(
+        &mut failures,
+        name,
+        "AP",
+        m.average_precision,
+        &e["average_precision"],
+    );
+    check_metric(
+        &mut failures,
+        name,
+        "sensitivity",
+        m.sensitivity,
+        &e["sensitivity"],
+    );
+    check_metric(
+        &mut failures,
+        name,
+        "specificity",
+        m.specificity,
+        &e["specificity"],
+    );
     let youden = choose_threshold(&case.labels, &case.scores, ThresholdRule::Youden).unwrap();
-    check_metric(&mut failures, name, "Youden threshold", youden.map(|p| p.threshold), &e["youden_threshold"]);
+    check_metric(
+        &mut failures,
+        name,
+        "Youden threshold",
+        youden.map(|p| p.threshold),
+        &e["youden_threshold"],
+    );
     let rows = e["confusion_matrix_rows_true_cols_pred_order_fractured_notfractured"].clone();
     let want_rows: [[usize; 2]; 2] = serde_json::from_value(rows).unwrap();
     if m.confusion.rows() != want_rows {
-        failures.push(format!("{name}: confusion {:?}, sklearn {want_rows:?}", m.confusion.rows()));
+        failures.push(format!(
+            "{name}: confusion {:?}, sklearn {want_rows:?}",
+            m.confusion.rows()
+        ));
     }
     let (r, want) = (&m.report, &e["report"]);
-    check_class(&mut failures, name, "Fractured", &r.fractured, &want["Fractured"]);
-    check_class(&mut failures, name, "Not_Fractured", &r.not_fractured, &want["Not_Fractured"]);
-    check_class(&mut failures, name, "macro avg", &r.macro_avg, &want["macro avg"]);
-    check_class(&mut failures, name, "weighted avg", &r.weighted_avg, &want["weighted avg"]);
-    check_value(&mut failures, name, "report accuracy", r.accuracy, &want["accuracy"]);
+    check_class(
+        &mut failures,
+        name,
+        "Fractured",
+        &r.fractured,
+        &want["Fractured"],
+    );
+    check_class(
+        &mut failures,
+        name,
+        "Not_Fractured",
+        &r.not_fractured,
+        &want["Not_Fractured"],
+    );
+    check_class(
+        &mut failures,
+        name,
+        "macro avg",
+        &r.macro_avg,
+        &want["macro avg"],
+    );
+    check_class(
+        &mut failures,
+        name,
+        "weighted avg",
+        &r.weighted_avg,
+        &want["weighted avg"],
+    );
+    check_value(
+        &mut failures,
+        name,
+        "report accuracy",
+        r.accuracy,
+        &want["accuracy"],
+    );
     failures
 }
 
@@ -107,7 +202,12 @@ fn check_fixture(path: &Path) {
     let cases = load_cases(path);
     assert!(!cases.is_empty(), "{}: no cases", path.display());
     let failures: Vec<String> = cases.iter().flat_map(|c| check_case(&parse(c))).collect();
-    assert!(failures.is_empty(), "{}:\n{}", path.display(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}:\n{}",
+        path.display(),
+        failures.join("\n")
+    );
 }
 
 fn case(name: &str) -> Case {
@@ -143,7 +243,10 @@ fn auc_with_one_class_is_undefined_not_nan() {
         roc_auc(&healthy_only_reversed, &c.scores).unwrap(),
         Metric::Undefined(Undefined::NoNotFractured)
     );
-    assert!(matches!(RocCurve::new(&c.labels, &c.scores), Err(Error::Metric(_))));
+    assert!(matches!(
+        RocCurve::new(&c.labels, &c.scores),
+        Err(Error::Metric(_))
+    ));
 }
 
 #[test]
@@ -152,9 +255,15 @@ fn always_answering_not_fractured_baseline_is_reported() {
     let c = case("imbalanced_fracatlas_like");
     let m = BinaryMetrics::compute(&c.labels, &c.scores, c.threshold).unwrap();
     assert_eq!(m.majority_baseline_accuracy, 674.0 / 817.0);
-    assert!(m.report.to_string().contains("always \"Not_Fractured\" scores accuracy 0.82"));
+    assert!(m
+        .report
+        .to_string()
+        .contains("always \"Not_Fractured\" scores accuracy 0.82"));
     let summary = m.to_string();
-    assert!(summary.contains("always \"Not_Fractured\": 0.8250"), "{summary}");
+    assert!(
+        summary.contains("always \"Not_Fractured\": 0.8250"),
+        "{summary}"
+    );
     assert!(summary.contains("105 of 143 fractures found"), "{summary}");
 
     let silent = BinaryMetrics::compute(&c.labels, &vec![0.0; c.labels.len()], 0.5).unwrap();
@@ -184,7 +293,10 @@ baseline: always \"Fractured\" scores accuracy 0.60";
 fn report_display_precision_sets_digits() {
     let report = ConfusionMatrix::from_counts(8, 4, 2, 6).unwrap().report();
     let text = format!("{report:.4}");
-    assert!(text.contains("    Fractured     0.8000    0.6667    0.7273        12"), "{text}");
+    assert!(
+        text.contains("    Fractured     0.8000    0.6667    0.7273        12"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -202,7 +314,10 @@ fn confusion_matrix_rows_are_true_class_columns_predicted() {
 #[test]
 fn precision_without_fractured_predictions_is_undefined_but_zero_in_report() {
     let cm = ConfusionMatrix::from_scores(&[true, false], &[0.1, 0.2], 0.5).unwrap();
-    assert_eq!(cm.precision(), Metric::Undefined(Undefined::NoPredictedFractured));
+    assert_eq!(
+        cm.precision(),
+        Metric::Undefined(Undefined::NoPredictedFractured)
+    );
     assert_eq!(cm.report().fractured.precision, 0.0);
 }
 
@@ -235,7 +350,10 @@ fn target_sensitivity_picks_the_highest_threshold_reaching_it() {
     assert_eq!(pick(0.5).threshold, 0.6);
     assert_eq!(pick(0.75).threshold, 0.3);
     let all = pick(1.0);
-    assert_eq!((all.threshold, all.sensitivity, all.specificity), (0.2, 1.0, 1.0 / 3.0));
+    assert_eq!(
+        (all.threshold, all.sensitivity, all.specificity),
+        (0.2, 1.0, 1.0 / 3.0)
+    );
     assert!(matches!(
         choose_threshold(&labels, &scores, ThresholdRule::TargetSensitivity(1.5)),
         Err(Error::InvalidInput(_))
@@ -254,12 +372,23 @@ fn roc_auc_counts_ties_as_one_half() {
 fn roc_curve_auc_agrees_with_pair_counting() {
     let c = case("many_ties");
     let scores_of = |fractured: bool| -> Vec<f64> {
-        c.labels.iter().zip(&c.scores).filter(|(&l, _)| l == fractured).map(|(_, &s)| s).collect()
+        c.labels
+            .iter()
+            .zip(&c.scores)
+            .filter(|(&l, _)| l == fractured)
+            .map(|(_, &s)| s)
+            .collect()
     };
     let mut pairs = 0.0;
     for fracture in scores_of(true) {
         for healthy in scores_of(false) {
-            pairs += if fracture > healthy { 1.0 } else if fracture == healthy { 0.5 } else { 0.0 };
+            pairs += if fracture > healthy {
+                1.0
+            } else if fracture == healthy {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     let positives = c.labels.iter().filter(|&&l| l).count() as f64;
@@ -267,7 +396,10 @@ fn roc_curve_auc_agrees_with_pair_counting() {
     let roc = RocCurve::new(&c.labels, &c.scores).unwrap();
     assert!((roc.auc() - by_pairs).abs() < 1e-12);
     assert_eq!((roc.fpr()[0], roc.tpr()[0]), (0.0, 0.0));
-    assert_eq!((*roc.fpr().last().unwrap(), *roc.tpr().last().unwrap()), (1.0, 1.0));
+    assert_eq!(
+        (*roc.fpr().last().unwrap(), *roc.tpr().last().unwrap()),
+        (1.0, 1.0)
+    );
 }
 
 #[test]
@@ -276,7 +408,10 @@ fn average_precision_is_undefined_without_fractures_and_one_for_a_perfect_rankin
         average_precision(&[false, false], &[0.3, 0.6]).unwrap(),
         Metric::Undefined(Undefined::NoFractured)
     );
-    assert!(matches!(PrCurve::new(&[false], &[0.3]), Err(Error::Metric(_))));
+    assert!(matches!(
+        PrCurve::new(&[false], &[0.3]),
+        Err(Error::Metric(_))
+    ));
     let ap = average_precision(&[true, true, false], &[0.9, 0.8, 0.1]).unwrap();
     assert_eq!(ap, Metric::Defined(1.0));
 }
@@ -287,8 +422,14 @@ fn invalid_input_is_an_error_not_a_panic() {
     assert!(invalid(roc_auc(&[true, false], &[0.5])));
     assert!(invalid(roc_auc(&[], &[])));
     assert!(invalid(roc_auc(&[true, false], &[0.5, f64::NAN])));
-    assert!(matches!(binary_cross_entropy(&[true], &[1.5]), Err(Error::InvalidInput(_))));
-    assert!(matches!(accuracy(&[true], &[0.5], f64::NAN), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        binary_cross_entropy(&[true], &[1.5]),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        accuracy(&[true], &[0.5], f64::NAN),
+        Err(Error::InvalidInput(_))
+    ));
     assert!(matches!(
         BinaryMetrics::compute(&[true, false], &[0.5, -0.1], 0.5),
         Err(Error::InvalidInput(_))
@@ -303,7 +444,10 @@ fn invalid_input_is_an_error_not_a_panic() {
 fn undefined_metric_serializes_as_null() {
     let undefined: Metric = Metric::Undefined(Undefined::NoFractured);
     assert_eq!(serde_json::to_string(&undefined).unwrap(), "null");
-    assert_eq!(serde_json::to_string(&Metric::Defined(0.25)).unwrap(), "0.25");
+    assert_eq!(
+        serde_json::to_string(&Metric::Defined(0.25)).unwrap(),
+        "0.25"
+    );
     assert_eq!(format!("{:.2}", Metric::Defined(0.256)), "0.26");
 }
 
@@ -316,7 +460,11 @@ fn ece_of_hand_worked_bins() {
     let scores = [0.1, 0.2, 0.6, 0.8, 0.9];
     let ece = expected_calibration_error(&labels, &scores, 4).unwrap();
     assert!((ece - 0.28).abs() < 1e-12, "{ece}");
-    let counts: Vec<usize> = calibration_bins(&labels, &scores, 4).unwrap().iter().map(|b| b.count).collect();
+    let counts: Vec<usize> = calibration_bins(&labels, &scores, 4)
+        .unwrap()
+        .iter()
+        .map(|b| b.count)
+        .collect();
     assert_eq!(counts, [2, 1, 2]);
 }
 
@@ -335,7 +483,10 @@ fn calibration_bin_includes_its_upper_edge() {
     let bins = calibration_bins(&[true, false], &[0.5, 0.0], 2).unwrap();
     assert_eq!(bins.len(), 1);
     assert_eq!((bins[0].count, bins[0].upper), (2, 0.5));
-    assert!(matches!(calibration_bins(&[true], &[0.5], 0), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        calibration_bins(&[true], &[0.5], 0),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 fn bootstrap_data() -> (Vec<bool>, Vec<f64>) {
@@ -356,9 +507,19 @@ fn bootstrap_intervals_contain_the_point_estimates() {
     let (labels, scores) = bootstrap_data();
     let ci = bootstrap_ci(&labels, &scores, 0.5, config(7)).unwrap();
     let auc = ci.auc.value().unwrap();
-    assert_eq!(Metric::Defined(auc.estimate), roc_auc(&labels, &scores).unwrap());
-    for interval in [auc, ci.sensitivity.value().unwrap(), ci.specificity.value().unwrap()] {
-        assert!(interval.lower < interval.estimate && interval.estimate < interval.upper, "{interval:?}");
+    assert_eq!(
+        Metric::Defined(auc.estimate),
+        roc_auc(&labels, &scores).unwrap()
+    );
+    for interval in [
+        auc,
+        ci.sensitivity.value().unwrap(),
+        ci.specificity.value().unwrap(),
+    ] {
+        assert!(
+            interval.lower < interval.estimate && interval.estimate < interval.upper,
+            "{interval:?}"
+        );
         assert_eq!(interval.resamples_used, 200);
         assert_eq!(interval.confidence, 0.9);
     }
@@ -368,8 +529,14 @@ fn bootstrap_intervals_contain_the_point_estimates() {
 fn bootstrap_with_the_same_seed_repeats_and_another_seed_differs() {
     let (labels, scores) = bootstrap_data();
     let first = bootstrap_ci(&labels, &scores, 0.5, config(7)).unwrap();
-    assert_eq!(first, bootstrap_ci(&labels, &scores, 0.5, config(7)).unwrap());
-    assert_ne!(first, bootstrap_ci(&labels, &scores, 0.5, config(8)).unwrap());
+    assert_eq!(
+        first,
+        bootstrap_ci(&labels, &scores, 0.5, config(7)).unwrap()
+    );
+    assert_ne!(
+        first,
+        bootstrap_ci(&labels, &scores, 0.5, config(8)).unwrap()
+    );
 }
 
 #[test]
@@ -389,10 +556,19 @@ fn bootstrap_keeps_undefined_metrics_undefined_and_rejects_bad_settings() {
     assert_eq!(ci.sensitivity, Metric::Undefined(Undefined::NoFractured));
     assert!(ci.specificity.is_defined());
     for bad in [
-        BootstrapConfig { n_resamples: 0, ..config(1) },
-        BootstrapConfig { confidence: 1.0, ..config(1) },
+        BootstrapConfig {
+            n_resamples: 0,
+            ..config(1)
+        },
+        BootstrapConfig {
+            confidence: 1.0,
+            ..config(1)
+        },
     ] {
-        assert!(matches!(bootstrap_ci(&c.labels, &c.scores, 0.5, bad), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            bootstrap_ci(&c.labels, &c.scores, 0.5, bad),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }
 
@@ -404,12 +580,23 @@ fn subgroups_get_their_own_metrics_and_single_class_groups_have_undefined_auc() 
     let groups = by_subgroup(&labels, &scores, &hardware, 0.5).unwrap();
     assert_eq!(groups.len(), 3);
     let yes = groups.get("yes").unwrap();
-    assert_eq!((yes.sensitivity, yes.specificity), (Metric::Defined(1.0), Metric::Defined(0.0)));
+    assert_eq!(
+        (yes.sensitivity, yes.specificity),
+        (Metric::Defined(1.0), Metric::Defined(0.0))
+    );
     let no = groups.get("no").unwrap();
-    assert_eq!((no.sensitivity, no.roc_auc), (Metric::Defined(0.0), Metric::Defined(1.0)));
+    assert_eq!(
+        (no.sensitivity, no.roc_auc),
+        (Metric::Defined(0.0), Metric::Defined(1.0))
+    );
     let none = groups.get("none").unwrap();
     assert_eq!(none.roc_auc, Metric::Undefined(Undefined::NoFractured));
     assert_eq!(none.specificity, Metric::Defined(0.5));
     let table = groups.to_string();
-    assert!(table.lines().any(|l| l.starts_with("none") && l.contains("n/a")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("none") && l.contains("n/a")),
+        "{table}"
+    );
 }

@@ -110,7 +110,9 @@ pub fn average_precision(labels: &[bool], scores: &[f64]) -> Result<Metric> {
     if ranking.fractured == 0 {
         return Ok(Metric::Undefined(Undefined::NoFractured));
     }
-    Ok(Metric::Defined(PrCurve::from_ranking(&ranking).average_precision()))
+    Ok(Metric::Defined(
+        PrCurve::from_ranking(&ranking).average_precision(),
+    ))
 }
 
 /// The ROC curve at every distinct score (no point dropped), from the strictest threshold
@@ -160,7 +162,12 @@ impl RocCurve {
                 .collect(),
             auc: ranking.auc(),
             true_negatives: std::iter::once(ranking.not_fractured)
-                .chain(ranking.false_positives.iter().map(|&fp| ranking.not_fractured - fp))
+                .chain(
+                    ranking
+                        .false_positives
+                        .iter()
+                        .map(|&fp| ranking.not_fractured - fp),
+                )
                 .collect(),
             fractured: ranking.fractured,
             not_fractured: ranking.not_fractured,
@@ -209,9 +216,10 @@ impl RocCurve {
         }
         match best.0 {
             0 => Metric::Undefined(Undefined::NoInformativeThreshold),
-            k => self
-                .point(k)
-                .map_or(Metric::Undefined(Undefined::NoInformativeThreshold), Metric::Defined),
+            k => self.point(k).map_or(
+                Metric::Undefined(Undefined::NoInformativeThreshold),
+                Metric::Defined,
+            ),
         }
     }
 
@@ -292,7 +300,9 @@ pub fn choose_threshold(
     let roc = RocCurve::new(labels, scores)?;
     match rule {
         ThresholdRule::Youden => Ok(roc.youden()),
-        ThresholdRule::TargetSensitivity(target) => roc.for_sensitivity(target).map(Metric::Defined),
+        ThresholdRule::TargetSensitivity(target) => {
+            roc.for_sensitivity(target).map(Metric::Defined)
+        }
     }
 }
 

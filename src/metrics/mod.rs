@@ -41,8 +41,7 @@ use serde::{Serialize, Serializer};
 use crate::{Error, Result};
 
 pub use curves::{
-    average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve,
-    ThresholdRule,
+    average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve, ThresholdRule,
 };
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
 pub use uncertainty::{
@@ -129,7 +128,9 @@ impl<T> Metric<T> {
     pub fn defined_or(self, what: &str) -> Result<T> {
         match self {
             Metric::Defined(value) => Ok(value),
-            Metric::Undefined(reason) => Err(Error::Metric(format!("{what} is undefined: {reason}"))),
+            Metric::Undefined(reason) => {
+                Err(Error::Metric(format!("{what} is undefined: {reason}")))
+            }
         }
     }
 

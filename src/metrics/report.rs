@@ -134,7 +134,11 @@ impl ConfusionMatrix {
 
     /// Sensitivity (recall, true-positive rate): fraction of fractures found.
     pub fn sensitivity(&self) -> Metric {
-        ratio(self.true_positives, self.fractured(), Undefined::NoFractured)
+        ratio(
+            self.true_positives,
+            self.fractured(),
+            Undefined::NoFractured,
+        )
     }
 
     /// Specificity (true-negative rate): fraction of not-fractured cases cleared.
@@ -280,7 +284,8 @@ impl ClassificationReport {
             cm.not_fractured(),
         );
         let total = cm.total();
-        let macro_of = |pick: fn(&ClassScores) -> f64| (pick(&fractured) + pick(&not_fractured)) / 2.0;
+        let macro_of =
+            |pick: fn(&ClassScores) -> f64| (pick(&fractured) + pick(&not_fractured)) / 2.0;
         let weighted_of = |pick: fn(&ClassScores) -> f64| {
             (pick(&fractured) * fractured.support as f64
                 + pick(&not_fractured) * not_fractured.support as f64)

@@ -7,8 +7,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{check_inputs, check_probabilities, check_threshold, roc_auc, ConfusionMatrix, Metric,
-    Undefined};
+use super::{
+    check_inputs, check_probabilities, check_threshold, roc_auc, ConfusionMatrix, Metric, Undefined,
+};
 use crate::{Error, Result};
 
 /// Settings of [`bootstrap_ci`].
@@ -138,7 +139,8 @@ pub fn bootstrap_ci(
             cm.sensitivity(),
             cm.specificity(),
         ];
-        for ((values, reason), value) in resampled.iter_mut().zip(&mut first_undefined).zip(values) {
+        for ((values, reason), value) in resampled.iter_mut().zip(&mut first_undefined).zip(values)
+        {
             match value {
                 Metric::Defined(v) => values.push(v),
                 Metric::Undefined(why) => {
