@@ -600,3 +600,15 @@ fn subgroups_get_their_own_metrics_and_single_class_groups_have_undefined_auc() 
         "{table}"
     );
 }
+
+#[test]
+fn confusion_matrix_display_labels_rows_true_and_columns_predicted() {
+    let cm = ConfusionMatrix::from_counts(105, 38, 67, 607).unwrap();
+    let expected = [
+        "                    predicted Fractured  predicted Not_Fractured",
+        "true Fractured                      105                       38",
+        "true Not_Fractured                   67                      607",
+    ]
+    .join("\n");
+    assert_eq!(cm.to_string(), expected);
+}

@@ -18,10 +18,11 @@ struct Ranking {
 }
 
 impl Ranking {
-    /// Rank validated input (finite scores, equal lengths).
+    /// Rank validated input (finite scores, one per label).
     fn new(labels: &[bool], scores: &[f64]) -> Self {
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let mut cases: Vec<(f64, bool)> =
+            scores.iter().copied().zip(labels.iter().copied()).collect();
+        cases.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut ranking = Ranking {
             thresholds: Vec::new(),
             true_positives: Vec::new(),
@@ -29,18 +30,16 @@ impl Ranking {
             fractured: 0,
             not_fractured: 0,
         };
-        for (position, &index) in order.iter().enumerate() {
-            if labels[index] {
+        let mut cases = cases.into_iter().peekable();
+        while let Some((score, fractured)) = cases.next() {
+            if fractured {
                 ranking.fractured += 1;
             } else {
                 ranking.not_fractured += 1;
             }
             // -0.0 and 0.0 sort apart under total_cmp but are one threshold, hence `!=`.
-            let last_of_tie = order
-                .get(position + 1)
-                .is_none_or(|&next| scores[next] != scores[index]);
-            if last_of_tie {
-                ranking.thresholds.push(scores[index]);
+            if cases.peek().is_none_or(|next| next.0 != score) {
+                ranking.thresholds.push(score);
                 ranking.true_positives.push(ranking.fractured);
                 ranking.false_positives.push(ranking.not_fractured);
             }

@@ -184,26 +184,25 @@ impl ConfusionMatrix {
 }
 
 impl fmt::Display for ConfusionMatrix {
+    /// A 2×2 table, true class in rows, predicted class in columns.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [fractured, not_fractured] = CLASS_NAMES;
-        let width = fractured.len().max(not_fractured.len()) + 5;
-        let cell = fractured.len().max(not_fractured.len());
-        let [[tp, fn_], [fp, tn]] = self.rows();
-        writeln!(
-            f,
-            "{:>width$}  {:>cell$}  {:>cell$}  (predicted)",
-            "", fractured, not_fractured
-        )?;
-        writeln!(
-            f,
-            "{:>width$}  {tp:>cell$}  {fn_:>cell$}",
-            format!("true {fractured}")
-        )?;
-        write!(
-            f,
-            "{:>width$}  {fp:>cell$}  {tn:>cell$}",
-            format!("true {not_fractured}")
-        )
+        let rows = [format!("true {fractured}"), format!("true {not_fractured}")];
+        let columns = [
+            format!("predicted {fractured}"),
+            format!("predicted {not_fractured}"),
+        ];
+        let width = rows.iter().map(String::len).max().unwrap_or(0);
+        let [first, second] = &columns;
+        let (w1, w2) = (first.len(), second.len());
+        write!(f, "{:width$}  {first}  {second}", "")?;
+        for (row, [predicted_fractured, predicted_not]) in rows.iter().zip(self.rows()) {
+            write!(
+                f,
+                "\n{row:<width$}  {predicted_fractured:>w1$}  {predicted_not:>w2$}"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -223,15 +222,29 @@ pub struct ClassScores {
 impl ClassScores {
     /// Scores of one class from its true positives, predicted count and true count.
     fn of_class(hits: usize, predicted: usize, support: usize) -> Self {
-        let zero_if_undefined = |numerator: usize, denominator: usize| {
-            ratio(numerator, denominator, Undefined::NoFractured)
-                .value()
-                .unwrap_or(0.0)
+        // scikit-learn's zero_division=0.
+        let zero_if_undefined = |numerator: usize, denominator: usize| match denominator {
+            0 => 0.0,
+            _ => numerator as f64 / denominator as f64,
         };
         ClassScores {
             precision: zero_if_undefined(hits, predicted),
             recall: zero_if_undefined(hits, support),
             f1_score: zero_if_undefined(2 * hits, support + predicted),
+            support,
+        }
+    }
+
+    /// Mean of two classes' scores with the given weights (1 and 1: macro average; the
+    /// supports: weighted average), reporting `support`.
+    fn average(classes: [&ClassScores; 2], weights: [f64; 2], support: usize) -> Self {
+        let [a, b] = classes;
+        let [wa, wb] = weights;
+        let mean = |pick: fn(&ClassScores) -> f64| (pick(a) * wa + pick(b) * wb) / (wa + wb);
+        ClassScores {
+            precision: mean(|c| c.precision),
+            recall: mean(|c| c.recall),
+            f1_score: mean(|c| c.f1_score),
             support,
         }
     }
@@ -283,26 +296,16 @@ impl ClassificationReport {
             cm.true_negatives() + cm.false_negatives(),
             cm.not_fractured(),
         );
-        let total = cm.total();
-        let macro_of =
-            |pick: fn(&ClassScores) -> f64| (pick(&fractured) + pick(&not_fractured)) / 2.0;
-        let weighted_of = |pick: fn(&ClassScores) -> f64| {
-            (pick(&fractured) * fractured.support as f64
-                + pick(&not_fractured) * not_fractured.support as f64)
-                / total as f64
-        };
-        let average = |mean: &dyn Fn(fn(&ClassScores) -> f64) -> f64| ClassScores {
-            precision: mean(|c| c.precision),
-            recall: mean(|c| c.recall),
-            f1_score: mean(|c| c.f1_score),
-            support: total,
-        };
+        let classes = [&fractured, &not_fractured];
+        let supports = [fractured.support as f64, not_fractured.support as f64];
+        let macro_avg = ClassScores::average(classes, [1.0, 1.0], cm.total());
+        let weighted_avg = ClassScores::average(classes, supports, cm.total());
         ClassificationReport {
             fractured,
             not_fractured,
             accuracy: cm.accuracy(),
-            macro_avg: average(&macro_of),
-            weighted_avg: average(&weighted_of),
+            macro_avg,
+            weighted_avg,
             majority_baseline_accuracy: cm.majority_baseline_accuracy(),
         }
     }
