@@ -612,3 +612,22 @@ fn confusion_matrix_display_labels_rows_true_and_columns_predicted() {
     .join("\n");
     assert_eq!(cm.to_string(), expected);
 }
+
+#[test]
+fn interval_display_shows_estimate_confidence_and_bounds() {
+    let (labels, scores) = bootstrap_data();
+    let config = BootstrapConfig {
+        confidence: 0.975,
+        ..config(3)
+    };
+    let auc = bootstrap_ci(&labels, &scores, 0.5, config)
+        .unwrap()
+        .auc
+        .value()
+        .unwrap();
+    let expected = format!(
+        "{:.2} (97.5% CI {:.2} to {:.2})",
+        auc.estimate, auc.lower, auc.upper
+    );
+    assert_eq!(format!("{auc:.2}"), expected);
+}

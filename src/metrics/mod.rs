@@ -9,7 +9,8 @@
 //! # Conventions (shared with scikit-learn and checked against it, `tests/fixtures/metrics/`)
 //! - Labels are `&[bool]`: `true` means fractured, the positive class (1).
 //! - Scores are `&[f64]`: the probability of a fracture. A case is predicted fractured when
-//!   `score >= threshold`.
+//!   `score >= threshold`. Ranking metrics (ROC, PR, thresholds) accept any finite score, logits
+//!   included; cross-entropy, calibration and [`BinaryMetrics`] require probabilities in `[0, 1]`.
 //! - A metric the data cannot define (ROC AUC when only one class is present, sensitivity
 //!   without any fracture) is [`Metric::Undefined`] with its [`Undefined`] reason: never NaN,
 //!   never a panic. Invalid input (lengths that differ, no samples, a NaN score) is an

@@ -54,13 +54,12 @@ impl fmt::Display for Interval {
     /// `0.922 (95% CI 0.897 to 0.944)`; the precision applies to all three numbers.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let digits = f.precision().unwrap_or(3);
+        let percent = format!("{:.2}", self.confidence * 100.0);
+        let percent = percent.trim_end_matches('0').trim_end_matches('.');
         write!(
             f,
-            "{:.digits$} ({}% CI {:.digits$} to {:.digits$})",
-            self.estimate,
-            self.confidence * 100.0,
-            self.lower,
-            self.upper
+            "{:.digits$} ({percent}% CI {:.digits$} to {:.digits$})",
+            self.estimate, self.lower, self.upper
         )
     }
 }
