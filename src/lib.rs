@@ -25,6 +25,7 @@ pub mod batch;
 pub mod device;
 pub mod error;
 pub mod image;
+pub mod metrics;
 pub mod model;
 pub mod weights;
 

@@ -1,0 +1,284 @@
+//! How sure the numbers are: bootstrap confidence intervals, and how well the predicted
+//! probabilities match observed fracture rates (calibration).
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{
+    check_inputs, check_probabilities, check_threshold, roc_auc, ConfusionMatrix, Metric, Undefined,
+};
+use crate::{Error, Result};
+
+/// Settings of [`bootstrap_ci`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BootstrapConfig {
+    /// Number of resamples (with replacement, same size as the data); at least 1.
+    pub n_resamples: usize,
+    /// Coverage of the interval, in `(0, 1)`, e.g. `0.95`.
+    pub confidence: f64,
+    /// Seed of the resampling (ChaCha8): the same seed gives the same intervals.
+    pub seed: u64,
+}
+
+impl Default for BootstrapConfig {
+    /// 1000 resamples, 95% intervals, seed 42.
+    fn default() -> Self {
+        BootstrapConfig {
+            n_resamples: 1000,
+            confidence: 0.95,
+            seed: 42,
+        }
+    }
+}
+
+/// A point estimate with a percentile-bootstrap confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    /// The metric on the full data.
+    pub estimate: f64,
+    /// Lower bound: the `(1 − confidence) / 2` quantile of the resampled values.
+    pub lower: f64,
+    /// Upper bound: the `(1 + confidence) / 2` quantile of the resampled values.
+    pub upper: f64,
+    /// Coverage, e.g. `0.95`.
+    pub confidence: f64,
+    /// Resamples on which the metric was defined (a resample without fractures has no
+    /// sensitivity); the bounds come from these.
+    pub resamples_used: usize,
+}
+
+impl fmt::Display for Interval {
+    /// `0.922 (95% CI 0.897 to 0.944)`; the precision applies to all three numbers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = f.precision().unwrap_or(3);
+        let percent = format!("{:.2}", self.confidence * 100.0);
+        let percent = percent.trim_end_matches('0').trim_end_matches('.');
+        write!(
+            f,
+            "{:.digits$} ({percent}% CI {:.digits$} to {:.digits$})",
+            self.estimate, self.lower, self.upper
+        )
+    }
+}
+
+/// Bootstrap intervals of the headline metrics (see [`bootstrap_ci`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BootstrapIntervals {
+    /// ROC AUC.
+    pub auc: Metric<Interval>,
+    /// Sensitivity at the threshold.
+    pub sensitivity: Metric<Interval>,
+    /// Specificity at the threshold.
+    pub specificity: Metric<Interval>,
+}
+
+/// Percentile-bootstrap confidence intervals for ROC AUC, sensitivity and specificity at
+/// `threshold`, resampling cases with replacement (seeded, deterministic).
+///
+/// A resample on which a metric is undefined (one class only) is left out of that metric's
+/// interval; a metric undefined on the full data, or on every resample, is undefined. Quantiles interpolate
+/// linearly (NumPy's default).
+///
+/// ```
+/// use fracture::metrics::{bootstrap_ci, BootstrapConfig};
+///
+/// let labels: Vec<bool> = (0..40).map(|i| i % 4 == 0).collect();
+/// let scores: Vec<f64> = (0..40).map(|i| if i % 4 == 0 { 0.6 } else { 0.3 } + (i % 7) as f64 / 20.0).collect();
+/// let config = BootstrapConfig { n_resamples: 200, ..BootstrapConfig::default() };
+/// let ci = bootstrap_ci(&labels, &scores, 0.5, config)?;
+/// let auc = ci.auc.value().unwrap();
+/// assert!(auc.lower <= auc.estimate && auc.estimate <= auc.upper);
+/// println!("AUC {auc}");
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn bootstrap_ci(
+    labels: &[bool],
+    scores: &[f64],
+    threshold: f64,
+    config: BootstrapConfig,
+) -> Result<BootstrapIntervals> {
+    check_inputs(labels, scores)?;
+    check_threshold(threshold)?;
+    if config.n_resamples == 0 {
+        return Err(Error::InvalidInput(
+            "bootstrap: n_resamples must be at least 1".into(),
+        ));
+    }
+    if !(config.confidence > 0.0 && config.confidence < 1.0) {
+        return Err(Error::InvalidInput(format!(
+            "bootstrap: confidence {} is not in (0, 1)",
+            config.confidence
+        )));
+    }
+    let full = ConfusionMatrix::from_scores(labels, scores, threshold)?;
+    let estimates = [
+        roc_auc(labels, scores)?,
+        full.sensitivity(),
+        full.specificity(),
+    ];
+
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut resampled: [Vec<f64>; 3] = Default::default();
+    let mut first_undefined: [Option<Undefined>; 3] = [None; 3];
+    let mut sample_labels = vec![false; labels.len()];
+    let mut sample_scores = vec![0.0; scores.len()];
+    for _ in 0..config.n_resamples {
+        for (label, score) in sample_labels.iter_mut().zip(sample_scores.iter_mut()) {
+            let pick = rng.random_range(0..labels.len());
+            // `pick` is below the common length of labels and scores (checked above).
+            *label = labels.get(pick).copied().unwrap_or_default();
+            *score = scores.get(pick).copied().unwrap_or_default();
+        }
+        let cm = ConfusionMatrix::from_scores(&sample_labels, &sample_scores, threshold)?;
+        let values = [
+            roc_auc(&sample_labels, &sample_scores)?,
+            cm.sensitivity(),
+            cm.specificity(),
+        ];
+        for ((values, reason), value) in resampled.iter_mut().zip(&mut first_undefined).zip(values)
+        {
+            match value {
+                Metric::Defined(v) => values.push(v),
+                Metric::Undefined(why) => {
+                    reason.get_or_insert(why);
+                }
+            }
+        }
+    }
+    let [auc, sensitivity, specificity] = [0, 1, 2].map(|k| {
+        let mut values = std::mem::take(&mut resampled[k]);
+        let reason = first_undefined[k].unwrap_or(Undefined::NoFractured);
+        interval(estimates[k], &mut values, config.confidence, reason)
+    });
+    Ok(BootstrapIntervals {
+        auc,
+        sensitivity,
+        specificity,
+    })
+}
+
+/// The percentile interval of `values` around a point estimate; `Undefined(reason)` if no
+/// resample defined the metric.
+fn interval(
+    estimate: Metric,
+    values: &mut [f64],
+    confidence: f64,
+    reason: Undefined,
+) -> Metric<Interval> {
+    let estimate = match estimate {
+        Metric::Defined(v) => v,
+        Metric::Undefined(reason) => return Metric::Undefined(reason),
+    };
+    values.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    match (quantile(values, tail), quantile(values, 1.0 - tail)) {
+        (Some(lower), Some(upper)) => Metric::Defined(Interval {
+            estimate,
+            lower,
+            upper,
+            confidence,
+            resamples_used: values.len(),
+        }),
+        _ => Metric::Undefined(reason),
+    }
+}
+
+/// The `q` quantile of sorted values, interpolating linearly; `None` if empty.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let position = q * last as f64;
+    let below = position.floor() as usize;
+    let low = *sorted.get(below)?;
+    let high = *sorted.get(below + 1).unwrap_or(&low);
+    Some(low + (position - below as f64) * (high - low))
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CalibrationBin {
+    /// Lower edge (excluded, except 0 for the first bin).
+    pub lower: f64,
+    /// Upper edge (included).
+    pub upper: f64,
+    /// Number of cases whose score fell in the bin (at least 1).
+    pub count: usize,
+    /// Mean predicted fracture probability in the bin.
+    pub mean_score: f64,
+    /// Observed fraction of fractured cases in the bin.
+    pub fraction_fractured: f64,
+}
+
+/// Reliability diagram of the fracture probability: `n_bins` equal-width bins over `[0, 1]`
+/// (edges `k / n_bins`, each bin `(lower, upper]`, the first including 0), non-empty bins only,
+/// as scikit-learn's `calibration_curve(strategy="uniform")`.
+///
+/// ```
+/// use fracture::metrics::calibration_bins;
+/// let bins = calibration_bins(&[true, false, true, true], &[0.2, 0.4, 0.8, 0.9], 2)?;
+/// assert_eq!(bins.len(), 2);
+/// assert_eq!((bins[0].count, bins[0].fraction_fractured), (2, 0.5));
+/// assert_eq!((bins[1].count, bins[1].fraction_fractured), (2, 1.0));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn calibration_bins(
+    labels: &[bool],
+    scores: &[f64],
+    n_bins: usize,
+) -> Result<Vec<CalibrationBin>> {
+    check_probabilities(labels, scores)?;
+    if n_bins == 0 {
+        return Err(Error::InvalidInput(
+            "calibration: n_bins must be at least 1".into(),
+        ));
+    }
+    let width = 1.0 / n_bins as f64;
+    let inner_edges: Vec<f64> = (1..n_bins).map(|k| k as f64 * width).collect();
+    // (count, sum of scores, fractured) per bin.
+    let mut sums = vec![(0usize, 0.0f64, 0usize); n_bins];
+    for (&fractured, &score) in labels.iter().zip(scores) {
+        let bin = inner_edges.partition_point(|&edge| edge < score);
+        if let Some(sum) = sums.get_mut(bin) {
+            sum.0 += 1;
+            sum.1 += score;
+            sum.2 += usize::from(fractured);
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (count, _, _))| *count > 0)
+        .map(|(k, (count, score_sum, fractured))| CalibrationBin {
+            lower: k as f64 * width,
+            upper: if k + 1 == n_bins {
+                1.0
+            } else {
+                (k + 1) as f64 * width
+            },
+            count,
+            mean_score: score_sum / count as f64,
+            fraction_fractured: fractured as f64 / count as f64,
+        })
+        .collect())
+}
+
+/// Expected calibration error of the fracture probability: over the [`calibration_bins`],
+/// `Σ (count / N) · |fraction fractured − mean score|`. 0 for a perfectly calibrated model.
+///
+/// ```
+/// use fracture::metrics::expected_calibration_error;
+/// // Bin (0, 0.5]: says 0.3, observed 1 in 2. Bin (0.5, 1]: says 0.9, observed 1 in 1.
+/// let ece = expected_calibration_error(&[true, false, true], &[0.3, 0.3, 0.9], 2)?;
+/// assert!((ece - (2.0 / 3.0 * 0.2 + 1.0 / 3.0 * 0.1)).abs() < 1e-12);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn expected_calibration_error(labels: &[bool], scores: &[f64], n_bins: usize) -> Result<f64> {
+    let bins = calibration_bins(labels, scores, n_bins)?;
+    let total = labels.len() as f64;
+    Ok(bins
+        .iter()
+        .map(|bin| bin.count as f64 / total * (bin.fraction_fractured - bin.mean_score).abs())
+        .sum())
+}
