@@ -4,6 +4,7 @@
 # ResNet152V2-class forward on the same GPU as a baseline. Results go to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+(cd gpu-bin && tar xzf gpu-bin.tgz)
 export LD_LIBRARY_PATH=$(python3 -c "import nvidia,os;print(os.path.join(nvidia.__path__[0],'cu13','lib'))")
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 echo "== parity on cuda" | tee "$OUT/parity.txt"
