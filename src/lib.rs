@@ -26,6 +26,7 @@ pub mod device;
 pub mod error;
 pub mod image;
 pub mod model;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

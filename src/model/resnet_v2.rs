@@ -311,6 +311,50 @@ impl ResNetV2 {
         Ok(self.post_bn.forward_t(&h, train)?.relu()?)
     }
 
+    /// The 4-D feature map for fine-tuning the last stacks: the stem and the stacks before
+    /// `first_trainable_stack` (0-based) run with BN in inference mode and their output is
+    /// detached from the autograd graph; the later stacks and `post_bn` run with BN in
+    /// training mode. `first_trainable_stack == number of stacks` trains `post_bn` only.
+    ///
+    /// ```
+    /// use fracture::model::{ResNetV2, ResNetV2Config};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let net = ResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+    /// let x = Tensor::ones((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+    /// assert_eq!(net.forward_features_partial(&x, 1)?.dims(), &[2, 32, 4, 4]);
+    /// assert!(net.forward_features_partial(&x, 3).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_features_partial(
+        &self,
+        x: &Tensor,
+        first_trainable_stack: usize,
+    ) -> Result<Tensor> {
+        if first_trainable_stack > self.stacks.len() {
+            return Err(Error::InvalidConfig(format!(
+                "cannot train from stack index {first_trainable_stack}: the backbone has {} stacks",
+                self.stacks.len()
+            )));
+        }
+        self.check_input(x)?;
+        let (_, mut h) = self.stem(x)?;
+        for (s, stack) in self.stacks.iter().enumerate() {
+            let train = s >= first_trainable_stack;
+            if s == first_trainable_stack {
+                h = h.detach();
+            }
+            for block in stack {
+                h = block.forward_t(&h, train)?;
+            }
+        }
+        if first_trainable_stack == self.stacks.len() {
+            h = h.detach();
+        }
+        Ok(self.post_bn.forward_t(&h, true)?.relu()?)
+    }
+
     /// The globally average-pooled feature vector `(N, feature_channels)` (Keras `pooling='avg'`).
     pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
         global_average_pool(&self.forward_features(x)?)
