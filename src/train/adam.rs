@@ -153,8 +153,8 @@ mod tests {
         // After one step m = (1-b1) g and v = (1-b2) g^2, so the bias-corrected ratio is
         // g / |g|: every weight moves by lr (up to epsilon) opposite to its gradient's sign.
         let w = Var::new(&[1f32, 2.0, -3.0], &Device::Cpu).unwrap();
-        let mut adam = Adam::new(vec![("w".into(), w.clone())], AdamConfig::default(), 0.01)
-            .unwrap();
+        let mut adam =
+            Adam::new(vec![("w".into(), w.clone())], AdamConfig::default(), 0.01).unwrap();
         let coefficients = Tensor::new(&[5f32, -0.5, 2.0], &Device::Cpu).unwrap();
         let loss = (w.as_tensor() * &coefficients).unwrap().sum_all().unwrap();
         adam.step(&loss.backward().unwrap()).unwrap();

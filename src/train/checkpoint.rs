@@ -156,7 +156,10 @@ impl Checkpoint {
 
     /// Path of the weights of the best epoch.
     pub fn best_model_path(&self) -> Option<PathBuf> {
-        self.state.best_model_file.as_ref().map(|f| self.dir.join(f))
+        self.state
+            .best_model_file
+            .as_ref()
+            .map(|f| self.dir.join(f))
     }
 
     /// Path of the optimizer state after the last finished epoch.

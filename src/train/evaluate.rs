@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn auc_counts_ordered_pairs() {
         // positives 0.4, 0.9; negatives 0.1, 0.5: pairs won 1 + 2 = 3 of 4.
-        assert_eq!(roc_auc(&[0.4, 0.1, 0.9, 0.5], &[1., 0., 1., 0.]), Some(0.75));
+        assert_eq!(
+            roc_auc(&[0.4, 0.1, 0.9, 0.5], &[1., 0., 1., 0.]),
+            Some(0.75)
+        );
     }
 
     #[test]

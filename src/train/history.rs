@@ -56,10 +56,12 @@ const CSV_HEADER: &str = "epoch,train_loss,train_accuracy,train_auc,val_loss,val
 impl History {
     /// The epoch with the lowest validation loss (the first one on ties).
     pub fn best_epoch(&self) -> Option<&EpochRecord> {
-        self.epochs.iter().fold(None, |best: Option<&EpochRecord>, r| match best {
-            Some(b) if b.val_loss <= r.val_loss => Some(b),
-            _ => Some(r),
-        })
+        self.epochs
+            .iter()
+            .fold(None, |best: Option<&EpochRecord>, r| match best {
+                Some(b) if b.val_loss <= r.val_loss => Some(b),
+                _ => Some(r),
+            })
     }
 
     /// The history as CSV, one row per epoch, empty cells for missing values.

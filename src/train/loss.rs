@@ -100,7 +100,11 @@ mod tests {
         let loss = bce_with_logits(logits.as_tensor(), &labels, None).unwrap();
         assert_eq!(loss.to_scalar::<f32>().unwrap(), 1e4 / 2.0);
         let grads = loss.backward().unwrap();
-        let g = grads.get(logits.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let g = grads
+            .get(logits.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         // d/dx = (sigmoid(x) - y) / N
         assert_eq!(g, vec![0.25, -0.25, 0.0, 0.0]);
     }

@@ -55,7 +55,8 @@ impl FeatureCache {
         let mut position = HashMap::new();
         for batch in source.batches(0)? {
             let batch = batch?;
-            let features = ResNetV2::global_average_pool(&backbone.forward_features(&batch.images)?)?;
+            let features =
+                ResNetV2::global_average_pool(&backbone.forward_features(&batch.images)?)?;
             for index in batch.indices {
                 let row = u32::try_from(position.len()).map_err(|_| {
                     Error::InvalidInput("too many samples to cache features for".into())
@@ -170,13 +171,8 @@ impl Trainer {
             VarBuilder::from_varmap(&head_vars, DType::F32, device).pp("head"),
         )?;
         init_head(&head_vars, config.seed, device)?;
-        let head_optimizer = Adam::new(
-            named_vars(&head_vars)?,
-            config.adam,
-            config.learning_rate,
-        )?;
-        let backbone_optimizer =
-            backbone_optimizer(&config, backbone_config, &backbone_vars)?;
+        let head_optimizer = Adam::new(named_vars(&head_vars)?, config.adam, config.learning_rate)?;
+        let backbone_optimizer = backbone_optimizer(&config, backbone_config, &backbone_vars)?;
         Ok(Self {
             net: FractureNet::from_parts(backbone, head),
             config,
@@ -521,7 +517,13 @@ impl Trainer {
         let hidden = if p > 0.0 {
             let keep_scale = 1.0 / (1.0 - p);
             let mask: Vec<f32> = (0..hidden.elem_count())
-                .map(|_| if rng.random::<f32>() >= p { keep_scale } else { 0.0 })
+                .map(|_| {
+                    if rng.random::<f32>() >= p {
+                        keep_scale
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let mask = Tensor::from_vec(mask, hidden.shape(), &self.device)?;
             (hidden * mask)?
@@ -531,7 +533,11 @@ impl Trainer {
         Ok(head.logit.forward(&hidden)?.squeeze(1)?)
     }
 
-    fn validate(&self, source: &dyn BatchSource, cache: Option<&FeatureCache>) -> Result<PassMetrics> {
+    fn validate(
+        &self,
+        source: &dyn BatchSource,
+        cache: Option<&FeatureCache>,
+    ) -> Result<PassMetrics> {
         let (mut loss_sum, mut count) = (0f64, 0usize);
         let (mut logits_all, mut labels_all) = (Vec::new(), Vec::new());
         for batch in source.batches(0)? {
@@ -659,10 +665,7 @@ impl Trainer {
             best_val_loss: self.best.as_ref().map(|b| b.val_loss),
             best_model_file: self.best_model_file.clone(),
             head_optimizer_steps: self.head_optimizer.step_count(),
-            backbone_optimizer_steps: self
-                .backbone_optimizer
-                .as_ref()
-                .map_or(0, Adam::step_count),
+            backbone_optimizer_steps: self.backbone_optimizer.as_ref().map_or(0, Adam::step_count),
             schedule: self.schedule.clone(),
             stopped_early: self.stopped_early,
             history: self.history.clone(),
@@ -689,9 +692,8 @@ impl std::fmt::Debug for Trainer {
 fn backbone_learning_rate(mode: &BackboneTraining) -> Option<f64> {
     match mode {
         BackboneTraining::Frozen => None,
-        BackboneTraining::LastStacks { learning_rate, .. } | BackboneTraining::All { learning_rate } => {
-            Some(*learning_rate)
-        }
+        BackboneTraining::LastStacks { learning_rate, .. }
+        | BackboneTraining::All { learning_rate } => Some(*learning_rate),
     }
 }
 
@@ -740,7 +742,10 @@ fn check_backbone_vars(config: &ResNetV2Config, varmap: &VarMap, device: &Device
         .collect();
     missing.sort_unstable();
     if let Some(first) = missing.first() {
-        problems.push(format!("{} variables missing (first: {first})", missing.len()));
+        problems.push(format!(
+            "{} variables missing (first: {first})",
+            missing.len()
+        ));
     }
     if problems.is_empty() {
         return Ok(());
