@@ -184,7 +184,8 @@ impl Default for AdamConfig {
 impl AdamConfig {
     fn validate(&self) -> Result<()> {
         let rate = |b: f64| (0.0..1.0).contains(&b);
-        if !rate(self.beta1) || !rate(self.beta2) || !(self.epsilon > 0.0) {
+        let epsilon_ok = self.epsilon > 0.0;
+        if !(rate(self.beta1) && rate(self.beta2) && epsilon_ok) {
             return Err(Error::InvalidConfig(format!(
                 "adam needs beta1, beta2 in [0, 1) and epsilon > 0, found {self:?}"
             )));
@@ -321,7 +322,8 @@ impl LrSchedule {
                 min_lr,
                 ..
             } => {
-                if !(factor > 0.0 && factor < 1.0) || !(min_delta >= 0.0) || !(min_lr >= 0.0) {
+                let ok = factor > 0.0 && factor < 1.0 && min_delta >= 0.0 && min_lr >= 0.0;
+                if !ok {
                     return Err(Error::InvalidConfig(format!(
                         "schedule ReduceOnPlateau needs factor in (0, 1), min_delta >= 0 and min_lr >= 0, found {self:?}"
                     )));
