@@ -43,10 +43,12 @@ impl Predictions {
 /// # Ok::<(), fracture::Error>(())
 /// ```
 pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Predictions> {
+    let device = net.backbone.conv1.weight().device().clone();
     let mut out = Predictions::default();
     for batch in source.batches(0)? {
         let batch = batch?;
-        let logits = net.forward_t(&batch.images, false)?.to_vec1::<f32>()?;
+        let images = batch.images.to_device(&device)?;
+        let logits = net.forward_t(&images, false)?.to_vec1::<f32>()?;
         out.probabilities
             .extend(logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())));
         out.logits.extend(logits);

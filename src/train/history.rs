@@ -93,6 +93,18 @@ impl History {
             .map_err(|e| Error::Training(format!("cannot serialize the history: {e}")))
     }
 
+    /// Write [`History::to_csv`] to `path`.
+    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_csv()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Write [`History::to_json`] to `path`.
+    pub fn write_json(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_json()?).map_err(|e| Error::io(path, e))
+    }
+
     /// Read a history written by [`History::to_json`].
     pub fn load_json(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

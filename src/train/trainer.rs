@@ -50,18 +50,19 @@ struct FeatureCache {
 }
 
 impl FeatureCache {
-    fn build(backbone: &ResNetV2, source: &dyn BatchSource) -> Result<Self> {
+    fn build(backbone: &ResNetV2, source: &dyn BatchSource, device: &Device) -> Result<Self> {
         let mut parts = Vec::new();
         let mut position = HashMap::new();
+        let mut row = 0u32;
         for batch in source.batches(0)? {
             let batch = batch?;
-            let features =
-                ResNetV2::global_average_pool(&backbone.forward_features(&batch.images)?)?;
+            let images = batch.images.to_device(device)?;
+            let features = ResNetV2::global_average_pool(&backbone.forward_features(&images)?)?;
             for index in batch.indices {
-                let row = u32::try_from(position.len()).map_err(|_| {
+                position.insert(index, row);
+                row = row.checked_add(1).ok_or_else(|| {
                     Error::InvalidInput("too many samples to cache features for".into())
                 })?;
-                position.insert(index, row);
             }
             parts.push(features.detach());
         }
@@ -333,7 +334,7 @@ impl Trainer {
         }
         let frozen = self.config.backbone == BackboneTraining::Frozen;
         let val_cache = if frozen {
-            Some(FeatureCache::build(&self.net.backbone, val)?)
+            Some(FeatureCache::build(&self.net.backbone, val, &self.device)?)
         } else {
             None
         };
@@ -354,10 +355,25 @@ impl Trainer {
                 optimizer.set_learning_rate(lr);
             }
             if frozen && !self.config.augment && train_cache.is_none() {
-                train_cache = Some(FeatureCache::build(&self.net.backbone, train)?);
+                train_cache = Some(FeatureCache::build(
+                    &self.net.backbone,
+                    train,
+                    &self.device,
+                )?);
             }
-            let trained = self.train_epoch(train, epoch, train_cache.as_ref())?;
+            let progress = self.progress_bar(train.num_samples(), epoch);
+            let trained = self.train_epoch(train, epoch, train_cache.as_ref(), &progress)?;
             let validated = self.validate(val, val_cache.as_ref())?;
+            progress.finish_with_message(format!(
+                "loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} val_auc {}",
+                trained.loss,
+                trained.accuracy,
+                validated.loss,
+                validated.accuracy,
+                validated
+                    .auc
+                    .map_or_else(|| "-".to_string(), |a| format!("{a:.4}"))
+            ));
             let record = EpochRecord {
                 epoch: epoch + 1,
                 train_loss: trained.loss,
@@ -447,10 +463,10 @@ impl Trainer {
         source: &dyn BatchSource,
         epoch: usize,
         cache: Option<&FeatureCache>,
+        progress: &ProgressBar,
     ) -> Result<PassMetrics> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(epoch as u64 + 1);
-        let progress = self.progress_bar(source.num_samples(), epoch);
         let (mut loss_sum, mut count) = (0f64, 0usize);
         let (mut logits_all, mut labels_all) = (Vec::new(), Vec::new());
         for (b, batch) in source.batches(epoch as u64)?.enumerate() {
@@ -485,7 +501,6 @@ impl Trainer {
             progress.inc(n as u64);
             progress.set_message(format!("loss {:.4}", loss_sum / count.max(1) as f64));
         }
-        progress.finish_and_clear();
         Ok(PassMetrics {
             loss: loss_sum / count.max(1) as f64,
             accuracy: accuracy(&logits_all, &labels_all),
@@ -651,8 +666,12 @@ impl Trainer {
         };
         writer.write_json(CONFIG_FILE, &saved_config)?;
         if let Some(split) = &self.config.split_manifest {
-            let bytes = std::fs::read(split).map_err(|e| Error::io(split, e))?;
-            writer.write_bytes(SPLIT_FILE, &bytes)?;
+            // A resumed run whose manifest has moved keeps the copy it already has.
+            match std::fs::read(split) {
+                Ok(bytes) => writer.write_bytes(SPLIT_FILE, &bytes)?,
+                Err(_) if dir.join(SPLIT_FILE).exists() => {}
+                Err(e) => return Err(Error::io(split, e)),
+            }
         }
         writer.write_bytes(HISTORY_CSV, self.history.to_csv().as_bytes())?;
         writer.write_bytes(HISTORY_JSON, self.history.to_json()?.as_bytes())?;
