@@ -653,7 +653,13 @@ impl Trainer {
             .map(|f| f.file_index);
         let mut writer = AtomicWriter::new(dir, fail_at);
         let model_file = model_file_name(epoch);
-        writer.write_tensors(&model_file, &self.weights()?)?;
+        // Shared (not copied) tensors: nothing updates the variables while they are written.
+        let weights: Vec<(String, Tensor)> = self
+            .all_named_vars()?
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().clone()))
+            .collect();
+        writer.write_tensors(&model_file, &weights)?;
         let mut moments = self.head_optimizer.moments(HEAD_OPT_PREFIX);
         if let Some(optimizer) = &self.backbone_optimizer {
             moments.extend(optimizer.moments(BACKBONE_OPT_PREFIX));
