@@ -27,6 +27,7 @@ pub mod error;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -153,7 +153,7 @@ impl BlockV2 {
         let preact = self.preact_bn.forward_t(x, train)?.relu()?;
         let shortcut = match &self.shortcut {
             Shortcut::Projection(conv0) => conv0.forward(&preact)?,
-            Shortcut::Subsample => x.max_pool2d_with_stride(1, self.stride)?,
+            Shortcut::Subsample => subsample(x, self.stride)?,
             Shortcut::Identity => x.clone(),
         };
         let t = self.conv1.forward(&preact)?;
@@ -266,19 +266,23 @@ impl ResNetV2 {
     }
 
     /// The stem: `conv1_conv` (7x7/2, pad 3, bias) then a 3x3/2 max-pool over a ZERO border.
-    fn stem(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// With `train`, the max-pool is built from differentiable ops (same values), as
+    /// candle's max-pool has no backward pass when its kernel differs from its stride.
+    fn stem(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let conv1 = self.conv1.forward(x)?;
-        let pool = conv1
-            .pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)?;
+        let padded = conv1.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+        let pool = if train {
+            max_pool_3x3_stride_2(&padded)?
+        } else {
+            padded.max_pool2d_with_stride(3, 2)?
+        };
         Ok((conv1, pool))
     }
 
     /// Forward pass keeping every tap (stem, each stack output, features).
     pub fn forward_taps(&self, x: &Tensor, train: bool) -> Result<Taps> {
         self.check_input(x)?;
-        let (conv1_conv, pool1_pool) = self.stem(x)?;
+        let (conv1_conv, pool1_pool) = self.stem(x, train)?;
         let mut h = pool1_pool.clone();
         let mut stacks = Vec::with_capacity(self.stacks.len());
         for stack in &self.stacks {
@@ -304,17 +308,103 @@ impl ResNetV2 {
     /// The 4-D feature map, BN in training mode when `train` is true.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
-        let (_, mut h) = self.stem(x)?;
+        let (_, mut h) = self.stem(x, train)?;
         for block in self.stacks.iter().flatten() {
             h = block.forward_t(&h, train)?;
         }
         Ok(self.post_bn.forward_t(&h, train)?.relu()?)
     }
 
+    /// The 4-D feature map for fine-tuning the last stacks: the stem and the stacks before
+    /// `first_trainable_stack` (0-based) run with BN in inference mode and their output is
+    /// detached from the autograd graph; the later stacks and `post_bn` run with BN in
+    /// training mode. `first_trainable_stack == number of stacks` trains `post_bn` only.
+    ///
+    /// ```
+    /// use fracture::model::{ResNetV2, ResNetV2Config};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let net = ResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+    /// let x = Tensor::ones((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+    /// assert_eq!(net.forward_features_partial(&x, 1)?.dims(), &[2, 32, 4, 4]);
+    /// assert!(net.forward_features_partial(&x, 3).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_features_partial(
+        &self,
+        x: &Tensor,
+        first_trainable_stack: usize,
+    ) -> Result<Tensor> {
+        if first_trainable_stack > self.stacks.len() {
+            return Err(Error::InvalidConfig(format!(
+                "cannot train from stack index {first_trainable_stack}: the backbone has {} stacks",
+                self.stacks.len()
+            )));
+        }
+        self.check_input(x)?;
+        let (_, mut h) = self.stem(x, false)?;
+        for (s, stack) in self.stacks.iter().enumerate() {
+            let train = s >= first_trainable_stack;
+            if s == first_trainable_stack {
+                h = h.detach();
+            }
+            for block in stack {
+                h = block.forward_t(&h, train)?;
+            }
+        }
+        if first_trainable_stack == self.stacks.len() {
+            h = h.detach();
+        }
+        Ok(self.post_bn.forward_t(&h, true)?.relu()?)
+    }
+
     /// The globally average-pooled feature vector `(N, feature_channels)` (Keras `pooling='avg'`).
     pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
         global_average_pool(&self.forward_features(x)?)
     }
+}
+
+/// `MaxPooling2D(1, strides=stride)`: every `stride`-th row and column, starting at 0
+/// (output `ceil(h / stride)`). Written with `index_select` because candle has no backward
+/// pass for a max-pool whose kernel is smaller than its stride, and training the stacks
+/// with a strided last block needs one.
+fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let rows: Vec<u32> = (0..h).step_by(stride).map(|i| i as u32).collect();
+    let cols: Vec<u32> = (0..w).step_by(stride).map(|i| i as u32).collect();
+    let rows = Tensor::new(rows, x.device())?;
+    let cols = Tensor::new(cols, x.device())?;
+    Ok(x.index_select(&rows, 2)?.index_select(&cols, 3)?)
+}
+
+/// `MaxPool(3, stride 2)` (valid) as the maximum of nine strided views, which candle can
+/// differentiate.
+fn max_pool_3x3_stride_2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h < 3 || w < 3 {
+        return Err(Error::InvalidInput(format!(
+            "max-pool 3x3 needs at least 3x3 inputs, found shape {:?}",
+            x.dims()
+        )));
+    }
+    let (out_h, out_w) = ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
+    let strided = |offset: usize, len: usize| -> Result<Tensor> {
+        let idx: Vec<u32> = (0..len).map(|k| (offset + 2 * k) as u32).collect();
+        Ok(Tensor::new(idx, x.device())?)
+    };
+    let mut pooled: Option<Tensor> = None;
+    for di in 0..3 {
+        let rows = x.index_select(&strided(di, out_h)?, 2)?;
+        for dj in 0..3 {
+            let view = rows.index_select(&strided(dj, out_w)?, 3)?;
+            pooled = Some(match pooled {
+                None => view,
+                Some(p) => p.maximum(&view)?,
+            });
+        }
+    }
+    pooled.ok_or_else(|| Error::InvalidInput("empty max-pool window".into()))
 }
 
 /// Mean over the spatial dimensions of an NCHW tensor: `(N, C, H, W) -> (N, C)`.
@@ -335,5 +425,48 @@ impl ResNetV2 {
     /// Mean over the spatial dimensions of an NCHW tensor (see [`global_average_pool`]).
     pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
         global_average_pool(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn subsample_equals_a_one_pixel_max_pool_and_has_a_gradient() {
+        for (h, w) in [(7, 6), (8, 5)] {
+            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            let pooled = x.max_pool2d_with_stride(1, 2).unwrap();
+            let ours = subsample(&x, 2).unwrap();
+            assert_eq!(ours.dims(), pooled.dims());
+            assert_eq!(
+                ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                pooled.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+        let v = Var::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap();
+        let grads = subsample(v.as_tensor(), 2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+        assert_eq!(g.to_vec1::<f32>().unwrap(), vec![1., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn differentiable_stem_pool_equals_candle_max_pool() {
+        for (h, w) in [(9, 10), (18, 17)] {
+            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = max_pool_3x3_stride_2(&x).unwrap();
+            let candle = x.max_pool2d_with_stride(3, 2).unwrap();
+            assert_eq!(ours.dims(), candle.dims());
+            assert_eq!(
+                ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                candle.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
     }
 }

@@ -1,0 +1,130 @@
+//! Running a network over a [`BatchSource`] in inference mode and collecting what metrics need.
+
+use crate::batch::BatchSource;
+use crate::error::Result;
+use crate::model::FractureNet;
+
+/// A network's outputs over a whole data source, in the source's order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predictions {
+    /// One logit per sample.
+    pub logits: Vec<f32>,
+    /// Fracture probability per sample (`sigmoid(logit)`).
+    pub probabilities: Vec<f32>,
+    /// True label per sample (1.0 = fractured).
+    pub labels: Vec<f32>,
+    /// Index of each sample in its dataset part ([`crate::batch::Batch::indices`]).
+    pub indices: Vec<usize>,
+}
+
+impl Predictions {
+    /// Share of samples whose probability is on the label's side of 0.5 (a probability of
+    /// exactly 0.5 counts as "not fractured", as in Keras's `binary_accuracy`).
+    pub fn accuracy(&self) -> f64 {
+        accuracy(&self.logits, &self.labels)
+    }
+}
+
+/// Run `net` over every batch of `source` (epoch 0) in inference mode.
+///
+/// ```
+/// use fracture::batch::TensorBatches;
+/// use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
+/// use candle_core::{Device, DType, Tensor};
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let net = FractureNet::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), &HeadConfig::default(), vb)?;
+/// let images = Tensor::zeros((3, 3, 32, 32), DType::F32, &Device::Cpu)?;
+/// let labels = Tensor::new(&[1f32, 0., 1.], &Device::Cpu)?;
+/// let predictions = fracture::train::predict(&net, &TensorBatches::new(images, labels, 2)?)?;
+/// assert_eq!(predictions.labels, vec![1., 0., 1.]);
+/// assert_eq!(predictions.indices, vec![0, 1, 2]);
+/// assert!(predictions.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Predictions> {
+    let device = net.backbone.conv1.weight().device().clone();
+    let mut out = Predictions::default();
+    for batch in source.batches(0)? {
+        let batch = batch?;
+        let images = batch.images.to_device(&device)?;
+        let logits = net.forward_t(&images, false)?.to_vec1::<f32>()?;
+        out.probabilities
+            .extend(logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())));
+        out.logits.extend(logits);
+        out.labels.extend(batch.labels.to_vec1::<f32>()?);
+        out.indices.extend(batch.indices);
+    }
+    Ok(out)
+}
+
+/// Share of samples whose logit is on the label's side of 0 (probability 0.5).
+pub(crate) fn accuracy(logits: &[f32], labels: &[f32]) -> f64 {
+    if logits.is_empty() {
+        return 0.0;
+    }
+    let correct = logits
+        .iter()
+        .zip(labels)
+        .filter(|(&x, &y)| (x > 0.0) == (y > 0.5))
+        .count();
+    correct as f64 / logits.len() as f64
+}
+
+/// Area under the ROC curve (Mann-Whitney: the chance that a random positive scores above a
+/// random negative, ties counting one half); `None` with a single class.
+// TODO(lead): use metrics::roc_auc once merged
+pub(crate) fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    let mut pairs: Vec<(f32, bool)> = scores
+        .iter()
+        .zip(labels)
+        .map(|(&s, &y)| (s, y > 0.5))
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let positives = pairs.iter().filter(|p| p.1).count();
+    let negatives = pairs.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    // Sum of the (average, 1-based) ranks of the positives.
+    let mut rank_sum = 0.0;
+    let mut start = 0;
+    while start < pairs.len() {
+        let mut end = start;
+        while end < pairs.len() && pairs[end].0 == pairs[start].0 {
+            end += 1;
+        }
+        let average_rank = (start + 1 + end) as f64 / 2.0;
+        let tied_positives = pairs[start..end].iter().filter(|p| p.1).count();
+        rank_sum += average_rank * tied_positives as f64;
+        start = end;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_is_one_for_perfect_ranking_and_half_for_all_ties() {
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[0., 0., 1., 1.]), Some(1.0));
+        assert_eq!(roc_auc(&[0.5; 4], &[0., 1., 0., 1.]), Some(0.5));
+        assert_eq!(roc_auc(&[0.1, 0.2], &[1., 1.]), None);
+    }
+
+    #[test]
+    fn auc_counts_ordered_pairs() {
+        // positives 0.4, 0.9; negatives 0.1, 0.5: pairs won 1 + 2 = 3 of 4.
+        assert_eq!(
+            roc_auc(&[0.4, 0.1, 0.9, 0.5], &[1., 0., 1., 0.]),
+            Some(0.75)
+        );
+    }
+
+    #[test]
+    fn accuracy_uses_probability_one_half() {
+        assert_eq!(accuracy(&[1.0, -1.0, 0.0, 2.0], &[1., 0., 1., 0.]), 0.5);
+    }
+}
