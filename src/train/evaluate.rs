@@ -71,36 +71,14 @@ pub(crate) fn accuracy(logits: &[f32], labels: &[f32]) -> f64 {
     correct as f64 / logits.len() as f64
 }
 
-/// Area under the ROC curve (Mann-Whitney: the chance that a random positive scores above a
-/// random negative, ties counting one half); `None` with a single class.
-// TODO(lead): use metrics::roc_auc once merged
+/// Area under the ROC curve of logits or probabilities (`labels` > 0.5 = fractured), through
+/// [`crate::metrics::roc_auc`]; `None` with a single class or non-finite scores.
 pub(crate) fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
-    let mut pairs: Vec<(f32, bool)> = scores
-        .iter()
-        .zip(labels)
-        .map(|(&s, &y)| (s, y > 0.5))
-        .collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let positives = pairs.iter().filter(|p| p.1).count();
-    let negatives = pairs.len() - positives;
-    if positives == 0 || negatives == 0 {
-        return None;
-    }
-    // Sum of the (average, 1-based) ranks of the positives.
-    let mut rank_sum = 0.0;
-    let mut start = 0;
-    while start < pairs.len() {
-        let mut end = start;
-        while end < pairs.len() && pairs[end].0 == pairs[start].0 {
-            end += 1;
-        }
-        let average_rank = (start + 1 + end) as f64 / 2.0;
-        let tied_positives = pairs[start..end].iter().filter(|p| p.1).count();
-        rank_sum += average_rank * tied_positives as f64;
-        start = end;
-    }
-    let p = positives as f64;
-    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+    let labels: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
+    let scores: Vec<f64> = scores.iter().map(|&s| f64::from(s)).collect();
+    crate::metrics::roc_auc(&labels, &scores)
+        .ok()
+        .and_then(|auc| auc.value())
 }
 
 #[cfg(test)]
