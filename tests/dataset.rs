@@ -681,8 +681,8 @@ fn auc_helper_matches_hand_computed_cases() {
 #[test]
 fn synthetic_classes_are_not_separable_by_brightness_or_size() {
     let images = SyntheticConfig {
-        n_fractured: 60,
-        n_not_fractured: 60,
+        n_fractured: 150,
+        n_not_fractured: 150,
         min_size: 48,
         max_size: 96,
         seed: 11,
@@ -700,12 +700,13 @@ fn synthetic_classes_are_not_separable_by_brightness_or_size() {
         .iter()
         .map(|s| ((s.image.width() * s.image.height()) as f64, s.label))
         .collect();
-    // With 60 + 60 images the AUC of an uninformative score has a standard deviation of
-    // about 0.053; 0.5 +- 0.2 is nearly four of them.
+    // With 150 + 150 images the AUC of an uninformative score has a standard deviation of
+    // about 0.033; 0.5 +- 0.15 is four and a half of them. (The fracture gap darkens well
+    // under 1% of the pixels: over 3 x 600 images the brightness AUC measured 0.46-0.51.)
     for (name, scores) in [("brightness", brightness), ("area", area)] {
         let a = auc(&scores);
         println!("AUC of {name}: {a:.3}");
-        assert!((0.3..=0.7).contains(&a), "{name} separates the classes: AUC {a}");
+        assert!((0.35..=0.65).contains(&a), "{name} separates the classes: AUC {a}");
     }
 }
 
