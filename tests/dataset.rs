@@ -115,7 +115,10 @@ fn missing_root_is_an_error_naming_the_path() {
     let missing = Path::new("/definitely/not/here/FracAtlas");
     for result in [FracAtlas::open(missing), ImageFolder::open(missing)] {
         let message = result.unwrap_err().to_string();
-        assert!(message.contains("/definitely/not/here/FracAtlas"), "{message}");
+        assert!(
+            message.contains("/definitely/not/here/FracAtlas"),
+            "{message}"
+        );
     }
 }
 
@@ -146,7 +149,10 @@ fn zero_byte_file_is_skipped_and_reported() {
     let data = FracAtlas::open(dir.path()).unwrap();
     assert_eq!(data.len(), 4);
     assert_eq!(data.report.unreadable.len(), 1);
-    assert_eq!(data.report.unreadable[0].path, empty.canonicalize().unwrap());
+    assert_eq!(
+        data.report.unreadable[0].path,
+        empty.canonicalize().unwrap()
+    );
     assert!(data.report.unreadable[0].reason.contains("empty"));
 }
 
@@ -158,7 +164,10 @@ fn text_file_named_jpg_is_skipped_and_reported() {
     std::fs::write(&text, "this is not a radiograph\n").unwrap();
     let data = FracAtlas::open(dir.path()).unwrap();
     assert_eq!(data.len(), 4);
-    assert_eq!(names(&[data.report.unreadable[0].path.clone()]), ["notes.jpg"]);
+    assert_eq!(
+        names(std::slice::from_ref(&data.report.unreadable[0].path)),
+        ["notes.jpg"]
+    );
     assert!(data.report.unreadable[0].reason.contains("not an image"));
 }
 
@@ -220,9 +229,8 @@ fn sixteen_bit_grayscale_png_decodes_to_rgb_on_the_0_255_scale() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deep.png");
     let values = [0u16, 128 * 257, 65535, 65535];
-    let img = image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(4, 1, |x, _| {
-        Luma([values[x as usize]])
-    });
+    let img =
+        image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(4, 1, |x, _| Luma([values[x as usize]]));
     img.save(&path).unwrap();
 
     let preprocess = Preprocess {
@@ -248,7 +256,13 @@ fn csv_label_disagreeing_with_folder_is_reported_and_the_folder_wins() {
         .iter()
         .find(|s| s.label == Label::Fractured)
         .unwrap();
-    let name = victim.path.file_name().unwrap().to_str().unwrap().to_string();
+    let name = victim
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let csv_path = dir.path().join("dataset.csv");
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     // Columns: image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,...
@@ -269,8 +283,11 @@ fn csv_label_disagreeing_with_folder_is_reported_and_the_folder_wins() {
     let data = FracAtlas::open(dir.path()).unwrap();
     assert_eq!(data.report.label_disagreements.len(), 1);
     let d = &data.report.label_disagreements[0];
-    assert_eq!(names(&[d.path.clone()]), [name]);
-    assert_eq!((d.folder_label, d.csv_label), (Label::Fractured, Label::NotFractured));
+    assert_eq!(names(std::slice::from_ref(&d.path)), [name]);
+    assert_eq!(
+        (d.folder_label, d.csv_label),
+        (Label::Fractured, Label::NotFractured)
+    );
     assert_eq!(data.counts().fractured, 2);
 }
 
@@ -286,14 +303,21 @@ fn image_folder_recognises_common_class_folder_names() {
         }
     }
     let data = ImageFolder::open(dir.path()).unwrap();
-    assert_eq!((data.counts().fractured, data.counts().not_fractured), (2, 3));
+    assert_eq!(
+        (data.counts().fractured, data.counts().not_fractured),
+        (2, 3)
+    );
 }
 
 #[test]
 fn manifest_reader_resolves_relative_paths_and_reports_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
-    half_black_half_white(8, 8).save(dir.path().join("a.png")).unwrap();
-    half_black_half_white(8, 8).save(dir.path().join("b.png")).unwrap();
+    half_black_half_white(8, 8)
+        .save(dir.path().join("a.png"))
+        .unwrap();
+    half_black_half_white(8, 8)
+        .save(dir.path().join("b.png"))
+        .unwrap();
     std::fs::write(
         dir.path().join("list.csv"),
         "path,label\na.png,1\nb.png,Non_fractured\nb.png,unsure\n",
@@ -317,7 +341,10 @@ fn byte_identical_files_form_a_duplicate_group() {
     let data = FracAtlas::open(dir.path()).unwrap();
     let groups = data.duplicate_groups();
     assert_eq!(groups.len(), 1);
-    let paths: Vec<PathBuf> = groups[0].iter().map(|&i| data.samples[i].path.clone()).collect();
+    let paths: Vec<PathBuf> = groups[0]
+        .iter()
+        .map(|&i| data.samples[i].path.clone())
+        .collect();
     assert!(paths.contains(&copy.canonicalize().unwrap()));
 }
 
@@ -330,11 +357,17 @@ fn split_gives_exact_largest_remainder_counts_per_class() {
     // 3366 not fractured: 2356.2, 336.6, 673.2 -> 2356, 336, 673 (3365) + val: 2356, 337, 673.
     let samples: Vec<Sample> = (0..4083)
         .map(|i| {
-            let label = if i < 717 { Label::Fractured } else { Label::NotFractured };
+            let label = if i < 717 {
+                Label::Fractured
+            } else {
+                Label::NotFractured
+            };
             fake_sample(i, label, i as u64)
         })
         .collect();
-    let split = fake_dataset(samples).split(&SplitConfig::default()).unwrap();
+    let split = fake_dataset(samples)
+        .split(&SplitConfig::default())
+        .unwrap();
     let counts = |part: PartName| {
         let c = split.part(part).counts();
         (c.fractured, c.not_fractured)
@@ -360,7 +393,17 @@ fn split_rejects_fractions_that_do_not_sum_to_one() {
 fn same_seed_gives_the_identical_manifest_and_another_seed_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let samples: Vec<Sample> = (0..200)
-        .map(|i| fake_sample(i, if i % 4 == 0 { Label::Fractured } else { Label::NotFractured }, i as u64))
+        .map(|i| {
+            fake_sample(
+                i,
+                if i % 4 == 0 {
+                    Label::Fractured
+                } else {
+                    Label::NotFractured
+                },
+                i as u64,
+            )
+        })
         .collect();
     let data = fake_dataset(samples);
     let write = |seed: u64, name: &str| {
@@ -398,7 +441,11 @@ mod split_properties {
     fn dataset_from_groups(groups: &[(bool, usize)]) -> Dataset {
         let mut samples = Vec::new();
         for (content, &(fractured, copies)) in groups.iter().enumerate() {
-            let label = if fractured { Label::Fractured } else { Label::NotFractured };
+            let label = if fractured {
+                Label::Fractured
+            } else {
+                Label::NotFractured
+            };
             for _ in 0..copies {
                 let i = samples.len();
                 samples.push(fake_sample(i, label, content as u64));
@@ -411,7 +458,10 @@ mod split_properties {
         let mut map = HashMap::new();
         for part in split.parts() {
             for s in &part.samples {
-                assert!(map.insert(s.path.clone(), part.name).is_none(), "sample twice");
+                assert!(
+                    map.insert(s.path.clone(), part.name).is_none(),
+                    "sample twice"
+                );
             }
         }
         map
@@ -511,7 +561,11 @@ fn loader_yields_nchw_batches_with_labels_of_the_indexed_samples() {
     for batch in &batches {
         assert_eq!(batch.images.dims(), &[batch.indices.len(), 3, 16, 16]);
         let labels: Vec<f32> = batch.labels.to_vec1().unwrap();
-        let expected: Vec<f32> = batch.indices.iter().map(|&i| samples[i].label.as_f32()).collect();
+        let expected: Vec<f32> = batch
+            .indices
+            .iter()
+            .map(|&i| samples[i].label.as_f32())
+            .collect();
         assert_eq!(labels, expected);
         let values: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
@@ -530,11 +584,26 @@ fn loader_skips_undecodable_files_and_lists_them() {
     std::fs::write(&bad, "not an image").unwrap();
     let gone = dir.path().join("gone.jpg");
     let samples = vec![
-        Sample { path: good, ..fake_sample(0, Label::Fractured, 0) },
-        Sample { path: bad.clone(), ..fake_sample(1, Label::NotFractured, 1) },
-        Sample { path: gone.clone(), ..fake_sample(2, Label::NotFractured, 2) },
+        Sample {
+            path: good,
+            ..fake_sample(0, Label::Fractured, 0)
+        },
+        Sample {
+            path: bad.clone(),
+            ..fake_sample(1, Label::NotFractured, 1)
+        },
+        Sample {
+            path: gone.clone(),
+            ..fake_sample(2, Label::NotFractured, 2)
+        },
     ];
-    let loader = ImageLoader::new(samples, tiny_preprocess(), LoaderConfig::default(), Device::Cpu).unwrap();
+    let loader = ImageLoader::new(
+        samples,
+        tiny_preprocess(),
+        LoaderConfig::default(),
+        Device::Cpu,
+    )
+    .unwrap();
     let batches = all_batches(&loader, 0);
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].indices, [0]);
@@ -544,9 +613,14 @@ fn loader_skips_undecodable_files_and_lists_them() {
 
 #[test]
 fn shuffle_is_a_permutation_fixed_by_seed_and_epoch() {
-    let samples: Vec<Sample> = (0..50).map(|i| fake_sample(i, Label::Fractured, i as u64)).collect();
+    let samples: Vec<Sample> = (0..50)
+        .map(|i| fake_sample(i, Label::Fractured, i as u64))
+        .collect();
     let make = |seed| {
-        let config = LoaderConfig { seed, ..Default::default() };
+        let config = LoaderConfig {
+            seed,
+            ..Default::default()
+        };
         ImageLoader::new(samples.clone(), tiny_preprocess(), config, Device::Cpu).unwrap()
     };
     let (a, b, c) = (make(42), make(42), make(7));
@@ -589,15 +663,26 @@ fn batches_do_not_depend_on_the_number_of_threads() {
     .generate_to(dir.path())
     .unwrap();
     let run = |threads| {
-        let config = LoaderConfig { batch_size: 4, threads: Some(threads), ..Default::default() };
-        let transform = Arc::new(Shift { largest_input: Mutex::new(0.0) });
+        let config = LoaderConfig {
+            batch_size: 4,
+            threads: Some(threads),
+            ..Default::default()
+        };
+        let transform = Arc::new(Shift {
+            largest_input: Mutex::new(0.0),
+        });
         let loader = ImageLoader::new(samples.clone(), tiny_preprocess(), config, Device::Cpu)
             .unwrap()
             .with_transform(transform);
         assert_eq!(loader.threads(), threads);
         all_batches(&loader, 2)
             .iter()
-            .map(|b| (b.indices.clone(), b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .map(|b| {
+                (
+                    b.indices.clone(),
+                    b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(run(1), run(3));
@@ -607,10 +692,20 @@ fn batches_do_not_depend_on_the_number_of_threads() {
 fn transform_sees_rgb_0_to_255_before_normalization() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("white.png");
-    image::GrayImage::from_pixel(10, 10, Luma([200])).save(&path).unwrap();
-    let samples = vec![Sample { path, ..fake_sample(0, Label::Fractured, 0) }];
-    let shift = Arc::new(Shift { largest_input: Mutex::new(0.0) });
-    let config = LoaderConfig { shuffle: false, ..Default::default() };
+    image::GrayImage::from_pixel(10, 10, Luma([200]))
+        .save(&path)
+        .unwrap();
+    let samples = vec![Sample {
+        path,
+        ..fake_sample(0, Label::Fractured, 0)
+    }];
+    let shift = Arc::new(Shift {
+        largest_input: Mutex::new(0.0),
+    });
+    let config = LoaderConfig {
+        shuffle: false,
+        ..Default::default()
+    };
     let loader = ImageLoader::new(samples, tiny_preprocess(), config, Device::Cpu)
         .unwrap()
         .with_transform(shift.clone());
@@ -619,7 +714,11 @@ fn transform_sees_rgb_0_to_255_before_normalization() {
     // 200 + index 0 + 10 * epoch 5 = 250, then 250 / 127.5 - 1.
     let values: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
     let expected = 250.0 / 127.5 - 1.0;
-    assert!(values.iter().all(|v| (v - expected).abs() < 1e-6), "{:?}", &values[..4]);
+    assert!(
+        values.iter().all(|v| (v - expected).abs() < 1e-6),
+        "{:?}",
+        &values[..4]
+    );
 }
 
 #[test]
@@ -630,13 +729,26 @@ fn normalization_options_scale_as_documented() {
     for (normalization, expected) in [
         (Normalization::KerasResNetV2, [51.0 / 127.5 - 1.0; 3]),
         (Normalization::UnitRange, [0.2; 3]),
-        (Normalization::ImageNet, [0, 1, 2].map(|c| (0.2 - mean[c]) / std[c])),
+        (
+            Normalization::ImageNet,
+            [0, 1, 2].map(|c| (0.2 - mean[c]) / std[c]),
+        ),
     ] {
-        let preprocess = Preprocess { height: 2, width: 2, normalization, ..Default::default() };
-        let chw = preprocess.normalize_chw(&preprocess.resize_rgb(&gray)).unwrap();
+        let preprocess = Preprocess {
+            height: 2,
+            width: 2,
+            normalization,
+            ..Default::default()
+        };
+        let chw = preprocess
+            .normalize_chw(&preprocess.resize_rgb(&gray))
+            .unwrap();
         for c in 0..3 {
             for v in &chw[c * 4..(c + 1) * 4] {
-                assert!((v - expected[c]).abs() < 1e-6, "{normalization:?} channel {c}: {v}");
+                assert!(
+                    (v - expected[c]).abs() < 1e-6,
+                    "{normalization:?} channel {c}: {v}"
+                );
             }
         }
     }
@@ -646,8 +758,12 @@ fn normalization_options_scale_as_documented() {
 fn image_tensor_is_one_normalized_nchw_image() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.png");
-    image::GrayImage::from_pixel(30, 20, Luma([255])).save(&path).unwrap();
-    let t = Preprocess::default().image_tensor(&path, &Device::Cpu).unwrap();
+    image::GrayImage::from_pixel(30, 20, Luma([255]))
+        .save(&path)
+        .unwrap();
+    let t = Preprocess::default()
+        .image_tensor(&path, &Device::Cpu)
+        .unwrap();
     assert_eq!(t.dims(), &[1, 3, 224, 224]);
     let max: f32 = t.max_all().unwrap().to_scalar().unwrap();
     let min: f32 = t.min_all().unwrap().to_scalar().unwrap();
@@ -659,12 +775,26 @@ fn image_tensor_is_one_normalized_nchw_image() {
 /// Area under the ROC curve of `score` for the fractured class: the probability that a
 /// random fractured image scores higher than a random other one (ties count half).
 fn auc(scored: &[(f64, Label)]) -> f64 {
-    let positives: Vec<f64> = scored.iter().filter(|s| s.1 == Label::Fractured).map(|s| s.0).collect();
-    let negatives: Vec<f64> = scored.iter().filter(|s| s.1 != Label::Fractured).map(|s| s.0).collect();
+    let positives: Vec<f64> = scored
+        .iter()
+        .filter(|s| s.1 == Label::Fractured)
+        .map(|s| s.0)
+        .collect();
+    let negatives: Vec<f64> = scored
+        .iter()
+        .filter(|s| s.1 != Label::Fractured)
+        .map(|s| s.0)
+        .collect();
     let mut wins = 0.0;
     for p in &positives {
         for n in &negatives {
-            wins += if p > n { 1.0 } else if p == n { 0.5 } else { 0.0 };
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     wins / (positives.len() * negatives.len()) as f64
@@ -706,7 +836,10 @@ fn synthetic_classes_are_not_separable_by_brightness_or_size() {
     for (name, scores) in [("brightness", brightness), ("area", area)] {
         let a = auc(&scores);
         println!("AUC of {name}: {a:.3}");
-        assert!((0.35..=0.65).contains(&a), "{name} separates the classes: AUC {a}");
+        assert!(
+            (0.35..=0.65).contains(&a),
+            "{name} separates the classes: AUC {a}"
+        );
     }
 }
 
@@ -737,7 +870,10 @@ fn synthetic_images_depend_only_on_seed_and_index() {
     assert_eq!(a.generate().unwrap(), a.generate().unwrap());
     assert_ne!(a.image(0).unwrap(), b.image(0).unwrap());
     let labels: Vec<Label> = a.generate().unwrap().iter().map(|s| s.label).collect();
-    assert_eq!(labels.iter().filter(|l| **l == Label::Fractured).count(), 20);
+    assert_eq!(
+        labels.iter().filter(|l| **l == Label::Fractured).count(),
+        20
+    );
 }
 
 #[test]
@@ -745,7 +881,10 @@ fn synthetic_folder_opens_as_fracatlas_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     small_fracatlas(dir.path(), 3, 5);
     let data = FracAtlas::open(dir.path()).unwrap();
-    assert_eq!((data.counts().fractured, data.counts().not_fractured), (3, 5));
+    assert_eq!(
+        (data.counts().fractured, data.counts().not_fractured),
+        (3, 5)
+    );
     assert!(data.report.is_clean(), "{}", data.report);
     assert!(data.samples.iter().all(|s| s.metadata.is_some()));
 }
