@@ -1,7 +1,10 @@
 //! Decoding one image file the way radiographs need it: the format is recognised from the
 //! content (not the extension), EXIF orientation is applied, and a JPEG cut short before its
-//! end-of-image marker is read leniently (the end marker is appended and decoding retried,
-//! so the missing tail is filled by the decoder instead of failing the file).
+//! end-of-image marker is read leniently.
+//!
+//! image 0.25's JPEG decoder (zune-jpeg) already decodes all 59 truncated FracAtlas files,
+//! filling the missing tail itself. Should it reject a truncated file, the end-of-image
+//! marker is appended and decoding retried once before the file is given up on.
 
 use crate::error::{Error, Result};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};

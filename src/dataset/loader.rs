@@ -381,14 +381,15 @@ impl Inner {
             indices: Vec::with_capacity(indices.len()),
         };
         for (i, result) in results {
-            match result {
-                Ok(chw) => {
+            match (result, self.samples.get(i)) {
+                (Ok(chw), Some(sample)) => {
                     batch.images.extend_from_slice(&chw);
-                    batch.labels.push(self.samples[i].label.as_f32());
+                    batch.labels.push(sample.label.as_f32());
                     batch.indices.push(i);
                 }
-                Err(Error::InvalidInput(message)) => return Err(Error::InvalidInput(message)),
-                Err(e) => self.record_skip(i, e),
+                (Ok(_), None) => {}
+                (Err(Error::InvalidInput(message)), _) => return Err(Error::InvalidInput(message)),
+                (Err(e), _) => self.record_skip(i, e),
             }
         }
         Ok((!batch.indices.is_empty()).then_some(batch))
@@ -445,6 +446,8 @@ impl Iterator for EpochBatches {
 }
 
 impl BatchSource for ImageLoader {
+    /// Samples one epoch visits (all, or fewer with `drop_last`); files that turn out to be
+    /// undecodable are left out of the batches and listed by [`ImageLoader::skipped`].
     fn num_samples(&self) -> usize {
         self.inner.epoch_order(0).len()
     }
