@@ -22,6 +22,7 @@
 //! ```
 
 pub mod batch;
+pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod image;
