@@ -523,21 +523,56 @@ fn std_dev(values: &[f32]) -> f64 {
     mean_and_variance(&v).1.sqrt()
 }
 
-#[test]
-fn clahe_increases_contrast_of_a_low_contrast_image_and_stays_in_range() {
-    // A dim radiograph-like image: smooth gradient 90..130 with a faint brighter "bone".
-    let (h, w) = (64, 80);
-    let mut img: Vec<f32> = (0..h * w)
+/// A dim radiograph-like image: smooth gradient 90..130 with a faint brighter "bone".
+fn low_contrast_image(h: usize, w: usize) -> Vec<f32> {
+    (0..h * w)
         .map(|i| {
             let (r, c) = (i / w, i % w);
-            let bone = if (20..44).contains(&r) && (30..40).contains(&c) { 8.0 } else { 0.0 };
+            let bone = if (20..44).contains(&r) && (30..40).contains(&c) {
+                8.0
+            } else {
+                0.0
+            };
             90.0 + 40.0 * c as f32 / w as f32 + bone
         })
+        .collect()
+}
+
+/// Mean absolute difference between horizontal neighbours: the local contrast CLAHE raises.
+fn local_contrast(img: &[f32], w: usize) -> f64 {
+    let diffs: Vec<f64> = img
+        .chunks_exact(w)
+        .flat_map(|row| row.windows(2).map(|p| (p[1] - p[0]).abs() as f64))
         .collect();
-    let before = std_dev(&img);
-    clahe(&mut img, h, w, 1, &ClaheConfig::default()).unwrap();
+    diffs.iter().sum::<f64>() / diffs.len() as f64
+}
+
+/// (global standard deviation, local contrast) after CLAHE with `clip_limit`.
+fn clahe_contrast(clip_limit: f32) -> (f64, f64) {
+    let (h, w) = (64, 80);
+    let mut img = low_contrast_image(h, w);
+    let config = ClaheConfig {
+        clip_limit,
+        ..ClaheConfig::default()
+    };
+    clahe(&mut img, h, w, 1, &config).unwrap();
     assert!(img.iter().all(|v| (0.0..=255.0).contains(v)));
-    assert!(std_dev(&img) > 1.5 * before, "{} vs {before}", std_dev(&img));
+    (std_dev(&img), local_contrast(&img, w))
+}
+
+#[test]
+fn clahe_increases_contrast_of_a_low_contrast_image_and_stays_in_range() {
+    let image = low_contrast_image(64, 80);
+    let (std_before, local_before) = (std_dev(&image), local_contrast(&image, 80));
+    let (std_after, local_after) = clahe_contrast(2.0);
+    assert!(std_after > 1.1 * std_before, "{std_after} vs {std_before}");
+    assert!(local_after > 1.5 * local_before, "{local_after} vs {local_before}");
+}
+
+#[test]
+fn higher_clahe_clip_limit_enhances_more() {
+    let (low, high) = (clahe_contrast(2.0).1, clahe_contrast(8.0).1);
+    assert!(high > 1.5 * low, "clip 8: {high}, clip 2: {low}");
 }
 
 #[test]
