@@ -2,8 +2,7 @@
 //! reproducible draws, optional intensity transforms.
 
 use fracture::augment::{
-    clahe, warp, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape,
-    IntensityConfig,
+    clahe, warp, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape, IntensityConfig,
 };
 use fracture::image::{ImageF32, SampleTransform};
 use serde_json::Value;
@@ -177,8 +176,14 @@ fn default_config_is_the_notebooks_generator() {
     let nb = &fixture.json["notebook_generator"];
     let c = AugmentConfig::default();
     assert_eq!(c.rotation_range, nb["rotation_range"].as_f64().unwrap());
-    assert_eq!(c.width_shift_range, nb["width_shift_range"].as_f64().unwrap());
-    assert_eq!(c.height_shift_range, nb["height_shift_range"].as_f64().unwrap());
+    assert_eq!(
+        c.width_shift_range,
+        nb["width_shift_range"].as_f64().unwrap()
+    );
+    assert_eq!(
+        c.height_shift_range,
+        nb["height_shift_range"].as_f64().unwrap()
+    );
     assert_eq!(c.shear_range, nb["shear_range"].as_f64().unwrap());
     let z = nb["zoom_range"].as_f64().unwrap();
     assert_eq!(c.zoom_range, [1.0 - z, 1.0 + z]);
@@ -258,7 +263,10 @@ fn integer_row_shift_moves_content_up() {
     let out = warp(&image.data, shape_of(&image), &shift, FillMode::Nearest).unwrap();
     for r in 0..8 {
         let source_row = (r + 2).min(7);
-        assert_eq!(out[r * 6..r * 6 + 6], image.data[source_row * 6..source_row * 6 + 6]);
+        assert_eq!(
+            out[r * 6..r * 6 + 6],
+            image.data[source_row * 6..source_row * 6 + 6]
+        );
     }
 }
 
@@ -302,7 +310,13 @@ fn every_channel_is_warped_like_a_single_channel_image() {
     let params = AffineParams::from_keras(-8.0, 1.5, -0.5, 3.0, 0.95, 1.05, false);
     let all = warp(&image.data, shape_of(&image), &params, FillMode::Reflect).unwrap();
     for k in 0..channels {
-        let plane: Vec<f32> = image.data.iter().skip(k).step_by(channels).copied().collect();
+        let plane: Vec<f32> = image
+            .data
+            .iter()
+            .skip(k)
+            .step_by(channels)
+            .copied()
+            .collect();
         let shape = ImageShape {
             channels: 1,
             ..shape_of(&image)
@@ -333,7 +347,12 @@ fn mismatched_buffer_is_an_error() {
         width: 4,
         channels: 3,
     };
-    let err = warp(&[0.0f32; 47], shape, &AffineParams::IDENTITY, FillMode::Nearest);
+    let err = warp(
+        &[0.0f32; 47],
+        shape,
+        &AffineParams::IDENTITY,
+        FillMode::Nearest,
+    );
     assert!(err.unwrap_err().to_string().contains("47"));
 }
 
@@ -405,7 +424,10 @@ fn mean_and_variance(values: &[f64]) -> (f64, f64) {
 fn assert_uniform(name: &str, values: &[f64], lo: f64, hi: f64) {
     let n = values.len() as f64;
     let width = hi - lo;
-    assert!(values.iter().all(|v| (lo..=hi).contains(v)), "{name} out of range");
+    assert!(
+        values.iter().all(|v| (lo..=hi).contains(v)),
+        "{name} out of range"
+    );
     let (mean, var) = mean_and_variance(values);
     let expected_var = width * width / 12.0;
     let mean_se = (expected_var / n).sqrt();
@@ -415,10 +437,16 @@ fn assert_uniform(name: &str, values: &[f64], lo: f64, hi: f64) {
     );
     // Var of (x - m)^2 for a uniform is width^4/180.
     let var_se = (width.powi(4) / 180.0 / n).sqrt();
-    assert!((var - expected_var).abs() < 4.5 * var_se, "{name} variance {var}");
+    assert!(
+        (var - expected_var).abs() < 4.5 * var_se,
+        "{name} variance {var}"
+    );
     let min = values.iter().copied().fold(f64::MAX, f64::min);
     let max = values.iter().copied().fold(f64::MIN, f64::max);
-    assert!(min < lo + 0.01 * width && max > hi - 0.01 * width, "{name} range");
+    assert!(
+        min < lo + 0.01 * width && max > hi - 0.01 * width,
+        "{name} range"
+    );
 }
 
 #[test]
@@ -449,7 +477,12 @@ fn zoom_factors_are_drawn_independently() {
         .unzip();
     let (mx, vx) = mean_and_variance(&zx);
     let (my, vy) = mean_and_variance(&zy);
-    let cov = zx.iter().zip(&zy).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / 1e4;
+    let cov = zx
+        .iter()
+        .zip(&zy)
+        .map(|(a, b)| (a - mx) * (b - my))
+        .sum::<f64>()
+        / 1e4;
     let correlation = cov / (vx * vy).sqrt();
     assert!(correlation.abs() < 0.045, "correlation {correlation}");
 }
@@ -467,7 +500,12 @@ fn shifts_scale_with_the_image_size_keras_style() {
 fn intensity_transforms_are_off_by_default() {
     let sample = AugmentConfig::default().sample(1, 1, 1);
     assert_eq!(
-        (sample.brightness, sample.contrast, sample.gamma, sample.clahe),
+        (
+            sample.brightness,
+            sample.contrast,
+            sample.gamma,
+            sample.clahe
+        ),
         (None, None, None, false)
     );
 }
@@ -566,7 +604,10 @@ fn clahe_increases_contrast_of_a_low_contrast_image_and_stays_in_range() {
     let (std_before, local_before) = (std_dev(&image), local_contrast(&image, 80));
     let (std_after, local_after) = clahe_contrast(2.0);
     assert!(std_after > 1.1 * std_before, "{std_after} vs {std_before}");
-    assert!(local_after > 1.5 * local_before, "{local_after} vs {local_before}");
+    assert!(
+        local_after > 1.5 * local_before,
+        "{local_after} vs {local_before}"
+    );
 }
 
 #[test]

@@ -220,7 +220,11 @@ impl AffineMatrix {
         }
         if params.shear_deg != 0.0 {
             let shear = params.shear_deg.to_radians();
-            compose([[1.0, -shear.sin(), 0.0], [0.0, shear.cos(), 0.0], [0.0, 0.0, 1.0]]);
+            compose([
+                [1.0, -shear.sin(), 0.0],
+                [0.0, shear.cos(), 0.0],
+                [0.0, 0.0, 1.0],
+            ]);
         }
         if params.zoom_x != 1.0 || params.zoom_y != 1.0 {
             compose([

@@ -149,8 +149,7 @@ pub fn clahe(
                 let top = lut(t0, u0) * (1.0 - wx) + lut(t0, u1) * wx;
                 let bottom = lut(t1, u0) * (1.0 - wx) + lut(t1, u1) * wx;
                 let mapped = top * (1.0 - wy) + bottom * wy;
-                data[(r * width + c) * channels + channel] =
-                    (lo + mapped * from_bin).clamp(lo, hi);
+                data[(r * width + c) * channels + channel] = (lo + mapped * from_bin).clamp(lo, hi);
             }
         }
     }
@@ -178,8 +177,8 @@ fn clip_histogram(hist: &mut [u32], clip_limit: f32, area: u32) {
     for h in hist.iter_mut() {
         *h += batch;
     }
-    if residual > 0 {
-        let step = (bins / residual).max(1) as usize;
+    if let Some(stride) = bins.checked_div(residual) {
+        let step = stride.max(1) as usize;
         for h in hist.iter_mut().step_by(step).take(residual as usize) {
             *h += 1;
         }

@@ -178,7 +178,10 @@ const RNG_DOMAIN: u64 = u64::from_le_bytes(*b"augment1");
 /// The per-sample generator: ChaCha8 keyed by `(seed, epoch, index, domain)`.
 fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
-    for (chunk, word) in key.chunks_exact_mut(8).zip([seed, epoch, index, RNG_DOMAIN]) {
+    for (chunk, word) in key
+        .chunks_exact_mut(8)
+        .zip([seed, epoch, index, RNG_DOMAIN])
+    {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
     ChaCha8Rng::from_seed(key)
@@ -322,7 +325,13 @@ impl AugmentConfig {
                 value_range: range,
                 ..config
             };
-            clahe(&mut data, image.height, image.width, image.channels, &config)?;
+            clahe(
+                &mut data,
+                image.height,
+                image.width,
+                image.channels,
+                &config,
+            )?;
         }
         if let Some(factor) = sample.brightness {
             adjust_brightness(&mut data, factor, range);
@@ -346,13 +355,7 @@ impl AugmentConfig {
     /// assert_eq!(out, image); // a flat image stays flat under any warp with nearest fill
     /// # Ok::<(), fracture::Error>(())
     /// ```
-    pub fn augment(
-        &self,
-        image: &ImageF32,
-        seed: u64,
-        epoch: u64,
-        index: u64,
-    ) -> Result<ImageF32> {
+    pub fn augment(&self, image: &ImageF32, seed: u64, epoch: u64, index: u64) -> Result<ImageF32> {
         self.apply_sample(&self.sample(seed, epoch, index), image)
     }
 }

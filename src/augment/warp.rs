@@ -166,7 +166,11 @@ fn copy_maybe_flipped<P: Pixel>(src: &[P], dst: &mut [P], shape: ImageShape, fli
     let ch = shape.channels;
     let row_len = shape.width * ch;
     for (src_row, dst_row) in src.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_len)) {
-        for (src_px, dst_px) in src_row.chunks_exact(ch).rev().zip(dst_row.chunks_exact_mut(ch)) {
+        for (src_px, dst_px) in src_row
+            .chunks_exact(ch)
+            .rev()
+            .zip(dst_row.chunks_exact_mut(ch))
+        {
             dst_px.copy_from_slice(src_px);
         }
     }
