@@ -635,3 +635,19 @@ fn clahe_works_on_images_smaller_than_the_tile_grid() {
     clahe(&mut img, 2, 3, 1, &ClaheConfig::default()).unwrap();
     assert!(img.iter().all(|v| (0.0..=255.0).contains(v)));
 }
+
+#[test]
+fn single_row_single_column_and_single_pixel_images_warp_in_every_fill_mode() {
+    let params = AffineParams::from_keras(9.0, 1.3, -0.7, 0.1, 1.1, 0.9, true);
+    for (h, w) in [(1, 7), (7, 1), (1, 1)] {
+        let image = test_image(h, w, 3);
+        for fill in ALL_FILLS {
+            let out = warp(&image.data, shape_of(&image), &params, fill).unwrap();
+            assert_eq!(out.len(), image.data.len());
+            assert!(out.iter().all(|v| v.is_finite()), "{h}x{w} {fill:?}");
+        }
+    }
+    let pixel = test_image(1, 1, 2);
+    let out = warp(&pixel.data, shape_of(&pixel), &params, FillMode::Nearest).unwrap();
+    assert_eq!(out, pixel.data);
+}
