@@ -331,14 +331,10 @@ fn resample_rows<P: Pixel, const C: usize>(
                 let fx = (x - c0 as f64) as f32;
                 let i00 = (r0 * width + c0) * ch;
                 let i10 = i00 + row_stride;
-                blend::<P, C>(
+                blend_adjacent::<P, C>(
                     out_px,
-                    [
-                        &src[i00..i00 + ch],
-                        &src[i00 + ch..i00 + 2 * ch],
-                        &src[i10..i10 + ch],
-                        &src[i10 + ch..i10 + 2 * ch],
-                    ],
+                    &src[i00..i00 + 2 * ch],
+                    &src[i10..i10 + 2 * ch],
                     fy,
                     fx,
                 );
@@ -368,25 +364,45 @@ fn resample_rows<P: Pixel, const C: usize>(
     }
 }
 
-/// Bilinear blend of four taps in lerp form (exact for flat regions and integer positions):
-/// `top = p00 + (p01 - p00) fx`, `bottom = p10 + (p11 - p10) fx`, `top + (bottom - top) fy`.
+/// Bilinear interpolation in lerp form (exact for flat regions and integer positions):
+/// `top = a + (b - a) fx`, `bottom = c + (d - c) fx`, `top + (bottom - top) fy`.
+#[inline(always)]
+fn bilerp<P: Pixel>(a: P, b: P, c: P, d: P, fy: f32, fx: f32) -> P {
+    let (a, b, c, d) = (a.to_f32(), b.to_f32(), c.to_f32(), d.to_f32());
+    let top = a + (b - a) * fx;
+    let bottom = c + (d - c) * fx;
+    P::from_f32(top + (bottom - top) * fy)
+}
+
+/// Blend four arbitrary taps (the border path).
 #[inline(always)]
 fn blend<P: Pixel, const C: usize>(out: &mut [P], taps: [&[P]; 4], fy: f32, fx: f32) {
     let [p00, p01, p10, p11] = taps;
-    let lerp = |a: P, b: P, c: P, d: P| {
-        let (a, b, c, d) = (a.to_f32(), b.to_f32(), c.to_f32(), d.to_f32());
-        let top = a + (b - a) * fx;
-        let bottom = c + (d - c) * fx;
-        P::from_f32(top + (bottom - top) * fy)
-    };
+    for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(p00).zip(p01).zip(p10).zip(p11) {
+        *o = bilerp(a, b, c, d, fy, fx);
+    }
+}
+
+/// Blend a 2x2 neighbourhood given as two runs of two adjacent pixels (the interior path);
+/// with `C` known the indexing below is provably in bounds and compiles without checks.
+#[inline(always)]
+fn blend_adjacent<P: Pixel, const C: usize>(
+    out: &mut [P],
+    top: &[P],
+    bottom: &[P],
+    fy: f32,
+    fx: f32,
+) {
     if C > 0 {
+        let (out, top, bottom) = (&mut out[..C], &top[..2 * C], &bottom[..2 * C]);
         for k in 0..C {
-            out[k] = lerp(p00[k], p01[k], p10[k], p11[k]);
+            out[k] = bilerp(top[k], top[C + k], bottom[k], bottom[C + k], fy, fx);
         }
     } else {
-        for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(p00).zip(p01).zip(p10).zip(p11) {
-            *o = lerp(a, b, c, d);
-        }
+        let ch = out.len();
+        let (t0, t1) = top.split_at(ch);
+        let (b0, b1) = bottom.split_at(ch);
+        blend::<P, C>(out, [t0, t1, b0, b1], fy, fx);
     }
 }
 
