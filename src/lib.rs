@@ -21,6 +21,7 @@
 //! # Ok::<(), fracture::Error>(())
 //! ```
 
+pub mod augment;
 pub mod batch;
 pub mod dataset;
 pub mod device;
