@@ -23,6 +23,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod classifier;
 pub mod dataset;
 pub mod device;
 pub mod error;
@@ -32,4 +33,6 @@ pub mod model;
 pub mod train;
 pub mod weights;
 
+pub use classifier::{FractureClassifier, Prediction};
 pub use error::{Error, Result};
+pub use weights::WeightsSource;

@@ -44,7 +44,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The class of a radiograph. `Fractured` is the positive class (1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Label {
     /// No fracture visible (0).
     NotFractured,

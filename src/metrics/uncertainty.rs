@@ -50,6 +50,15 @@ pub struct Interval {
     pub resamples_used: usize,
 }
 
+impl fmt::Display for BootstrapIntervals {
+    /// One line per metric: `AUC 0.922 (95% CI 0.897 to 0.944)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "bootstrap AUC         {}", self.auc)?;
+        writeln!(f, "bootstrap sensitivity {}", self.sensitivity)?;
+        write!(f, "bootstrap specificity {}", self.specificity)
+    }
+}
+
 impl fmt::Display for Interval {
     /// `0.922 (95% CI 0.897 to 0.944)`; the precision applies to all three numbers.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

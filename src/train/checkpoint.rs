@@ -239,7 +239,11 @@ impl AtomicWriter {
     }
 
     /// Let `write` fill a temporary file, flush it to disk, rename it to `name`.
-    fn write_with(&mut self, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    pub(crate) fn write_with(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
         let final_path = self.dir.join(name);
         let tmp_path = self.dir.join(format!("{name}{TMP_SUFFIX}"));
         let index = self.writes;

@@ -1,0 +1,282 @@
+//! The saved classifier: a folder that says everything about how to use the model.
+//!
+//! ```text
+//! model_dir/
+//!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold
+//!   model.safetensors   every variable (backbone at the root, head under `head.`), candle layout
+//!   split.csv           the split the model was trained, validated and tested on (if known)
+//!   history.json        per-epoch training history (if trained)
+//!   metrics.json        the last evaluation (if evaluated)
+//! ```
+//! Every file is written to a temporary name and renamed; `bundle.json` is written last, so a
+//! folder without it is an incomplete save.
+
+use super::FractureClassifier;
+use crate::dataset::loader::{FilterType, Normalization, Preprocess};
+use crate::dataset::Split;
+use crate::error::{Error, Result};
+use crate::model::{HeadConfig, ResNetV2Config};
+use crate::train::checkpoint::AtomicWriter;
+use crate::train::History;
+use crate::weights::{network_variables, read_tensors, save_network};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The `format` field of every bundle.
+pub const BUNDLE_FORMAT: &str = "fracture-classifier-bundle";
+/// The newest bundle layout this version reads and the one it writes.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+
+const MANIFEST: &str = "bundle.json";
+const WEIGHTS: &str = "model.safetensors";
+const SPLIT: &str = "split.csv";
+const HISTORY: &str = "history.json";
+const METRICS: &str = "metrics.json";
+
+/// Preprocessing as written in `bundle.json`.
+///
+/// ```
+/// use fracture::classifier::PreprocessSpec;
+/// use fracture::dataset::loader::Preprocess;
+/// let spec = PreprocessSpec::from(&Preprocess::default());
+/// assert_eq!((spec.filter.as_str(), spec.normalization.as_str()), ("triangle", "keras_resnet_v2"));
+/// assert_eq!(spec.to_preprocess().unwrap(), Preprocess::default());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreprocessSpec {
+    /// Model input height.
+    pub height: usize,
+    /// Model input width.
+    pub width: usize,
+    /// Resize filter: nearest, triangle, catmull_rom, gaussian or lanczos3.
+    pub filter: String,
+    /// Value scaling: keras_resnet_v2 (`x/127.5 - 1`), unit_range (`x/255`) or imagenet.
+    pub normalization: String,
+}
+
+impl From<&Preprocess> for PreprocessSpec {
+    fn from(p: &Preprocess) -> Self {
+        let filter = match p.filter {
+            FilterType::Nearest => "nearest",
+            FilterType::Triangle => "triangle",
+            FilterType::CatmullRom => "catmull_rom",
+            FilterType::Gaussian => "gaussian",
+            FilterType::Lanczos3 => "lanczos3",
+        };
+        let normalization = match p.normalization {
+            Normalization::KerasResNetV2 => "keras_resnet_v2",
+            Normalization::UnitRange => "unit_range",
+            Normalization::ImageNet => "imagenet",
+        };
+        Self {
+            height: p.height,
+            width: p.width,
+            filter: filter.into(),
+            normalization: normalization.into(),
+        }
+    }
+}
+
+impl PreprocessSpec {
+    /// The preprocessing this describes; an unknown filter or normalization is an error.
+    pub fn to_preprocess(&self) -> Result<Preprocess> {
+        let filter = match self.filter.as_str() {
+            "nearest" => FilterType::Nearest,
+            "triangle" => FilterType::Triangle,
+            "catmull_rom" => FilterType::CatmullRom,
+            "gaussian" => FilterType::Gaussian,
+            "lanczos3" => FilterType::Lanczos3,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown resize filter {other:?}"
+                )))
+            }
+        };
+        let normalization = match self.normalization.as_str() {
+            "keras_resnet_v2" => Normalization::KerasResNetV2,
+            "unit_range" => Normalization::UnitRange,
+            "imagenet" => Normalization::ImageNet,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown normalization {other:?}"
+                )))
+            }
+        };
+        let preprocess = Preprocess {
+            height: self.height,
+            width: self.width,
+            filter,
+            normalization,
+        };
+        preprocess.validate()?;
+        Ok(preprocess)
+    }
+}
+
+/// The content of `bundle.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleManifest {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Layout version ([`BUNDLE_FORMAT_VERSION`] when written by this crate version).
+    pub format_version: u32,
+    /// Version of `fracture` that wrote the bundle.
+    pub crate_version: String,
+    /// The backbone's shape.
+    pub backbone: ResNetV2Config,
+    /// The head's shape.
+    pub head: HeadConfig,
+    /// Input preprocessing.
+    pub preprocess: PreprocessSpec,
+    /// Decision threshold on the fracture probability.
+    pub threshold: f64,
+    /// Optional files present in the bundle (weights are always `model.safetensors`).
+    pub files: Vec<String>,
+}
+
+fn format_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl FractureClassifier {
+    /// Save the classifier as a self-describing folder (created if needed; files inside are
+    /// replaced atomically, `bundle.json` last).
+    ///
+    /// ```
+    /// use fracture::FractureClassifier;
+    /// use fracture::model::ResNetV2Config;
+    /// use fracture::device::DeviceRequest;
+    /// let clf = FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .device(DeviceRequest::Cpu)
+    ///     .image_size(32, 32)
+    ///     .build()?;
+    /// let dir = std::env::temp_dir().join("fracture-bundle-doctest");
+    /// clf.save(&dir)?;
+    /// let again = FractureClassifier::load(&dir, &candle_core::Device::Cpu)?;
+    /// assert_eq!(again.threshold(), clf.threshold());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<PathBuf> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut writer = AtomicWriter::new(dir, None);
+        writer.write_with(WEIGHTS, |tmp| {
+            save_network(tmp, &self.tensors, &self.backbone, Some(&self.head))
+        })?;
+        let mut files = Vec::new();
+        if let Some(split) = &self.split {
+            writer.write_with(SPLIT, |tmp| split.save_manifest(tmp))?;
+            files.push(SPLIT.to_string());
+        }
+        if let Some(history) = &self.history {
+            writer.write_bytes(HISTORY, history.to_json()?.as_bytes())?;
+            files.push(HISTORY.to_string());
+        }
+        if let Some(metrics) = &self.evaluation {
+            writer.write_json(METRICS, metrics)?;
+            files.push(METRICS.to_string());
+        }
+        let manifest = BundleManifest {
+            format: BUNDLE_FORMAT.into(),
+            format_version: BUNDLE_FORMAT_VERSION,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+            backbone: self.backbone.clone(),
+            head: self.head.clone(),
+            preprocess: PreprocessSpec::from(&self.preprocess),
+            threshold: self.threshold,
+            files,
+        };
+        writer.write_json(MANIFEST, &manifest)?;
+        Ok(dir.to_path_buf())
+    }
+
+    /// Load a folder written by [`FractureClassifier::save`] onto `device`. A missing or
+    /// corrupt file, a bundle of another format or a newer layout is an error naming the file.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::Dataset {
+                path: dir.to_path_buf(),
+                message: "no classifier bundle here (not a folder)".into(),
+            });
+        }
+        let manifest_path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            Error::io(
+                &manifest_path,
+                std::io::Error::new(e.kind(), format!("{e} (a bundle needs its {MANIFEST})")),
+            )
+        })?;
+        let manifest: BundleManifest = serde_json::from_str(&text).map_err(|e| {
+            format_error(&manifest_path, format!("not a valid bundle manifest: {e}"))
+        })?;
+        if manifest.format != BUNDLE_FORMAT {
+            return Err(format_error(
+                &manifest_path,
+                format!("format {:?}, expected {BUNDLE_FORMAT:?}", manifest.format),
+            ));
+        }
+        if manifest.format_version > BUNDLE_FORMAT_VERSION {
+            return Err(format_error(
+                &manifest_path,
+                format!(
+                    "bundle layout version {} written by fracture {} is newer than this version reads ({BUNDLE_FORMAT_VERSION}); upgrade fracture",
+                    manifest.format_version, manifest.crate_version
+                ),
+            ));
+        }
+        manifest.backbone.validate()?;
+        let preprocess = manifest.preprocess.to_preprocess()?;
+        let weights_path = dir.join(WEIGHTS);
+        let weights = read_tensors(&weights_path, device)?;
+        let expected = network_variables(&manifest.backbone, Some(&manifest.head));
+        let report = weights.validate(&expected)?;
+        if !report.unexpected.is_empty() {
+            return Err(format_error(
+                &weights_path,
+                format!("unexpected tensors: {}", report.describe()),
+            ));
+        }
+        let tensors = expected
+            .iter()
+            .map(|spec| Ok((spec.name.clone(), weights.get(&spec.name)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let mut clf = Self::from_tensors(
+            manifest.backbone.clone(),
+            manifest.head.clone(),
+            tensors,
+            preprocess,
+            manifest.threshold,
+            device,
+        )?;
+        super::check_threshold(manifest.threshold)?;
+        let has = |name: &str| manifest.files.iter().any(|f| f == name);
+        if has(SPLIT) {
+            clf.split = Some(Split::load_manifest(dir.join(SPLIT))?);
+        }
+        if has(HISTORY) {
+            clf.history = Some(History::load_json(dir.join(HISTORY))?);
+        }
+        if has(METRICS) {
+            let path = dir.join(METRICS);
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            clf.evaluation = Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| format_error(&path, format!("not valid JSON: {e}")))?,
+            );
+        }
+        Ok(clf)
+    }
+
+    /// The split this classifier was trained on, when known.
+    pub fn split(&self) -> Option<&Split> {
+        self.split.as_ref()
+    }
+}

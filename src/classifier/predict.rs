@@ -1,0 +1,160 @@
+//! Classifying images: one file, one decoded image, a batch, or a whole folder.
+
+use super::FractureClassifier;
+use crate::dataset::decode::decode_file;
+use crate::dataset::Label;
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use image::DynamicImage;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// The classifier's answer for one image.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// `Fractured` when `fracture_probability >= threshold`.
+    pub label: Label,
+    /// The model's probability that the image shows a fracture.
+    pub fracture_probability: f64,
+    /// The decision threshold that was applied.
+    pub threshold: f64,
+}
+
+impl fmt::Display for Prediction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (fracture probability {:.4}, threshold {:.4})",
+            self.label, self.fracture_probability, self.threshold
+        )
+    }
+}
+
+/// The result of [`FractureClassifier::classify_dir`]: predictions for the readable images
+/// and, for every other file, why it was skipped.
+#[derive(Debug, Clone, Default)]
+pub struct ClassifiedDir {
+    /// Each readable image with its prediction, in path order.
+    pub predictions: Vec<(PathBuf, Prediction)>,
+    /// Each file that could not be classified, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Images decoded and classified per step of [`FractureClassifier::classify_dir`].
+const DIR_CHUNK: usize = 16;
+
+impl FractureClassifier {
+    /// Classify one image file (JPEG, PNG, ...; EXIF orientation applied).
+    ///
+    /// ```no_run
+    /// # let clf = fracture::FractureClassifier::load("model_dir", &candle_core::Device::Cpu)?;
+    /// let prediction = clf.classify_path("xray.jpg")?;
+    /// println!("{prediction}");
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn classify_path(&self, path: impl AsRef<Path>) -> Result<Prediction> {
+        let image = decode_file(path.as_ref())?;
+        self.classify_image(&image)
+    }
+
+    /// Classify one decoded image.
+    pub fn classify_image(&self, image: &DynamicImage) -> Result<Prediction> {
+        let mut predictions = self.classify_batch(std::slice::from_ref(image))?;
+        predictions.pop().ok_or_else(|| {
+            Error::InvalidInput("the model returned no prediction for one image".into())
+        })
+    }
+
+    /// Classify several decoded images in one forward pass (in the order given).
+    pub fn classify_batch(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let buffers = images
+            .par_iter()
+            .map(|image| {
+                self.preprocess
+                    .normalize_chw(&self.preprocess.resize_rgb(image))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (h, w) = (self.preprocess.height, self.preprocess.width);
+        let data: Vec<f32> = buffers.into_iter().flatten().collect();
+        let batch = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
+        let probabilities: Vec<f32> = self.net.probabilities(&batch)?.to_vec1()?;
+        Ok(probabilities
+            .into_iter()
+            .map(|p| {
+                let fracture_probability = f64::from(p);
+                Prediction {
+                    label: self.label_for(fracture_probability),
+                    fracture_probability,
+                    threshold: self.threshold,
+                }
+            })
+            .collect())
+    }
+
+    /// Classify every file under `dir` (recursively, in path order), streaming in small
+    /// batches with a progress bar on a terminal. Files that are not readable images are
+    /// skipped with the reason; nothing in the folder makes this panic or stop early.
+    pub fn classify_dir(&self, dir: impl AsRef<Path>) -> Result<ClassifiedDir> {
+        let dir = dir.as_ref();
+        let files = list_files(dir)?;
+        let progress = if std::io::stderr().is_terminal() {
+            ProgressBar::new(files.len() as u64)
+        } else {
+            ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::hidden())
+        };
+        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} images {msg}") {
+            progress.set_style(style);
+        }
+        let mut result = ClassifiedDir::default();
+        for chunk in files.chunks(DIR_CHUNK) {
+            let decoded: Vec<(PathBuf, Result<DynamicImage>)> = chunk
+                .par_iter()
+                .map(|path| (path.clone(), decode_file(path)))
+                .collect();
+            let mut paths = Vec::with_capacity(decoded.len());
+            let mut images = Vec::with_capacity(decoded.len());
+            for (path, image) in decoded {
+                match image {
+                    Ok(image) => {
+                        paths.push(path);
+                        images.push(image);
+                    }
+                    Err(e) => result.skipped.push((path, e.to_string())),
+                }
+            }
+            let predictions = self.classify_batch(&images)?;
+            result
+                .predictions
+                .extend(paths.into_iter().zip(predictions));
+            progress.inc(chunk.len() as u64);
+            progress.set_message(format!("{} skipped", result.skipped.len()));
+        }
+        progress.finish_and_clear();
+        Ok(result)
+    }
+}
+
+/// Every regular file under `dir`, sorted by path.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&folder, e))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
