@@ -633,6 +633,21 @@ fn shuffle_is_a_permutation_fixed_by_seed_and_epoch() {
     assert_ne!(order, c.epoch_order(3));
 }
 
+#[test]
+fn drop_last_leaves_out_the_incomplete_batch() {
+    let samples: Vec<Sample> = (0..10)
+        .map(|i| fake_sample(i, Label::Fractured, i as u64))
+        .collect();
+    let config = LoaderConfig {
+        batch_size: 4,
+        drop_last: true,
+        ..Default::default()
+    };
+    let loader = ImageLoader::new(samples, tiny_preprocess(), config, Device::Cpu).unwrap();
+    assert_eq!(loader.num_samples(), 8);
+    assert_eq!(loader.epoch_order(0).len(), 8);
+}
+
 /// Adds `index + 10 * epoch` to every value, clamped, and records the largest input value.
 struct Shift {
     largest_input: Mutex<f32>,

@@ -21,6 +21,12 @@ fn fracatlas_dir() -> Option<PathBuf> {
     }
 }
 
+/// Print to stderr past the test harness's capture, so the numbers show in every run.
+fn show(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 fn file_name(path: &std::path::Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -95,16 +101,16 @@ fn real_fracatlas_opens_with_its_known_quirks_reported_and_splits_stratified() {
         .map(|b| b.unwrap().indices.len())
         .sum();
     let skipped = loader.skipped();
-    println!(
-        "truncated JPEGs: {decoded} decoded, {} skipped {:?}",
+    show(&format!(
+        "FracAtlas truncated JPEGs: {decoded} decoded, {} skipped {:?}",
         skipped.len(),
         skipped
-    );
+    ));
     assert_eq!(decoded + skipped.len(), 59);
 
     // The split: exact stratified counts, no duplicate group across parts.
     let split = data.split(&SplitConfig::default()).unwrap();
-    println!("{split}");
+    show(&format!("FracAtlas split (70/10/20, seed 42):\n{split}"));
     let fractions = [0.7, 0.1, 0.2];
     for (part, fraction) in PartName::ALL.iter().zip(fractions) {
         let counts = split.part(*part).counts();
