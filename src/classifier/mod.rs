@@ -215,6 +215,8 @@ pub struct Evaluation {
     pub at_half: BinaryMetrics,
     /// Seeded bootstrap intervals (AUC, sensitivity, specificity) at the classifier's threshold.
     pub intervals: BootstrapIntervals,
+    /// The same intervals at threshold 0.5.
+    pub intervals_at_half: BootstrapIntervals,
     /// Metrics per body part, when the samples carry metadata.
     pub by_body_part: Option<SubgroupMetrics>,
     /// Metrics by visible surgical hardware, when the samples carry metadata.
@@ -235,6 +237,7 @@ impl fmt::Display for Evaluation {
         if (self.at_half.threshold - self.at_threshold.threshold).abs() > 1e-12 {
             writeln!(f, "== at threshold 0.5 (the reference notebook's)")?;
             writeln!(f, "{}", self.at_half)?;
+            writeln!(f, "{}", self.intervals_at_half)?;
         }
         if let Some(groups) = &self.by_body_part {
             writeln!(f, "== by body part\n{groups}")?;
@@ -348,6 +351,24 @@ impl FractureClassifier {
             }
         }
         let head = config.head.clone();
+        let (train_loader, val_loader) = self.loaders(split, &config)?;
+        let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
+        let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
+        self.adopt(trainer, split, head, history)
+    }
+
+    /// Continue an interrupted [`FractureClassifier::train_with_checkpoints`] run from its
+    /// checkpoint folder, on the same split; the result is the same as an uninterrupted run.
+    /// The backbone shape and training configuration come from the checkpoint.
+    pub fn resume_training(&mut self, split: &Split, checkpoint_dir: &Path) -> Result<History> {
+        let mut trainer = Trainer::resume(checkpoint_dir, &self.device)?;
+        let config = trainer.config().clone();
+        let (train_loader, val_loader) = self.loaders(split, &config)?;
+        let history = trainer.fit(&train_loader, &val_loader, Some(checkpoint_dir))?;
+        self.adopt(trainer, split, config.head, history)
+    }
+
+    fn loaders(&self, split: &Split, config: &TrainConfig) -> Result<(ImageLoader, ImageLoader)> {
         let train_loader = self.loader(&split.train, config.batch_size, true, config.seed)?;
         let train_loader = if config.augment {
             train_loader.with_transform(Arc::new(AugmentConfig::default()))
@@ -355,11 +376,21 @@ impl FractureClassifier {
             train_loader
         };
         let val_loader = self.loader(&split.val, config.batch_size, false, config.seed)?;
-        let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
-        let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
+        Ok((train_loader, val_loader))
+    }
+
+    /// Take over the trained weights, remember history and split, choose the threshold.
+    fn adopt(
+        &mut self,
+        trainer: Trainer,
+        split: &Split,
+        head: HeadConfig,
+        history: History,
+    ) -> Result<History> {
+        let backbone = trainer.backbone_config().clone();
         let tensors: HashMap<String, Tensor> = trainer.weights()?.into_iter().collect();
         let mut trained = Self::from_tensors(
-            self.backbone.clone(),
+            backbone,
             head,
             tensors,
             self.preprocess,
@@ -433,6 +464,7 @@ impl FractureClassifier {
         let at_threshold = BinaryMetrics::compute(&labels, &scores, self.threshold)?;
         let at_half = BinaryMetrics::compute(&labels, &scores, 0.5)?;
         let intervals = bootstrap_ci(&labels, &scores, self.threshold, BootstrapConfig::default())?;
+        let intervals_at_half = bootstrap_ci(&labels, &scores, 0.5, BootstrapConfig::default())?;
         let samples = loader.samples();
         let metadata: Option<Vec<_>> = indices
             .iter()
@@ -467,6 +499,7 @@ impl FractureClassifier {
             at_threshold,
             at_half,
             intervals,
+            intervals_at_half,
             by_body_part,
             by_hardware,
             skipped,

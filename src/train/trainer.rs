@@ -253,6 +253,11 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// The shape of the backbone being trained.
+    pub fn backbone_config(&self) -> &ResNetV2Config {
+        &self.backbone_config
+    }
+
     /// The network being trained.
     pub fn net(&self) -> &FractureNet {
         &self.net

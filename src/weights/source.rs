@@ -258,3 +258,52 @@ fn init_tensor(spec: &VariableSpec, rng: &mut ChaCha8Rng, device: &Device) -> Re
 fn is_bn_scale(name: &str) -> bool {
     name.ends_with("_bn.weight")
 }
+
+impl std::str::FromStr for WeightsSource {
+    type Err = Error;
+
+    /// Parse a command-line description: `random`, `random:SEED`,
+    /// `hub:OWNER/NAME[@REVISION][:FILE]`, or a path to a file.
+    ///
+    /// ```
+    /// use fracture::WeightsSource;
+    /// let hub: WeightsSource = "hub:org/resnet152v2@v1:notop.h5".parse()?;
+    /// assert_eq!(hub, WeightsSource::Hub { repo: "org/resnet152v2".into(), revision: "v1".into(), file: "notop.h5".into() });
+    /// assert_eq!("random:7".parse::<WeightsSource>()?, WeightsSource::Random { seed: 7 });
+    /// assert_eq!("w.safetensors".parse::<WeightsSource>()?, WeightsSource::file("w.safetensors"));
+    /// assert!("random:x".parse::<WeightsSource>().is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    fn from_str(text: &str) -> Result<Self> {
+        if text == "random" {
+            return Ok(Self::Random { seed: 0 });
+        }
+        if let Some(seed) = text.strip_prefix("random:") {
+            let seed = seed.parse().map_err(|_| {
+                Error::InvalidConfig(format!("bad seed in {text:?}: expected random:NUMBER"))
+            })?;
+            return Ok(Self::Random { seed });
+        }
+        if let Some(spec) = text.strip_prefix("hub:") {
+            let (repo_rev, file) = match spec.split_once(':') {
+                Some((r, f)) if !f.is_empty() => (r, f.to_string()),
+                _ => (spec, DEFAULT_HUB_FILE.to_string()),
+            };
+            let (repo, revision) = match repo_rev.split_once('@') {
+                Some((r, rev)) if !rev.is_empty() => (r, rev.to_string()),
+                _ => (repo_rev, "main".to_string()),
+            };
+            if repo.split('/').filter(|p| !p.is_empty()).count() != 2 {
+                return Err(Error::InvalidConfig(format!(
+                    "bad hub repository in {text:?}: expected hub:OWNER/NAME[@REVISION][:FILE]"
+                )));
+            }
+            return Ok(Self::Hub {
+                repo: repo.to_string(),
+                revision,
+                file,
+            });
+        }
+        Ok(Self::File(PathBuf::from(text)))
+    }
+}

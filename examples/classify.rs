@@ -1,0 +1,80 @@
+//! Classify radiographs with a saved bundle: one file, or every file in a folder.
+//!
+//! ```bash
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg
+//! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
+//! ```
+
+use clap::Parser;
+use fracture::device::{self, DeviceRequest};
+use fracture::FractureClassifier;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Print the fracture probability and label of each image.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A folder written by `FractureClassifier::save` (e.g. by the quickstart).
+    bundle: PathBuf,
+    /// An image file, or a folder classified recursively.
+    input: PathBuf,
+    /// Also write the predictions as CSV (path,label,fracture_probability,threshold).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Override the bundle's decision threshold.
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Device: cpu, cuda[:N], metal[:N] or best.
+    #[arg(long, default_value = "best")]
+    device: DeviceRequest,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let device = device::select(args.device)?;
+    let mut clf = FractureClassifier::load(&args.bundle, &device)?;
+    if let Some(threshold) = args.threshold {
+        clf.set_threshold(threshold)?;
+    }
+    let (predictions, skipped) = if args.input.is_dir() {
+        let result = clf.classify_dir(&args.input)?;
+        (result.predictions, result.skipped)
+    } else {
+        (vec![(args.input.clone(), clf.classify_path(&args.input)?)], Vec::new())
+    };
+    println!("{:<60} {:>14} {:>12}", "image", "label", "probability");
+    for (path, p) in &predictions {
+        println!(
+            "{:<60} {:>14} {:>12.4}",
+            path.display(),
+            p.label.to_string(),
+            p.fracture_probability
+        );
+    }
+    for (path, reason) in &skipped {
+        eprintln!("skipped {}: {reason}", path.display());
+    }
+    println!(
+        "{} image(s) classified at threshold {:.4}, {} skipped",
+        predictions.len(),
+        clf.threshold(),
+        skipped.len()
+    );
+    if let Some(csv_path) = &args.csv {
+        let mut writer = csv::Writer::from_path(csv_path)?;
+        writer.write_record(["path", "label", "fracture_probability", "threshold"])?;
+        for (path, p) in &predictions {
+            writer.write_record([
+                path.display().to_string(),
+                p.label.to_string(),
+                format!("{:.6}", p.fracture_probability),
+                format!("{:.6}", p.threshold),
+            ])?;
+        }
+        writer.flush()?;
+        std::io::stdout().flush()?;
+        println!("wrote {}", csv_path.display());
+    }
+    Ok(())
+}
