@@ -46,7 +46,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// The augmentation recipe: Keras `ImageDataGenerator` ranges plus optional intensity
-/// transforms. [`Default`] is the reference notebook's generator.
+/// transforms. [`Default`] is the reference notebook's generator. Serializable, so a training
+/// configuration can record how its data were augmented.
 ///
 /// ```
 /// use fracture::augment::{AugmentConfig, FillMode};
@@ -56,7 +57,7 @@ use rand_chacha::ChaCha8Rng;
 /// assert_eq!(c.fill_mode, FillMode::Nearest);
 /// assert!(c.intensity.is_disabled());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
     /// Rotation drawn from `U(-r, r)` degrees (Keras `rotation_range`).
     pub rotation_range: f64,
