@@ -5,11 +5,11 @@
 //! augment` times a real radiograph; without it a synthetic 819x1024 grayscale JPEG (the size
 //! of many FracAtlas images) is used.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use fracture::augment::{
     clahe, warp_into, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape,
 };
-use fracture::image::ImageF32;
+use fracture::image::{ImageF32, SampleTransform};
 use image::imageops::FilterType;
 
 const SIDE: usize = 224;
@@ -98,12 +98,17 @@ fn bench(c: &mut Criterion) {
             .expect("warp")
         })
     });
-    group.bench_function("sample_and_augment_notebook", |b| {
+    // The loader's path: SampleTransform::apply (draw + warp into a per-thread buffer).
+    group.bench_function("loader_hook_sample_transform_apply", |b| {
         let mut index = 0u64;
-        b.iter(|| {
-            index += 1;
-            config.augment(&image, 42, 0, index).expect("augment")
-        })
+        b.iter_batched(
+            || image.clone(),
+            |img| {
+                index += 1;
+                config.apply(img, 42, 0, index)
+            },
+            BatchSize::LargeInput,
+        )
     });
     group.bench_function("clahe_8x8", |b| {
         b.iter(|| {

@@ -651,3 +651,21 @@ fn single_row_single_column_and_single_pixel_images_warp_in_every_fill_mode() {
     let out = warp(&pixel.data, shape_of(&pixel), &params, FillMode::Nearest).unwrap();
     assert_eq!(out, pixel.data);
 }
+
+#[test]
+fn config_round_trips_through_json() {
+    let config = AugmentConfig {
+        fill_mode: FillMode::Constant(-1.0),
+        intensity: IntensityConfig {
+            gamma: Some([0.8, 1.25]),
+            clahe: Some(ClaheConfig::default()),
+            ..IntensityConfig::default()
+        },
+        ..AugmentConfig::default()
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(
+        serde_json::from_str::<AugmentConfig>(&json).unwrap(),
+        config
+    );
+}

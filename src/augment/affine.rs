@@ -20,7 +20,7 @@
 /// use fracture::augment::FillMode;
 /// assert_eq!(FillMode::default(), FillMode::Nearest);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum FillMode {
     /// Repeat the edge pixel: `a a a | a b c d | d d d` (Keras's default and the notebook's).
     #[default]
@@ -47,7 +47,7 @@ pub enum FillMode {
 /// assert!(!p.is_identity());
 /// assert!(AffineParams::default().is_identity());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AffineParams {
     /// Rotation in degrees (Keras `theta`); positive turns the content counter-clockwise.
     pub rotation_deg: f64,

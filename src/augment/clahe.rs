@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 /// assert_eq!((c.tile_rows, c.tile_cols, c.bins), (8, 8, 256));
 /// assert_eq!(c.clip_limit, 2.0);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClaheConfig {
     /// Clip limit, relative to the mean bin count of a tile (OpenCV's `clipLimit`; 1 gives
     /// almost no enhancement, larger values more; `f32::INFINITY` is plain adaptive

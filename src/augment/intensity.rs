@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 /// assert!(IntensityConfig::default().is_disabled());
 /// # Ok::<(), fracture::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IntensityConfig {
     /// Values the image spans (and results are clamped to).
     pub value_range: [f32; 2],

@@ -46,7 +46,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// The augmentation recipe: Keras `ImageDataGenerator` ranges plus optional intensity
-/// transforms. [`Default`] is the reference notebook's generator.
+/// transforms. [`Default`] is the reference notebook's generator. Serializable, so a training
+/// configuration can record how its data were augmented.
 ///
 /// ```
 /// use fracture::augment::{AugmentConfig, FillMode};
@@ -56,7 +57,7 @@ use rand_chacha::ChaCha8Rng;
 /// assert_eq!(c.fill_mode, FillMode::Nearest);
 /// assert!(c.intensity.is_disabled());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
     /// Rotation drawn from `U(-r, r)` degrees (Keras `rotation_range`).
     pub rotation_range: f64,
@@ -310,14 +311,43 @@ impl AugmentConfig {
     /// Apply a drawn sample to an image: one affine resampling pass, then the enabled
     /// intensity transforms (CLAHE, brightness, contrast, gamma, in that order).
     pub fn apply_sample(&self, sample: &AugmentSample, image: &ImageF32) -> Result<ImageF32> {
+        let mut out = image.clone();
+        let mut scratch = Vec::new();
+        self.apply_sample_in_place(sample, &mut out, &mut scratch)?;
+        Ok(out)
+    }
+
+    /// [`AugmentConfig::apply_sample`] without allocating: the warp writes into `scratch`
+    /// (resized as needed), which is then swapped with the image's buffer, so `scratch` comes
+    /// back holding the old pixels, ready for the next image of the same size. On error the
+    /// image is left unchanged.
+    ///
+    /// ```
+    /// use fracture::augment::AugmentConfig;
+    /// use fracture::image::ImageF32;
+    /// let config = AugmentConfig::default();
+    /// let mut scratch = Vec::new();
+    /// let mut image = ImageF32::new(16, 16, 1, (0..256).map(|v| v as f32).collect())?;
+    /// let expected = config.apply_sample(&config.sample(1, 2, 3), &image)?;
+    /// config.apply_sample_in_place(&config.sample(1, 2, 3), &mut image, &mut scratch)?;
+    /// assert_eq!(image, expected);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn apply_sample_in_place(
+        &self,
+        sample: &AugmentSample,
+        image: &mut ImageF32,
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (height, width, channels) = (image.height, image.width, image.channels);
         let shape = ImageShape {
-            height: image.height,
-            width: image.width,
-            channels: image.channels,
+            height,
+            width,
+            channels,
         };
-        let params = sample.affine(image.height, image.width);
-        let mut data = vec![0.0f32; image.data.len()];
-        warp_into(&image.data, &mut data, shape, &params, self.fill_mode)?;
+        let params = sample.affine(height, width);
+        scratch.resize(image.data.len(), 0.0);
+        warp_into(&image.data, scratch, shape, &params, self.fill_mode)?;
         let intensity = &self.intensity;
         let range = intensity.value_range;
         if let (true, Some(config)) = (sample.clahe, intensity.clahe) {
@@ -325,24 +355,19 @@ impl AugmentConfig {
                 value_range: range,
                 ..config
             };
-            clahe(
-                &mut data,
-                image.height,
-                image.width,
-                image.channels,
-                &config,
-            )?;
+            clahe(scratch, height, width, channels, &config)?;
         }
         if let Some(factor) = sample.brightness {
-            adjust_brightness(&mut data, factor, range);
+            adjust_brightness(scratch, factor, range);
         }
         if let Some(factor) = sample.contrast {
-            adjust_contrast(&mut data, factor, range);
+            adjust_contrast(scratch, factor, range);
         }
         if let Some(gamma) = sample.gamma {
-            adjust_gamma(&mut data, gamma, range);
+            adjust_gamma(scratch, gamma, range);
         }
-        ImageF32::new(image.height, image.width, image.channels, data)
+        std::mem::swap(&mut image.data, scratch);
+        Ok(())
     }
 
     /// Draw and apply: the augmented version of sample `index` of `epoch`.
@@ -365,11 +390,24 @@ impl AugmentConfig {
 /// The trait cannot report errors, so an image whose buffer does not match its dimensions, or
 /// a configuration that fails [`AugmentConfig::validate`], comes back unaugmented; validate
 /// the configuration when building the loader.
+///
+/// Each worker thread keeps one scratch buffer, so in steady state augmenting an image
+/// allocates nothing.
 impl SampleTransform for AugmentConfig {
-    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> ImageF32 {
-        match self.augment(&image, seed, epoch, index) {
-            Ok(augmented) => augmented,
-            Err(_) => image,
-        }
+    fn apply(&self, mut image: ImageF32, seed: u64, epoch: u64, index: u64) -> ImageF32 {
+        let sample = self.sample(seed, epoch, index);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                // An error leaves the image unchanged (see above).
+                let _ = self.apply_sample_in_place(&sample, &mut image, &mut scratch);
+                image
+            }
+            Err(_) => self.apply_sample(&sample, &image).unwrap_or(image),
+        })
     }
+}
+
+thread_local! {
+    /// Per-thread warp destination reused by [`SampleTransform::apply`].
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
