@@ -41,7 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let result = clf.classify_dir(&args.input)?;
         (result.predictions, result.skipped)
     } else {
-        (vec![(args.input.clone(), clf.classify_path(&args.input)?)], Vec::new())
+        (
+            vec![(args.input.clone(), clf.classify_path(&args.input)?)],
+            Vec::new(),
+        )
     };
     println!("{:<60} {:>14} {:>12}", "image", "label", "probability");
     for (path, p) in &predictions {

@@ -56,14 +56,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     write_roc_csv(&roc, &out.join("roc.csv"))?;
     plot_roc(&roc, &out.join("roc.png"))?;
-    println!("wrote {} and {}", out.join("roc.csv").display(), out.join("roc.png").display());
+    println!(
+        "wrote {} and {}",
+        out.join("roc.csv").display(),
+        out.join("roc.png").display()
+    );
     Ok(())
 }
 
 fn write_roc_csv(roc: &RocCurve, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut writer = csv::Writer::from_path(path)?;
     writer.write_record(["threshold", "false_positive_rate", "true_positive_rate"])?;
-    for ((t, fpr), tpr) in roc.thresholds.iter().zip(&roc.fpr).zip(&roc.tpr) {
+    for ((t, fpr), tpr) in roc.thresholds().iter().zip(roc.fpr()).zip(roc.tpr()) {
         writer.write_record([t.to_string(), fpr.to_string(), tpr.to_string()])?;
     }
     writer.flush()?;
@@ -86,9 +90,20 @@ fn plot_roc(roc: &RocCurve, path: &Path) -> Result<(), Box<dyn std::error::Error
     }
     line(&mut img, to_px(0.0, 0.0), to_px(1.0, 0.0), Rgb([0, 0, 0]));
     line(&mut img, to_px(0.0, 0.0), to_px(0.0, 1.0), Rgb([0, 0, 0]));
-    line(&mut img, to_px(0.0, 0.0), to_px(1.0, 1.0), Rgb([160, 160, 160]));
-    for (i, w) in roc.fpr.windows(2).enumerate() {
-        let (a, b) = (to_px(w[0], roc.tpr[i]), to_px(w[1], roc.tpr[i + 1]));
+    line(
+        &mut img,
+        to_px(0.0, 0.0),
+        to_px(1.0, 1.0),
+        Rgb([160, 160, 160]),
+    );
+    let points: Vec<(f64, f64)> = roc
+        .fpr()
+        .iter()
+        .copied()
+        .zip(roc.tpr().iter().copied())
+        .collect();
+    for w in points.windows(2) {
+        let (a, b) = (to_px(w[0].0, w[0].1), to_px(w[1].0, w[1].1));
         for d in [-1.0, 0.0, 1.0] {
             line(&mut img, (a.0 + d, a.1), (b.0 + d, b.1), Rgb([20, 80, 200]));
         }

@@ -35,9 +35,15 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
+    /// Images per training step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
     /// Learning rate (head and backbone, Adam).
     #[arg(long, default_value_t = 3e-3)]
     learning_rate: f64,
+    /// Train without the Keras-style augmentation.
+    #[arg(long)]
+    no_augment: bool,
     /// Seed of the data, the split and the training.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -67,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             min_size: 96,
             max_size: 192,
             seed: args.seed,
+            fracture_visibility: 2.5,
         }
         .generate_to(&data_dir)?;
     }
@@ -87,11 +94,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("device: {}", fracture::device::name(clf.device()));
     let config = TrainConfig {
         epochs: args.epochs,
-        batch_size: 16,
+        batch_size: args.batch_size,
         learning_rate: args.learning_rate,
         backbone: BackboneTraining::All {
             learning_rate: args.learning_rate,
         },
+        augment: !args.no_augment,
         seed: args.seed,
         ..TrainConfig::default()
     };

@@ -23,6 +23,7 @@ fn small_fracatlas(dir: &Path, n_fractured: usize, n_not_fractured: usize) {
         min_size: 32,
         max_size: 48,
         seed: 7,
+        fracture_visibility: 1.0,
     }
     .generate_to(dir)
     .unwrap();
@@ -547,6 +548,7 @@ fn loader_yields_nchw_batches_with_labels_of_the_indexed_samples() {
         min_size: 20,
         max_size: 40,
         seed: 1,
+        fracture_visibility: 1.0,
     }
     .generate_to(dir.path())
     .unwrap();
@@ -674,6 +676,7 @@ fn batches_do_not_depend_on_the_number_of_threads() {
         min_size: 20,
         max_size: 40,
         seed: 3,
+        fracture_visibility: 1.0,
     }
     .generate_to(dir.path())
     .unwrap();
@@ -831,6 +834,7 @@ fn synthetic_classes_are_not_separable_by_brightness_or_size() {
         min_size: 48,
         max_size: 96,
         seed: 11,
+        fracture_visibility: 1.0,
     }
     .generate()
     .unwrap();

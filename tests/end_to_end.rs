@@ -27,6 +27,7 @@ fn synthetic_split(root: &Path) -> Split {
         min_size: 64,
         max_size: 96,
         seed: 5,
+        fracture_visibility: 2.5,
     }
     .generate_to(root)
     .unwrap();

@@ -443,6 +443,13 @@ impl FractureClassifier {
         Ok((labels, scores, predictions.indices, loader))
     }
 
+    /// True labels (`true` = fractured) and fracture probabilities of every readable image of
+    /// `part`, in part order (for curves and custom metrics).
+    pub fn scores(&self, part: &Part) -> Result<(Vec<bool>, Vec<f64>)> {
+        let (labels, scores, _, _) = self.score_part(part)?;
+        Ok((labels, scores))
+    }
+
     /// Set the threshold from `part` (normally the validation part) by `rule`; returns the
     /// chosen threshold, or `None` (threshold unchanged) when the rule is undefined there.
     pub fn choose_threshold(&mut self, part: &Part, rule: ThresholdRule) -> Result<Option<f64>> {
