@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value_t = 160)]
     per_class: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Model input size (square).
     #[arg(long, default_value_t = 96)]
@@ -41,6 +41,9 @@ struct Args {
     /// Learning rate (head and backbone, Adam).
     #[arg(long, default_value_t = 3e-3)]
     learning_rate: f64,
+    /// How visible the generated fractures are (1.0: hairline; see `SyntheticConfig`).
+    #[arg(long, default_value_t = 4.0)]
+    visibility: f32,
     /// Train without the Keras-style augmentation.
     #[arg(long)]
     no_augment: bool,
@@ -50,10 +53,11 @@ struct Args {
 }
 
 /// A small pre-activation ResNet (three stacks of two blocks, a 16-filter stem instead of
-/// Keras's 64) that trains from scratch on a CPU in minutes.
+/// Keras's 64, BN momentum 0.9 instead of 0.99) that trains from scratch on a CPU in minutes.
 fn small_backbone() -> ResNetV2Config {
     let mut config = ResNetV2Config::custom(vec![2, 2, 2], vec![8, 16, 32]);
     config.stem_filters = 16;
+    config.bn_momentum = 0.9;
     config
 }
 
@@ -73,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             min_size: 96,
             max_size: 192,
             seed: args.seed,
-            fracture_visibility: 2.5,
+            fracture_visibility: args.visibility,
         }
         .generate_to(&data_dir)?;
     }

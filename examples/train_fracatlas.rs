@@ -106,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Preset::Small => {
             let mut c = ResNetV2Config::custom(vec![2, 2, 2], vec![8, 16, 32]);
             c.stem_filters = 16;
+            c.bn_momentum = 0.9;
             c
         }
     };

@@ -34,5 +34,10 @@ pub mod train;
 pub mod weights;
 
 pub use classifier::{FractureClassifier, Prediction};
+
+/// The README's code examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use error::{Error, Result};
 pub use weights::WeightsSource;

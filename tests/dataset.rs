@@ -571,6 +571,22 @@ fn loader_yields_nchw_batches_with_labels_of_the_indexed_samples() {
         assert_eq!(labels, expected);
         let values: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // Each image row is the image of the sample its index names.
+        for (row, &i) in batch.indices.iter().enumerate() {
+            let image: Vec<f32> = batch
+                .images
+                .get(row)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let preprocess = tiny_preprocess();
+            let alone = preprocess
+                .normalize_chw(&preprocess.load(&samples[i].path).unwrap())
+                .unwrap();
+            assert_eq!(image, alone, "batch row {row} is not sample {i}");
+        }
     }
     let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     seen.sort();

@@ -31,6 +31,16 @@ pub struct ResNetV2Config {
     pub in_channels: usize,
     /// Batch-normalization epsilon (Keras: 1.001e-5).
     pub bn_epsilon: f64,
+    /// Batch-normalization momentum in Keras's sense: the share of the old moving statistic
+    /// kept at each training step (Keras: 0.99). Only training uses it; a lower value (0.9)
+    /// lets the moving statistics follow the data faster when training from scratch on
+    /// little data.
+    #[serde(default = "keras_bn_momentum")]
+    pub bn_momentum: f64,
+}
+
+fn keras_bn_momentum() -> f64 {
+    0.99
 }
 
 /// One variable the network expects: its name (candle naming) and shape (candle layout).
@@ -84,6 +94,7 @@ impl ResNetV2Config {
             expansion: 4,
             in_channels: 3,
             bn_epsilon: 1.001e-5,
+            bn_momentum: keras_bn_momentum(),
         }
     }
 
@@ -124,6 +135,12 @@ impl ResNetV2Config {
             return Err(Error::InvalidConfig(format!(
                 "stack strides must be 1 or 2, found {:?}",
                 self.strides
+            )));
+        }
+        if !(0.0..1.0).contains(&self.bn_momentum) {
+            return Err(Error::InvalidConfig(format!(
+                "BN momentum must be in [0, 1), found {}",
+                self.bn_momentum
             )));
         }
         if self.in_channels == 0 || self.bn_epsilon.is_nan() || self.bn_epsilon <= 0.0 {

@@ -29,13 +29,21 @@ pub struct Taps {
     pub features: Tensor,
 }
 
-fn batch_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<BatchNorm> {
+/// BN settings shared by every layer of one backbone: epsilon and Keras-style momentum.
+#[derive(Debug, Clone, Copy)]
+struct BnSettings {
+    eps: f64,
+    keras_momentum: f64,
+}
+
+fn batch_norm(channels: usize, bn: BnSettings, vb: VarBuilder) -> Result<BatchNorm> {
     let config = BatchNormConfig {
-        eps,
+        eps: bn.eps,
         remove_mean: true,
         affine: true,
-        // Keras momentum 0.99 keeps 99% of the old statistic; candle's momentum is the new share.
-        momentum: 0.01,
+        // Keras's momentum (0.99) is the share of the old statistic that is kept; candle's is
+        // the share of the new batch statistic.
+        momentum: 1.0 - bn.keras_momentum,
     };
     Ok(candle_nn::batch_norm(channels, config, vb)?)
 }
@@ -93,7 +101,7 @@ impl BlockV2 {
         expansion: usize,
         stride: usize,
         first: bool,
-        eps: f64,
+        eps: BnSettings,
         prefix: &str,
         vb: &VarBuilder,
     ) -> Result<Self> {
@@ -190,7 +198,10 @@ impl ResNetV2 {
     /// Build the backbone, taking every variable from `vb` under its Keras layer name.
     pub fn new(config: &ResNetV2Config, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        let eps = config.bn_epsilon;
+        let eps = BnSettings {
+            eps: config.bn_epsilon,
+            keras_momentum: config.bn_momentum,
+        };
         let conv1 = conv(
             config.in_channels,
             config.stem_filters,
