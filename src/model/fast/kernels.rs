@@ -10,8 +10,27 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Output rows (pixels) per convolution work item.
-const M_TILE: usize = 128;
+/// Bounds on the output rows (pixels) per convolution work item.
+const M_TILE_MIN: usize = 64;
+const M_TILE_MAX: usize = 1024;
+/// Convolution work items per thread aimed at (load balance vs. per-item overhead).
+const TILES_PER_THREAD: usize = 4;
+
+/// Output rows per work item for `m` rows on `threads` threads.
+fn m_tile(m: usize, threads: usize) -> usize {
+    // TUNING (temporary): FRACTURE_MTILE=min,max,per_thread
+    static T: std::sync::OnceLock<(usize, usize, usize)> = std::sync::OnceLock::new();
+    let (lo, hi, per) = *T.get_or_init(|| {
+        std::env::var("FRACTURE_MTILE")
+            .ok()
+            .and_then(|v| {
+                let p: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+                (p.len() == 3).then(|| (p[0], p[1], p[2]))
+            })
+            .unwrap_or((M_TILE_MIN, M_TILE_MAX, TILES_PER_THREAD))
+    });
+    (m / (per * threads).max(1)).clamp(lo, hi).min(m).max(1)
+}
 /// Rows per work item of the elementwise passes.
 const ROW_CHUNK: usize = 256;
 
@@ -166,6 +185,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 thread_local! {
     /// The per-thread im2col buffer, reused across tiles, layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -258,7 +284,7 @@ pub(crate) fn conv(
 
     let (m, n) = (os.pixels(), os.c);
     let threads = rayon::current_num_threads().max(1);
-    let m_tile = M_TILE.min(m).max(1);
+    let m_tile = m_tile(m, threads);
     let m_tiles = m.div_ceil(m_tile);
     let n_split = if m_tiles >= 2 * threads {
         1
@@ -283,7 +309,7 @@ pub(crate) fn conv(
                     rows,
                     n1 - n0,
                     depth,
-                    dst.0.add(m0 * n + n0),
+                    dst.ptr().add(m0 * n + n0),
                     1,
                     n as isize,
                     read_dst,
@@ -319,7 +345,7 @@ pub(crate) fn conv(
         let bias = &plan.bias[n0..n1];
         for r in m0..m1 {
             // SAFETY: row r, columns n0..n1 of `out` belong to this work item.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + n0), n1 - n0) };
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r * n + n0), n1 - n0) };
             if relu {
                 for (v, &b) in row.iter_mut().zip(bias) {
                     *v = (*v + b).max(0.0);
@@ -331,7 +357,7 @@ pub(crate) fn conv(
             }
             if let Some((ss, p)) = preact {
                 // SAFETY: the pre-activation buffer has the geometry of `out` (checked above).
-                let prow = unsafe { std::slice::from_raw_parts_mut(p.0.add(r * n + n0), n1 - n0) };
+                let prow = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(r * n + n0), n1 - n0) };
                 for (((d, &v), &s), &t) in prow
                     .iter_mut()
                     .zip(row.iter())
@@ -381,9 +407,10 @@ pub(crate) fn max_pool_3x3s2_zero_pad(x: &[f32], xs: Nhwc, out: &mut [f32]) -> R
     if x.len() < xs.len() {
         return Err(length_error("max-pool input", xs.len(), x.len()));
     }
+    let have = out.len();
     let out = out
         .get_mut(..os.len())
-        .ok_or_else(|| length_error("max-pool output", os.len(), out.len()))?;
+        .ok_or_else(|| length_error("max-pool output", os.len(), have))?;
     let c = xs.c;
     let row_len = os.w * c;
     out.par_chunks_mut(row_len.max(1))
@@ -429,16 +456,17 @@ pub(crate) fn max_pool_3x3s2_zero_pad(x: &[f32], xs: Nhwc, out: &mut [f32]) -> R
 pub(crate) fn subsample(x: &[f32], xs: Nhwc, stride: usize, out: &mut [f32]) -> Result<Nhwc> {
     let stride = stride.max(1);
     let os = Nhwc {
-        h: (xs.h - 1) / stride + 1,
-        w: (xs.w - 1) / stride + 1,
+        h: xs.h.saturating_sub(1) / stride + 1,
+        w: xs.w.saturating_sub(1) / stride + 1,
         ..xs
     };
     if x.len() < xs.len() {
         return Err(length_error("subsample input", xs.len(), x.len()));
     }
+    let have = out.len();
     let out = out
         .get_mut(..os.len())
-        .ok_or_else(|| length_error("subsample output", os.len(), out.len()))?;
+        .ok_or_else(|| length_error("subsample output", os.len(), have))?;
     let c = xs.c;
     out.par_chunks_mut((os.w * c).max(1))
         .enumerate()
