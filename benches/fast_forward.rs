@@ -102,6 +102,18 @@ fn millis(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 /// Per-layer times of one fast forward pass (after one warm-up pass).
 fn profile(batch: usize) {
     let (model, _vars) = backbone();
@@ -109,6 +121,21 @@ fn profile(batch: usize) {
     drop(model);
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
+    // Wall and CPU time (all threads) of a few passes: on a shared machine the CPU time per
+    // pass is the steadier measure of the work done.
+    let mut walls = Vec::new();
+    let cpu0 = cpu_seconds();
+    for _ in 0..5 {
+        let start = Instant::now();
+        fast.forward_pooled(&x).expect("forward");
+        walls.push(millis(start));
+    }
+    let cpu = (cpu_seconds() - cpu0) * 1e3 / 5.0;
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "batch {batch}: median wall {:.1} ms, min wall {:.1} ms, CPU {cpu:.1} ms per pass",
+        walls[2], walls[0]
+    );
     let start = Instant::now();
     let layers = fast.forward_profiled(&x).expect("profile");
     let total = millis(start);

@@ -193,8 +193,25 @@ impl SharedMut {
 }
 
 thread_local! {
-    /// The per-thread im2col buffer, reused across tiles, layers and calls.
+    /// The per-thread im2col buffer of one tile, reused across tiles, layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's im2col buffer of a whole (small) layer.
+    static WHOLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows per work item of a whole-layer epilogue.
+const EPILOGUE_ROWS: usize = 32;
+
+/// Layers with at most this many output pixels run as one `gemm`-parallel product.
+fn whole_threshold() -> usize {
+    // TUNING (temporary): FRACTURE_WHOLE_M
+    static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        std::env::var("FRACTURE_WHOLE_M")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 fn length_error(what: &str, need: usize, have: usize) -> Error {
@@ -284,7 +301,68 @@ pub(crate) fn conv(
 
     let (m, n) = (os.pixels(), os.c);
     let threads = rayon::current_num_threads().max(1);
-    let m_tile = m_tile(m, threads);
+    let dst = SharedMut(out.as_mut_ptr());
+    if m <= whole_threshold() {
+        // Few output pixels: one product over the whole matrix, parallelised by `gemm`.
+        let lhs_len = if plan.is_pointwise() { 0 } else { m * depth };
+        WHOLE.with(|cell| {
+            let mut fallback = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let buf: &mut Vec<f32> = match guard.as_mut() {
+                Ok(g) => g,
+                Err(_) => &mut fallback,
+            };
+            if buf.len() < lhs_len {
+                buf.resize(lhs_len, 0.0);
+            }
+            let lhs = if plan.is_pointwise() {
+                x.as_ptr()
+            } else {
+                buf[..lhs_len]
+                    .par_chunks_mut(ROW_CHUNK * depth)
+                    .enumerate()
+                    .for_each(|(i, chunk)| {
+                        let m0 = i * ROW_CHUNK;
+                        im2col_rows(plan, x, xs, os, m0, (m0 + ROW_CHUNK).min(m), chunk)
+                    });
+                buf.as_ptr()
+            };
+            // SAFETY: `lhs` is `m x depth` (row stride `depth`), the weights `depth x n`, and
+            // `out` holds `m * n` values (checked above).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    depth,
+                    dst.ptr(),
+                    1,
+                    n as isize,
+                    read_dst,
+                    lhs,
+                    1,
+                    depth as isize,
+                    plan.weight.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::Rayon(threads),
+                );
+            }
+        });
+        (0..m.div_ceil(EPILOGUE_ROWS)).into_par_iter().for_each(|i| {
+            let m0 = i * EPILOGUE_ROWS;
+            let m1 = (m0 + EPILOGUE_ROWS).min(m);
+            epilogue_rows(dst, n, (m0, m1), (0, n), &plan.bias, relu, preact);
+        });
+        return Ok(os);
+    }
+    // Equal tiles, as many as a multiple of the thread count, so no thread idles at the end.
+    let m_tiles = m.div_ceil(m_tile(m, threads)).next_multiple_of(threads).min(m);
+    let m_tile = m.div_ceil(m_tiles.max(1));
     let m_tiles = m.div_ceil(m_tile);
     let n_split = if m_tiles >= 2 * threads {
         1
@@ -293,7 +371,6 @@ pub(crate) fn conv(
     };
     let n_tile = n.div_ceil(n_split).next_multiple_of(16).min(n).max(1);
     let n_tiles = n.div_ceil(n_tile);
-    let dst = SharedMut(out.as_mut_ptr());
 
     (0..m_tiles * n_tiles).into_par_iter().for_each(|t| {
         let (mt, nt) = (t / n_tiles, t % n_tiles);
@@ -342,34 +419,48 @@ pub(crate) fn conv(
                 run(buf.as_ptr(), depth);
             });
         }
-        let bias = &plan.bias[n0..n1];
-        for r in m0..m1 {
-            // SAFETY: row r, columns n0..n1 of `out` belong to this work item.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r * n + n0), n1 - n0) };
-            if relu {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v = (*v + b).max(0.0);
-                }
-            } else {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-            if let Some((ss, p)) = preact {
-                // SAFETY: the pre-activation buffer has the geometry of `out` (checked above).
-                let prow = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(r * n + n0), n1 - n0) };
-                for (((d, &v), &s), &t) in prow
-                    .iter_mut()
-                    .zip(row.iter())
-                    .zip(&ss.scale[n0..n1])
-                    .zip(&ss.shift[n0..n1])
-                {
-                    *d = (v * s + t).max(0.0);
-                }
-            }
-        }
+        epilogue_rows(dst, n, (m0, m1), (n0, n1), &plan.bias, relu, preact);
     });
     Ok(os)
+}
+
+/// Add the bias (and apply ReLU, or write the pre-activation) to rows `m0..m1`, columns
+/// `n0..n1` of the `n`-column matrix at `dst`.
+fn epilogue_rows(
+    dst: SharedMut,
+    n: usize,
+    (m0, m1): (usize, usize),
+    (n0, n1): (usize, usize),
+    bias: &[f32],
+    relu: bool,
+    preact: Option<(&ScaleShift, SharedMut)>,
+) {
+    let bias = &bias[n0..n1];
+    for r in m0..m1 {
+        // SAFETY: row r, columns n0..n1 of `dst` belong to the calling work item.
+        let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r * n + n0), n1 - n0) };
+        if relu {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        } else {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+        if let Some((ss, p)) = preact {
+            // SAFETY: the pre-activation buffer has the geometry of `dst` (checked by `conv`).
+            let prow = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(r * n + n0), n1 - n0) };
+            for (((d, &v), &s), &t) in prow
+                .iter_mut()
+                .zip(row.iter())
+                .zip(&ss.scale[n0..n1])
+                .zip(&ss.shift[n0..n1])
+            {
+                *d = (v * s + t).max(0.0);
+            }
+        }
+    }
 }
 
 /// `dst = max(src * scale + shift, 0)` per channel over an NHWC activation.
