@@ -25,7 +25,11 @@ fn fixture_model() -> (ResNetV2, Tensor, std::collections::HashMap<String, Tenso
     let model = ResNetV2::new(&tiny_config(), vb).expect("fixture model");
     let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu)
         .expect("fixture io");
-    let input = io["input"].permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let input = io["input"]
+        .permute((0, 3, 1, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap();
     (model, input, io)
 }
 
@@ -39,7 +43,10 @@ fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
         .zip(&w)
         .map(|(a, b)| (a - b).abs() - RTOL * b.abs())
         .enumerate()
-        .fold((0, f32::MIN), |acc, (i, e)| if e > acc.1 { (i, e) } else { acc });
+        .fold(
+            (0, f32::MIN),
+            |acc, (i, e)| if e > acc.1 { (i, e) } else { acc },
+        );
     assert!(
         err <= ATOL,
         "{what}: element {i} is {} instead of {} (excess error {err})",
@@ -72,7 +79,11 @@ fn random_model(config: &ResNetV2Config) -> (ResNetV2, VarMap) {
 fn fast_path_matches_the_keras_fixture_output() {
     let (model, input, io) = fixture_model();
     let fast = FastResNetV2::from_model(&model).unwrap();
-    assert_close(&fast.forward_pooled(&input).unwrap(), &io["output"], "output");
+    assert_close(
+        &fast.forward_pooled(&input).unwrap(),
+        &io["output"],
+        "output",
+    );
 }
 
 #[test]
@@ -87,7 +98,11 @@ fn fast_path_matches_the_keras_fixture_feature_map() {
 #[test]
 fn default_path_matches_the_keras_fixture_output() {
     let (model, input, io) = fixture_model();
-    assert_close(&model.forward_pooled(&input).unwrap(), &io["output"], "output");
+    assert_close(
+        &model.forward_pooled(&input).unwrap(),
+        &io["output"],
+        "output",
+    );
 }
 
 #[test]
@@ -96,6 +111,21 @@ fn fast_path_matches_the_default_path_on_a_random_model_with_odd_sizes() {
     let (model, _) = random_model(&config);
     let fast = FastResNetV2::from_model(&model).unwrap();
     let x = Tensor::randn(0f32, 1., (3, 3, 45, 37), &Device::Cpu).unwrap();
+    assert_close(
+        &fast.forward_features(&x).unwrap(),
+        &model.forward_features(&x).unwrap(),
+        "features",
+    );
+}
+
+#[test]
+fn fast_path_matches_the_default_path_on_a_batch_large_enough_for_the_tiled_kernels() {
+    // 6 x 65 x 49 stem pixels and 6 x 33 x 25 block pixels: more than one layer-wide product
+    // takes, so the convolutions run as tiles (im2col per tile, fused epilogues).
+    let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
+    let (model, _) = random_model(&config);
+    let fast = FastResNetV2::from_model(&model).unwrap();
+    let x = Tensor::randn(0f32, 1., (6, 3, 130, 98), &Device::Cpu).unwrap();
     assert_close(
         &fast.forward_features(&x).unwrap(),
         &model.forward_features(&x).unwrap(),

@@ -18,18 +18,10 @@ const TILES_PER_THREAD: usize = 4;
 
 /// Output rows per work item for `m` rows on `threads` threads.
 fn m_tile(m: usize, threads: usize) -> usize {
-    // TUNING (temporary): FRACTURE_MTILE=min,max,per_thread
-    static T: std::sync::OnceLock<(usize, usize, usize)> = std::sync::OnceLock::new();
-    let (lo, hi, per) = *T.get_or_init(|| {
-        std::env::var("FRACTURE_MTILE")
-            .ok()
-            .and_then(|v| {
-                let p: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
-                (p.len() == 3).then(|| (p[0], p[1], p[2]))
-            })
-            .unwrap_or((M_TILE_MIN, M_TILE_MAX, TILES_PER_THREAD))
-    });
-    (m / (per * threads).max(1)).clamp(lo, hi).min(m).max(1)
+    (m / (TILES_PER_THREAD * threads).max(1))
+        .clamp(M_TILE_MIN, M_TILE_MAX)
+        .min(m)
+        .max(1)
 }
 /// Rows per work item of the elementwise passes.
 const ROW_CHUNK: usize = 256;
@@ -202,17 +194,10 @@ thread_local! {
 /// Rows per work item of a whole-layer epilogue.
 const EPILOGUE_ROWS: usize = 32;
 
-/// Layers with at most this many output pixels run as one `gemm`-parallel product.
-fn whole_threshold() -> usize {
-    // TUNING (temporary): FRACTURE_WHOLE_M
-    static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *T.get_or_init(|| {
-        std::env::var("FRACTURE_WHOLE_M")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
-}
+/// Layers with at most this many output pixels run as one `gemm`-parallel product over the
+/// whole layer (faster at batch 1, where tiles would be few and small); larger layers run as
+/// tiles.
+const WHOLE_MAX_PIXELS: usize = 4096;
 
 fn length_error(what: &str, need: usize, have: usize) -> Error {
     Error::InvalidInput(format!(
@@ -222,7 +207,15 @@ fn length_error(what: &str, need: usize, have: usize) -> Error {
 
 /// Write the im2col rows `m0..m1` of `x` (geometry `xs`) for `plan` into `dst` (row length
 /// `plan.depth()`), with zeros where a tap falls into the padding.
-fn im2col_rows(plan: &ConvPlan, x: &[f32], xs: Nhwc, os: Nhwc, m0: usize, m1: usize, dst: &mut [f32]) {
+fn im2col_rows(
+    plan: &ConvPlan,
+    x: &[f32],
+    xs: Nhwc,
+    os: Nhwc,
+    m0: usize,
+    m1: usize,
+    dst: &mut [f32],
+) {
     let (k, c) = (plan.kernel, plan.c_in);
     let depth = plan.depth();
     for (m, row) in (m0..m1).zip(dst.chunks_exact_mut(depth)) {
@@ -230,9 +223,13 @@ fn im2col_rows(plan: &ConvPlan, x: &[f32], xs: Nhwc, os: Nhwc, m0: usize, m1: us
         let oy = (m / os.w) % os.h;
         let b = m / (os.w * os.h);
         for ky in 0..k {
-            let iy = (oy * plan.stride + ky).checked_sub(plan.pad).filter(|&v| v < xs.h);
+            let iy = (oy * plan.stride + ky)
+                .checked_sub(plan.pad)
+                .filter(|&v| v < xs.h);
             for kx in 0..k {
-                let ix = (ox * plan.stride + kx).checked_sub(plan.pad).filter(|&v| v < xs.w);
+                let ix = (ox * plan.stride + kx)
+                    .checked_sub(plan.pad)
+                    .filter(|&v| v < xs.w);
                 let tap = (ky * k + kx) * c;
                 let Some(d) = row.get_mut(tap..tap + c) else {
                     continue;
@@ -253,9 +250,11 @@ fn im2col_rows(plan: &ConvPlan, x: &[f32], xs: Nhwc, os: Nhwc, m0: usize, m1: us
 }
 
 /// Run `plan` on `x` (geometry `xs`) into `out`, applying `epilogue`; returns the output
-/// geometry. Work is split into tiles of output pixels (and output channels when there are too
-/// few pixels to keep every thread busy); each tile is one single-threaded matrix product
-/// followed by its epilogue while the tile is still in cache.
+/// geometry. Small layers (at most [`WHOLE_MAX_PIXELS`] output pixels) are one product that
+/// `gemm` parallelises itself. Larger ones are split into equal tiles of output pixels (and of
+/// output channels when there are too few pixels to keep every thread busy); each tile is
+/// im2col into a per-thread buffer, one single-threaded product, and its epilogue while the
+/// tile is still in cache.
 pub(crate) fn conv(
     plan: &ConvPlan,
     x: &[f32],
@@ -302,7 +301,7 @@ pub(crate) fn conv(
     let (m, n) = (os.pixels(), os.c);
     let threads = rayon::current_num_threads().max(1);
     let dst = SharedMut(out.as_mut_ptr());
-    if m <= whole_threshold() {
+    if m <= WHOLE_MAX_PIXELS {
         // Few output pixels: one product over the whole matrix, parallelised by `gemm`.
         let lhs_len = if plan.is_pointwise() { 0 } else { m * depth };
         WHOLE.with(|cell| {
@@ -353,15 +352,20 @@ pub(crate) fn conv(
                 );
             }
         });
-        (0..m.div_ceil(EPILOGUE_ROWS)).into_par_iter().for_each(|i| {
-            let m0 = i * EPILOGUE_ROWS;
-            let m1 = (m0 + EPILOGUE_ROWS).min(m);
-            epilogue_rows(dst, n, (m0, m1), (0, n), &plan.bias, relu, preact);
-        });
+        (0..m.div_ceil(EPILOGUE_ROWS))
+            .into_par_iter()
+            .for_each(|i| {
+                let m0 = i * EPILOGUE_ROWS;
+                let m1 = (m0 + EPILOGUE_ROWS).min(m);
+                epilogue_rows(dst, n, (m0, m1), (0, n), &plan.bias, relu, preact);
+            });
         return Ok(os);
     }
     // Equal tiles, as many as a multiple of the thread count, so no thread idles at the end.
-    let m_tiles = m.div_ceil(m_tile(m, threads)).next_multiple_of(threads).min(m);
+    let m_tiles = m
+        .div_ceil(m_tile(m, threads))
+        .next_multiple_of(threads)
+        .min(m);
     let m_tile = m.div_ceil(m_tiles.max(1));
     let m_tiles = m.div_ceil(m_tile);
     let n_split = if m_tiles >= 2 * threads {
@@ -464,7 +468,12 @@ fn epilogue_rows(
 }
 
 /// `dst = max(src * scale + shift, 0)` per channel over an NHWC activation.
-pub(crate) fn scale_shift_relu(ss: &ScaleShift, src: &[f32], xs: Nhwc, dst: &mut [f32]) -> Result<()> {
+pub(crate) fn scale_shift_relu(
+    ss: &ScaleShift,
+    src: &[f32],
+    xs: Nhwc,
+    dst: &mut [f32],
+) -> Result<()> {
     if ss.channels() != xs.c {
         return Err(Error::InvalidInput(format!(
             "fast ResNetV2 kernel: batch norm of {} channels applied to {} channels",
@@ -474,7 +483,13 @@ pub(crate) fn scale_shift_relu(ss: &ScaleShift, src: &[f32], xs: Nhwc, dst: &mut
     }
     let (src, dst) = match (src.get(..xs.len()), dst.get_mut(..xs.len())) {
         (Some(s), Some(d)) => (s, d),
-        _ => return Err(length_error("batch norm", xs.len(), src.len().min(dst.len()))),
+        _ => {
+            return Err(length_error(
+                "batch norm",
+                xs.len(),
+                src.len().min(dst.len()),
+            ))
+        }
     };
     let chunk = ROW_CHUNK * xs.c.max(1);
     dst.par_chunks_mut(chunk)

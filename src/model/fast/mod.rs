@@ -271,7 +271,9 @@ impl FastResNetV2 {
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = map.get(name).ok_or_else(|| Error::Weights {
                 source_name: "ResNetV2 model".into(),
-                message: format!("the model has no tensor {name} (affine BN and conv biases are required)"),
+                message: format!(
+                    "the model has no tensor {name} (affine BN and conv biases are required)"
+                ),
             })?;
             tensor_values(t, name, shape, "ResNetV2 model")
         };
@@ -387,12 +389,10 @@ impl FastResNetV2 {
         let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
         let (n, ch, h, w) = match *dims {
             [n, ch, h, w] => (n, ch, h, w),
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                    "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
-                    dims.len()
-                )))
-            }
+            _ => return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
+                dims.len()
+            ))),
         };
         if ch != c {
             return Err(Error::InvalidInput(format!(
@@ -435,15 +435,17 @@ impl FastResNetV2 {
             .try_lock()
             .map(|mut g| std::mem::take(&mut *g))
             .unwrap_or_default();
-        let mut timer = Timer {
-            log,
-            last: started,
-        };
+        let mut timer = Timer { log, last: started };
         timer.mark(|| "input_to_nhwc".into());
         let shape = self.run_nhwc(&input, xs, &mut ws, &mut timer)?;
-        let features = ws.p.get(..shape.len()).map(<[f32]>::to_vec).ok_or_else(|| {
-            Error::InvalidInput("fast ResNetV2: feature buffer shorter than the features".into())
-        })?;
+        let features =
+            ws.p.get(..shape.len())
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| {
+                    Error::InvalidInput(
+                        "fast ResNetV2: feature buffer shorter than the features".into(),
+                    )
+                })?;
         if let Ok(mut g) = self.workspace.try_lock() {
             *g = ws;
         }
@@ -485,10 +487,12 @@ impl FastResNetV2 {
     /// The 4-D feature map `(N, C, H, W)` (`post_relu`), BN in inference mode.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let (features, s) = self.run(x, None)?;
-        Ok(Tensor::from_vec(features, (s.n, s.h, s.w, s.c), &Device::Cpu)?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?
-            .to_device(x.device())?)
+        Ok(
+            Tensor::from_vec(features, (s.n, s.h, s.w, s.c), &Device::Cpu)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?
+                .to_device(x.device())?,
+        )
     }
 
     /// The globally average-pooled features `(N, C)` (Keras `pooling='avg'`), what a
