@@ -16,6 +16,37 @@ const M_TILE_MAX: usize = 1024;
 /// Convolution work items per thread aimed at (load balance vs. per-item overhead).
 const TILES_PER_THREAD: usize = 4;
 
+/// Tile sizes `(rows, columns)` for a large layer: equal tiles of output pixels, as many as a
+/// multiple of the thread count so that no thread idles at the end, split by output channels
+/// too when there are too few.
+fn pixel_tiles(m: usize, n: usize, threads: usize) -> (usize, usize) {
+    let m_tiles = m
+        .div_ceil(m_tile(m, threads))
+        .next_multiple_of(threads)
+        .min(m);
+    let m_tile = m.div_ceil(m_tiles.max(1));
+    let m_tiles = m.div_ceil(m_tile);
+    let n_split = if m_tiles >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(m_tiles).min(n.div_ceil(64)).max(1)
+    };
+    (
+        m_tile,
+        n.div_ceil(n_split).next_multiple_of(16).min(n).max(1),
+    )
+}
+
+/// Tile sizes `(rows, columns)` for a small layer: split the output channels (each tile then
+/// packs only its share of the weights), then the pixels, into about two tiles per thread.
+fn channel_tiles(m: usize, n: usize, threads: usize) -> (usize, usize) {
+    let target = 2 * threads;
+    let n_split = target.min(n / 64).max(1);
+    let n_tile = n.div_ceil(n_split).next_multiple_of(16).min(n).max(1);
+    let m_split = target.div_ceil(n.div_ceil(n_tile)).min(m).max(1);
+    (m.div_ceil(m_split).max(1), n_tile)
+}
+
 /// Output rows per work item for `m` rows on `threads` threads.
 fn m_tile(m: usize, threads: usize) -> usize {
     (m / (TILES_PER_THREAD * threads).max(1))
@@ -187,16 +218,12 @@ impl SharedMut {
 thread_local! {
     /// The per-thread im2col buffer of one tile, reused across tiles, layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The calling thread's im2col buffer of a whole (small) layer.
+    /// The calling thread's im2col buffer of a whole (small) layer, shared by its tiles.
     static WHOLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Rows per work item of a whole-layer epilogue.
-const EPILOGUE_ROWS: usize = 32;
-
-/// Layers with at most this many output pixels run as one `gemm`-parallel product over the
-/// whole layer (faster at batch 1, where tiles would be few and small); larger layers run as
-/// tiles.
+/// Layers with at most this many output pixels share one im2col buffer and are tiled by output
+/// channels first ([`channel_tiles`]); larger ones are tiled by pixels ([`pixel_tiles`]).
 const WHOLE_MAX_PIXELS: usize = 4096;
 
 fn length_error(what: &str, need: usize, have: usize) -> Error {
@@ -250,11 +277,10 @@ fn im2col_rows(
 }
 
 /// Run `plan` on `x` (geometry `xs`) into `out`, applying `epilogue`; returns the output
-/// geometry. Small layers (at most [`WHOLE_MAX_PIXELS`] output pixels) are one product that
-/// `gemm` parallelises itself. Larger ones are split into equal tiles of output pixels (and of
-/// output channels when there are too few pixels to keep every thread busy); each tile is
-/// im2col into a per-thread buffer, one single-threaded product, and its epilogue while the
-/// tile is still in cache.
+/// geometry. The output is split into tiles run in parallel; each tile is one single-threaded
+/// matrix product followed by its epilogue while the tile is still in cache. Small layers (at
+/// most [`WHOLE_MAX_PIXELS`] output pixels) are im2col'ed once into a buffer shared by the
+/// tiles; larger ones im2col each tile into a per-thread buffer.
 pub(crate) fn conv(
     plan: &ConvPlan,
     x: &[f32],
@@ -301,9 +327,72 @@ pub(crate) fn conv(
     let (m, n) = (os.pixels(), os.c);
     let threads = rayon::current_num_threads().max(1);
     let dst = SharedMut(out.as_mut_ptr());
-    if m <= WHOLE_MAX_PIXELS {
-        // Few output pixels: one product over the whole matrix, parallelised by `gemm`.
-        let lhs_len = if plan.is_pointwise() { 0 } else { m * depth };
+    let pointwise = plan.is_pointwise();
+    // Small layers (batch 1, deep stacks): one im2col for the whole layer, shared by the
+    // tiles, which split the output channels first so that each packs only its share of the
+    // weights. Large layers: tiles of output pixels, each with its own im2col.
+    let shared = m <= WHOLE_MAX_PIXELS;
+    let (m_tile, n_tile) = if shared {
+        channel_tiles(m, n, threads)
+    } else {
+        pixel_tiles(m, n, threads)
+    };
+    let (m_tiles, n_tiles) = (m.div_ceil(m_tile), n.div_ceil(n_tile));
+    let run_tiles = |shared_lhs: Option<SharedMut>| {
+        (0..m_tiles * n_tiles).into_par_iter().for_each(|t| {
+            let (mt, nt) = (t / n_tiles, t % n_tiles);
+            let (m0, n0) = (mt * m_tile, nt * n_tile);
+            let (m1, n1) = ((m0 + m_tile).min(m), (n0 + n_tile).min(n));
+            let rows = m1 - m0;
+            let run = |lhs: *const f32| {
+                // SAFETY: `lhs` holds `rows` rows of `depth` values (row stride `depth`), the
+                // weight matrix is `depth x n`, and tile (m0..m1, n0..n1) of `out` (checked
+                // above to hold `m * n` values) is written by this work item only.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        n1 - n0,
+                        depth,
+                        dst.ptr().add(m0 * n + n0),
+                        1,
+                        n as isize,
+                        read_dst,
+                        lhs,
+                        1,
+                        depth as isize,
+                        plan.weight.as_ptr().add(n0),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            };
+            if pointwise {
+                // SAFETY: rows m0..m1 of the input exist (x.len() >= m * depth checked above).
+                run(unsafe { x.as_ptr().add(m0 * depth) });
+            } else if let Some(lhs) = shared_lhs {
+                // SAFETY: the shared im2col buffer holds `m * depth` values.
+                run(unsafe { lhs.ptr().add(m0 * depth) });
+            } else {
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < rows * depth {
+                        s.resize(rows * depth, 0.0);
+                    }
+                    let buf = &mut s[..rows * depth];
+                    im2col_rows(plan, x, xs, os, m0, m1, buf);
+                    run(buf.as_ptr());
+                });
+            }
+            epilogue_rows(dst, n, (m0, m1), (n0, n1), &plan.bias, relu, preact);
+        });
+    };
+    if shared && !pointwise {
         WHOLE.with(|cell| {
             let mut fallback = Vec::new();
             let mut guard = cell.try_borrow_mut();
@@ -311,120 +400,21 @@ pub(crate) fn conv(
                 Ok(g) => g,
                 Err(_) => &mut fallback,
             };
-            if buf.len() < lhs_len {
-                buf.resize(lhs_len, 0.0);
+            if buf.len() < m * depth {
+                buf.resize(m * depth, 0.0);
             }
-            let lhs = if plan.is_pointwise() {
-                x.as_ptr()
-            } else {
-                buf[..lhs_len]
-                    .par_chunks_mut(ROW_CHUNK * depth)
-                    .enumerate()
-                    .for_each(|(i, chunk)| {
-                        let m0 = i * ROW_CHUNK;
-                        im2col_rows(plan, x, xs, os, m0, (m0 + ROW_CHUNK).min(m), chunk)
-                    });
-                buf.as_ptr()
-            };
-            // SAFETY: `lhs` is `m x depth` (row stride `depth`), the weights `depth x n`, and
-            // `out` holds `m * n` values (checked above).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    depth,
-                    dst.ptr(),
-                    1,
-                    n as isize,
-                    read_dst,
-                    lhs,
-                    1,
-                    depth as isize,
-                    plan.weight.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::Rayon(threads),
-                );
-            }
+            buf[..m * depth]
+                .par_chunks_mut(ROW_CHUNK * depth)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    let m0 = i * ROW_CHUNK;
+                    im2col_rows(plan, x, xs, os, m0, (m0 + ROW_CHUNK).min(m), chunk)
+                });
+            run_tiles(Some(SharedMut(buf.as_mut_ptr())));
         });
-        (0..m.div_ceil(EPILOGUE_ROWS))
-            .into_par_iter()
-            .for_each(|i| {
-                let m0 = i * EPILOGUE_ROWS;
-                let m1 = (m0 + EPILOGUE_ROWS).min(m);
-                epilogue_rows(dst, n, (m0, m1), (0, n), &plan.bias, relu, preact);
-            });
-        return Ok(os);
-    }
-    // Equal tiles, as many as a multiple of the thread count, so no thread idles at the end.
-    let m_tiles = m
-        .div_ceil(m_tile(m, threads))
-        .next_multiple_of(threads)
-        .min(m);
-    let m_tile = m.div_ceil(m_tiles.max(1));
-    let m_tiles = m.div_ceil(m_tile);
-    let n_split = if m_tiles >= 2 * threads {
-        1
     } else {
-        (2 * threads).div_ceil(m_tiles).min(n.div_ceil(64)).max(1)
-    };
-    let n_tile = n.div_ceil(n_split).next_multiple_of(16).min(n).max(1);
-    let n_tiles = n.div_ceil(n_tile);
-
-    (0..m_tiles * n_tiles).into_par_iter().for_each(|t| {
-        let (mt, nt) = (t / n_tiles, t % n_tiles);
-        let (m0, n0) = (mt * m_tile, nt * n_tile);
-        let (m1, n1) = ((m0 + m_tile).min(m), (n0 + n_tile).min(n));
-        let rows = m1 - m0;
-        let run = |lhs: *const f32, lhs_rs: usize| {
-            // SAFETY: `lhs` holds `rows` rows of `depth` values with row stride `lhs_rs`, the
-            // weight matrix is `depth x n`, and tile (m0..m1, n0..n1) of `out` (checked above to
-            // hold `m * n` values) is written by this work item only.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n1 - n0,
-                    depth,
-                    dst.ptr().add(m0 * n + n0),
-                    1,
-                    n as isize,
-                    read_dst,
-                    lhs,
-                    1,
-                    lhs_rs as isize,
-                    plan.weight.as_ptr().add(n0),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
-        };
-        if plan.is_pointwise() {
-            // SAFETY: rows m0..m1 of the input exist (x.len() >= m * depth checked above).
-            run(unsafe { x.as_ptr().add(m0 * depth) }, depth);
-        } else {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < rows * depth {
-                    s.resize(rows * depth, 0.0);
-                }
-                let buf = &mut s[..rows * depth];
-                im2col_rows(plan, x, xs, os, m0, m1, buf);
-                run(buf.as_ptr(), depth);
-            });
-        }
-        epilogue_rows(dst, n, (m0, m1), (n0, n1), &plan.bias, relu, preact);
-    });
+        run_tiles(None);
+    }
     Ok(os)
 }
 

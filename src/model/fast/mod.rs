@@ -389,10 +389,12 @@ impl FastResNetV2 {
         let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
         let (n, ch, h, w) = match *dims {
             [n, ch, h, w] => (n, ch, h, w),
-            _ => return Err(Error::InvalidInput(format!(
+            _ => {
+                return Err(Error::InvalidInput(format!(
                 "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
                 dims.len()
-            ))),
+            )))
+            }
         };
         if ch != c {
             return Err(Error::InvalidInput(format!(
