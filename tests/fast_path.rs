@@ -183,3 +183,29 @@ fn fast_path_rejects_the_inputs_the_default_path_rejects_with_the_same_message()
         assert_eq!(ours, theirs, "input {:?}", x.dims());
     }
 }
+
+#[test]
+fn a_head_trains_on_the_fast_path_features_of_a_frozen_backbone() {
+    use candle_nn::Optimizer;
+    use fracture::model::{ClassifierHead, HeadConfig};
+    let (model, x, _) = fixture_model();
+    let fast = FastResNetV2::from_model(&model).unwrap();
+    let y = Tensor::new(&[0f32, 1.], &Device::Cpu).unwrap();
+    // No autograd through the backbone: the features are plain values.
+    let pooled = fast.forward_pooled(&x).unwrap();
+
+    let head_vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
+    let head = ClassifierHead::new(128, &HeadConfig::default(), vb).unwrap();
+    let mut opt = candle_nn::SGD::new(head_vars.all_vars(), 0.05).unwrap();
+    let loss = || {
+        let logits = head.forward_t(&pooled, false).unwrap();
+        candle_nn::loss::binary_cross_entropy_with_logit(&logits, &y).unwrap()
+    };
+    let before = loss().to_scalar::<f32>().unwrap();
+    for _ in 0..20 {
+        opt.backward_step(&loss()).unwrap();
+    }
+    let after = loss().to_scalar::<f32>().unwrap();
+    assert!(after < before, "loss went from {before} to {after}");
+}
