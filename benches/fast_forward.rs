@@ -7,6 +7,7 @@
 //! FAST_FORWARD_BASELINE=1 cargo bench --bench fast_forward   # also the default candle path
 //! FAST_FORWARD_PROFILE=8 cargo bench --bench fast_forward    # per-layer profile at batch 8
 //! FAST_FORWARD_SERVE=1 cargo bench --bench fast_forward      # timing server for compare_cpu.py
+//! FAST_FORWARD_CHECK=2 cargo bench --bench fast_forward      # fast vs default path, batch 2
 //! ```
 //!
 //! The timing server reads one command per line on stdin and answers one line on stdout:
@@ -192,7 +193,25 @@ fn serve() {
     }
 }
 
+/// Largest difference between the fast and the default path on the full-size network.
+fn check(batch: usize) {
+    let (model, _vars) = backbone();
+    let fast = FastResNetV2::from_model(&model).expect("fast path");
+    let x = input(batch);
+    let a = fast.forward_pooled(&x).expect("fast forward");
+    let b = model.forward_pooled(&x).expect("default forward");
+    let diff = (&a - &b).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>());
+    let scale = b.abs().and_then(|t| t.max_all()?.to_scalar::<f32>());
+    println!("batch {batch}: max |fast - default| = {diff:?}, max |default| = {scale:?}");
+}
+
 fn main() {
+    if let Some(batch) = std::env::var("FAST_FORWARD_CHECK")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        return check(batch);
+    }
     if std::env::var_os("FAST_FORWARD_SERVE").is_some() {
         return serve();
     }
