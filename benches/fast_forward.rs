@@ -11,8 +11,9 @@
 //! ```
 //!
 //! The timing server reads one command per line on stdin and answers one line on stdout:
-//! `forward B` → milliseconds of one fast forward pass at batch `B`; `train B` → milliseconds
-//! of one frozen-backbone training step at batch `B`; `quit` ends it.
+//! `forward B` → wall and CPU milliseconds (all threads, 10 ms resolution) of one fast forward
+//! pass at batch `B`; `train B` → the same for one frozen-backbone training step at batch `B`;
+//! `quit` ends it. Its thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
@@ -171,15 +172,15 @@ fn serve() {
         let ms = match (cmd, batch) {
             (Some("forward"), Some(b)) => {
                 let x = input(b);
-                let start = Instant::now();
+                let (start, cpu_start) = (Instant::now(), cpu_seconds());
                 fast.forward_pooled(&x).expect("forward");
-                millis(start)
+                (millis(start), cpu_start)
             }
             (Some("train"), Some(b)) => {
                 let (x, y) = (input(b), labels(b));
-                let start = Instant::now();
+                let (start, cpu_start) = (Instant::now(), cpu_seconds());
                 trainer.step(&fast, &x, &y);
-                millis(start)
+                (millis(start), cpu_start)
             }
             (Some("quit"), _) => break,
             _ => {
@@ -187,8 +188,10 @@ fn serve() {
                 continue;
             }
         };
+        let (ms, cpu_start) = ms;
+        let cpu_ms = (cpu_seconds() - cpu_start) * 1e3;
         let mut out = stdout.lock();
-        writeln!(out, "{ms:.3}").expect("stdout");
+        writeln!(out, "{ms:.3} {cpu_ms:.0}").expect("stdout");
         out.flush().expect("stdout");
     }
 }

@@ -11,7 +11,9 @@ back to back in one process:
   * train:  frozen-backbone training step at batch 8 (backbone forward without autograd, head
             Dense(256, ReLU) -> Dropout(0.5) -> Dense(1) forward/backward, Adam step),
             ours vs PyTorch eager channels_last.
-Each measurement is one call; the medians of --runs rounds are reported with ours/theirs.
+Each measurement is one call; the medians of --runs rounds are reported with ours/theirs,
+for wall time and for CPU time. On a machine shared with other work, wall times swing with the
+load (spin-waiting runtimes suffer most); `--threads 1` then compares the work per pass.
 
 Run through scripts/compare_cpu.sh, which makes the virtual environment and builds the server.
 """
@@ -101,8 +103,8 @@ def head(features):
 class Ours:
     """The Rust timing server (benches/fast_forward.rs, FAST_FORWARD_SERVE=1)."""
 
-    def __init__(self, cmd):
-        env = dict(os.environ, FAST_FORWARD_SERVE="1")
+    def __init__(self, cmd, threads):
+        env = dict(os.environ, FAST_FORWARD_SERVE="1", RAYON_NUM_THREADS=str(threads))
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         while True:
             line = self.p.stdout.readline()
@@ -115,7 +117,8 @@ class Ours:
         time.sleep(PAUSE)
         self.p.stdin.write(cmd + "\n")
         self.p.stdin.flush()
-        return float(self.p.stdout.readline())
+        wall, cpu = self.p.stdout.readline().split()
+        return float(wall), float(cpu)
 
     def close(self):
         self.p.stdin.write("quit\n")
@@ -124,12 +127,13 @@ class Ours:
 
 
 def timed(fn):
+    """Wall and CPU (all threads of this process) milliseconds of one call."""
     # Let the previous system's worker threads stop spinning (ORT and OpenMP spin-wait after a
     # call) so that they do not take CPU from the one being timed.
     time.sleep(PAUSE)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return (time.perf_counter() - start) * 1e3
+    return (time.perf_counter() - start) * 1e3, (time.process_time() - cpu) * 1e3
 
 
 def main():
@@ -175,7 +179,7 @@ def main():
     got = sess.run(None, {"x": inputs[batches[0]].numpy()})[0]
     print(f"ORT vs PyTorch max abs diff: {np.abs(got - want).max():.2e}", flush=True)
 
-    ours = Ours(args.ours.split())
+    ours = Ours(args.ours.split(), args.threads)
 
     def run_ort(b):
         x = inputs[b].numpy()
@@ -224,17 +228,18 @@ def main():
         print(f"round {r + 1}/{args.runs} done", flush=True)
     ours.close()
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedian ms over {args.runs} interleaved rounds (threads {args.threads})")
-    print(f"{'batch':>6} {'ours':>9} {'ORT':>9} {'torch':>9} {'ours/ORT':>9} {'ours/torch':>10}")
-    for b in batches:
-        o, x, t = med[("ours", b)], med[("ort", b)], med[("torch", b)]
-        print(f"{b:>6} {o:>9.1f} {x:>9.1f} {t:>9.1f} {o / x:>9.3f} {o / t:>10.3f}")
-    if not args.no_train:
-        o, t = med[("ours", "train8")], med[("torch", "train8")]
-        print(f"frozen-backbone train step, batch 8: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, "
-              f"ours/PyTorch {o / t:.3f}")
-    print("raw:", {f"{k[0]}_{k[1]}": [round(v, 1) for v in vs] for k, vs in times.items()})
+    for i, what in ((0, "wall"), (1, "CPU (all threads; includes spin-waiting)")):
+        med = {k: statistics.median(v[i] for v in vs) for k, vs in times.items()}
+        print(f"\nmedian {what} ms over {args.runs} interleaved rounds (threads {args.threads})")
+        print(f"{'batch':>6} {'ours':>9} {'ORT':>9} {'torch':>9} {'ours/ORT':>9} {'ours/torch':>10}")
+        for b in batches:
+            o, x, t = med[("ours", b)], med[("ort", b)], med[("torch", b)]
+            print(f"{b:>6} {o:>9.1f} {x:>9.1f} {t:>9.1f} {o / x:>9.3f} {o / t:>10.3f}")
+        if not args.no_train:
+            o, t = med[("ours", "train8")], med[("torch", "train8")]
+            print(f"frozen-backbone train step, batch 8: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, "
+                  f"ours/PyTorch {o / t:.3f}")
+    print("\nraw wall:", {f"{k[0]}_{k[1]}": [round(v[0], 1) for v in vs] for k, vs in times.items()})
 
 
 if __name__ == "__main__":
