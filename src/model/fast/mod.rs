@@ -6,8 +6,11 @@
 //!   product (the `gemm` crate) with no copy;
 //! * every BN that directly follows a convolution (`_1_bn`, `_2_bn`) is folded into that
 //!   convolution's weights and bias, and its ReLU applied as the product's epilogue;
-//! * 3x3 convolutions and the 7x7 stem run as im2col + product on tiles of output pixels, with
-//!   a per-thread im2col buffer small enough to stay in cache;
+//! * 3x3 convolutions and the 7x7 stem run as im2col + product: large layers on tiles of
+//!   output pixels, each im2col'ed into a reused per-thread buffer; small layers (batch 1, deep
+//!   stacks) im2col'ed once and tiled by output channels;
+//! * matrix products use the `gemm` crate's AVX-512 kernels when the CPU has them (the
+//!   default `avx512` feature), its AVX2/FMA kernels otherwise;
 //! * the residual add is the accumulation of the `_3_conv` product onto the shortcut, and the
 //!   next block's pre-activation BN + ReLU (or `post_bn` + ReLU) is applied to each output tile
 //!   while it is still in cache.
