@@ -5,11 +5,13 @@
 //! (`conv2_block1_preact_bn.running_mean`), the head lives under `head.`.
 
 mod config;
+mod fast;
 mod head;
 mod network;
 mod resnet_v2;
 
 pub use config::{ResNetV2Config, VariableSpec};
+pub use fast::FastResNetV2;
 pub use head::{ClassifierHead, HeadConfig};
 pub use network::FractureNet;
 pub use resnet_v2::{ResNetV2, Taps};

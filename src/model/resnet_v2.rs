@@ -94,6 +94,14 @@ pub(crate) struct BlockV2 {
 }
 
 impl BlockV2 {
+    /// The `_0_conv` projection of the shortcut, if this block has one (read by the fast path).
+    pub(crate) fn projection(&self) -> Option<&Conv2d> {
+        match &self.shortcut {
+            Shortcut::Projection(conv0) => Some(conv0),
+            _ => None,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         c_in: usize,

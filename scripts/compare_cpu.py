@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""ResNet152V2 (Keras-V2 architecture) at 224x224 on the CPU: ours vs ONNX Runtime vs PyTorch.
+
+Builds the Keras ResNetV2 architecture in PyTorch (pre-activation bottlenecks, stride on the
+LAST block of each stack, zero-padded stem max-pool, MaxPool(1, 2) shortcut, biases on
+conv1/_0_conv/_3_conv, BN epsilon 1.001e-5), exports it to ONNX, and times, interleaved and
+back to back in one process:
+  * ours:   `FastResNetV2` through the timing server of `benches/fast_forward.rs`;
+  * ORT:    ONNX Runtime on the exported graph (all graph optimizations);
+  * torch:  PyTorch jit.trace + freeze + channels_last (PyTorch's best in PERF_NOTES.md);
+  * train:  frozen-backbone training step at batch 8 (backbone forward without autograd, head
+            Dense(256, ReLU) -> Dropout(0.5) -> Dense(1) forward/backward, Adam step),
+            ours vs PyTorch eager channels_last.
+Each measurement is one call; the medians of --runs rounds are reported with ours/theirs,
+for wall time and for CPU time. On a machine shared with other work, wall times swing with the
+load (spin-waiting runtimes suffer most); `--threads 1` then compares the work per pass.
+
+Run through scripts/compare_cpu.sh, which makes the virtual environment and builds the server.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+EPS = 1.001e-5
+PAUSE = 0.5  # seconds of idle before every timed call
+
+
+class Block(nn.Module):
+    def __init__(self, cin, filters, stride, first):
+        super().__init__()
+        out = 4 * filters
+        self.preact = nn.BatchNorm2d(cin, eps=EPS)
+        self.conv0 = nn.Conv2d(cin, out, 1, bias=True) if first else None
+        self.stride = stride
+        self.conv1 = nn.Conv2d(cin, filters, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(filters, eps=EPS)
+        self.conv2 = nn.Conv2d(filters, filters, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(filters, eps=EPS)
+        self.conv3 = nn.Conv2d(filters, out, 1, bias=True)
+
+    def forward(self, x):
+        p = F.relu(self.preact(x))
+        if self.conv0 is not None:
+            shortcut = self.conv0(p)
+        elif self.stride > 1:
+            shortcut = F.max_pool2d(x, 1, self.stride)
+        else:
+            shortcut = x
+        t = F.relu(self.bn1(self.conv1(p)))
+        t = F.relu(self.bn2(self.conv2(t)))
+        return shortcut + self.conv3(t)
+
+
+class ResNetV2(nn.Module):
+    """Keras ResNet152V2 without top, pooling='avg'."""
+
+    def __init__(self, blocks=(3, 8, 36, 3), filters=(64, 128, 256, 512)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=True)
+        layers, cin = [], 64
+        for s, (count, f) in enumerate(zip(blocks, filters)):
+            for b in range(1, count + 1):
+                stride = 2 if (b == count and s + 1 < len(blocks)) else 1
+                layers.append(Block(cin, f, stride, b == 1))
+                cin = 4 * f
+        self.blocks = nn.Sequential(*layers)
+        self.post_bn = nn.BatchNorm2d(cin, eps=EPS)
+        self.features = cin
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 2)  # ZeroPadding2D(1) + MaxPool(3, 2)
+        x = self.blocks(x)
+        x = F.relu(self.post_bn(x))
+        return x.mean(dim=(2, 3))
+
+
+def randomize_bn(model):
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = 0.5 + torch.rand(c, generator=g)
+            m.bias.data = 0.1 * torch.randn(c, generator=g)
+            m.running_mean.data = 0.1 * torch.randn(c, generator=g)
+            m.running_var.data = 0.5 + torch.rand(c, generator=g)
+
+
+def head(features):
+    return nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 1))
+
+
+class Ours:
+    """The Rust timing server (benches/fast_forward.rs, FAST_FORWARD_SERVE=1)."""
+
+    def __init__(self, cmd, threads):
+        env = dict(os.environ, FAST_FORWARD_SERVE="1", RAYON_NUM_THREADS=str(threads))
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                sys.exit("the Rust timing server exited before it was ready")
+            if line.strip() == "ready":
+                break
+
+    def ask(self, cmd):
+        time.sleep(PAUSE)
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        wall, cpu = self.p.stdout.readline().split()
+        return float(wall), float(cpu)
+
+    def close(self):
+        self.p.stdin.write("quit\n")
+        self.p.stdin.flush()
+        self.p.wait()
+
+
+def timed(fn):
+    """Wall and CPU (all threads of this process) milliseconds of one call."""
+    # Let the previous system's worker threads stop spinning (ORT and OpenMP spin-wait after a
+    # call) so that they do not take CPU from the one being timed.
+    time.sleep(PAUSE)
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - start) * 1e3, (time.process_time() - cpu) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=7, help="interleaved rounds (median of these)")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--no-train", action="store_true", help="skip the frozen-backbone train step")
+    ap.add_argument("--ours", default="cargo bench --bench fast_forward -q",
+                    help="command that starts the Rust timing server")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, threads {args.threads}", flush=True)
+
+    model = ResNetV2().eval()
+    randomize_bn(model)
+    model = model.to(memory_format=torch.channels_last)
+
+    # ONNX Runtime on the exported graph.
+    onnx_path = os.path.join(tempfile.mkdtemp(), "resnet152v2.onnx")
+    dummy = torch.randn(1, 3, 224, 224)
+    export = dict(input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                  opset_version=17)
+    try:
+        torch.onnx.export(model, dummy, onnx_path, dynamo=False, **export)
+    except TypeError:  # older torch without the dynamo argument
+        torch.onnx.export(model, dummy, onnx_path, **export)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+    # PyTorch's best: trace + freeze, channels_last.
+    with torch.inference_mode():
+        traced = torch.jit.freeze(torch.jit.trace(model, dummy.to(memory_format=torch.channels_last)))
+
+    inputs = {b: torch.randn(b, 3, 224, 224) for b in batches}
+    with torch.inference_mode():
+        want = model(inputs[batches[0]]).numpy()
+    got = sess.run(None, {"x": inputs[batches[0]].numpy()})[0]
+    print(f"ORT vs PyTorch max abs diff: {np.abs(got - want).max():.2e}", flush=True)
+
+    ours = Ours(args.ours.split(), args.threads)
+
+    def run_ort(b):
+        x = inputs[b].numpy()
+        return timed(lambda: sess.run(None, {"x": x}))
+
+    def run_torch(b):
+        x = inputs[b].contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return timed(lambda: traced(x))
+
+    # Frozen-backbone training step in PyTorch eager.
+    clf = head(model.features)
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-4)
+    xt = torch.randn(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    yt = (torch.arange(8) % 2).float()
+
+    def torch_train_step():
+        with torch.no_grad():
+            pooled = model(xt)
+        clf.train()
+        loss = F.binary_cross_entropy_with_logits(clf(pooled).squeeze(1), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    # Warm-up: every system, every batch, three times (TorchScript optimizes on its 2nd call).
+    for _ in range(3):
+        for b in batches:
+            ours.ask(f"forward {b}")
+            run_ort(b)
+            run_torch(b)
+        if not args.no_train:
+            ours.ask("train 8")
+            timed(torch_train_step)
+
+    times = {}
+    for r in range(args.runs):
+        for b in batches:
+            for name, fn in (("ours", lambda: ours.ask(f"forward {b}")),
+                             ("ort", lambda: run_ort(b)),
+                             ("torch", lambda: run_torch(b))):
+                times.setdefault((name, b), []).append(fn())
+        if not args.no_train:
+            times.setdefault(("ours", "train8"), []).append(ours.ask("train 8"))
+            times.setdefault(("torch", "train8"), []).append(timed(torch_train_step))
+        print(f"round {r + 1}/{args.runs} done", flush=True)
+    ours.close()
+
+    for i, what in ((0, "wall"), (1, "CPU (all threads; includes spin-waiting)")):
+        med = {k: statistics.median(v[i] for v in vs) for k, vs in times.items()}
+        print(f"\nmedian {what} ms over {args.runs} interleaved rounds (threads {args.threads})")
+        print(f"{'batch':>6} {'ours':>9} {'ORT':>9} {'torch':>9} {'ours/ORT':>9} {'ours/torch':>10}")
+        for b in batches:
+            o, x, t = med[("ours", b)], med[("ort", b)], med[("torch", b)]
+            print(f"{b:>6} {o:>9.1f} {x:>9.1f} {t:>9.1f} {o / x:>9.3f} {o / t:>10.3f}")
+        if not args.no_train:
+            o, t = med[("ours", "train8")], med[("torch", "train8")]
+            print(f"frozen-backbone train step, batch 8: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, "
+                  f"ours/PyTorch {o / t:.3f}")
+    print("\nraw wall:", {f"{k[0]}_{k[1]}": [round(v[0], 1) for v in vs] for k, vs in times.items()})
+
+
+if __name__ == "__main__":
+    main()
