@@ -26,6 +26,7 @@ pub use bundle::{BundleManifest, PreprocessSpec, BUNDLE_FORMAT, BUNDLE_FORMAT_VE
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::augment::AugmentConfig;
+use crate::batch::BatchSource;
 use crate::dataset::loader::{ImageLoader, LoaderConfig, Preprocess};
 use crate::dataset::{Label, Part, Split};
 use crate::device::{self, DeviceRequest};
@@ -34,8 +35,8 @@ use crate::metrics::{
     bootstrap_ci, by_subgroup, choose_threshold, BinaryMetrics, BootstrapConfig,
     BootstrapIntervals, SubgroupMetrics, ThresholdRule,
 };
-use crate::model::{FractureNet, HeadConfig, ResNetV2Config};
-use crate::train::{predict, History, TrainConfig, Trainer};
+use crate::model::{FastResNetV2, FractureNet, HeadConfig, ResNetV2Config};
+use crate::train::{History, TrainConfig, Trainer};
 use crate::weights::{HubOptions, WeightsSource};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -186,6 +187,8 @@ pub struct FractureClassifier {
     head: HeadConfig,
     tensors: HashMap<String, Tensor>,
     net: FractureNet,
+    /// The backbone's fast inference path, used on the CPU.
+    fast: Option<FastResNetV2>,
     preprocess: Preprocess,
     threshold: f64,
     device: Device,
@@ -271,11 +274,17 @@ impl FractureClassifier {
     ) -> Result<Self> {
         let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
         let net = FractureNet::new(&backbone, &head, vb)?;
+        let fast = if device.is_cpu() {
+            Some(FastResNetV2::from_model(&net.backbone)?)
+        } else {
+            None
+        };
         Ok(Self {
             backbone,
             head,
             tensors,
             net,
+            fast,
             preprocess,
             threshold,
             device: device.clone(),
@@ -430,17 +439,31 @@ impl FractureClassifier {
         ImageLoader::for_part(part, self.preprocess, config, self.device.clone())
     }
 
+    /// Fracture probabilities `(N,)` of a preprocessed NCHW batch, in inference mode (the fast
+    /// backbone path on the CPU).
+    pub(crate) fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
+        let logits = match &self.fast {
+            Some(fast) => self
+                .net
+                .head
+                .forward_t(&fast.forward_pooled(images)?, false)?,
+            None => self.net.forward_t(images, false)?,
+        };
+        Ok(candle_nn::ops::sigmoid(&logits)?)
+    }
+
     /// Fracture probabilities and labels of every readable image of `part`.
     fn score_part(&self, part: &Part) -> Result<(Vec<bool>, Vec<f64>, Vec<usize>, ImageLoader)> {
         let loader = self.loader(part, 16, false, 0)?;
-        let predictions = predict(&self.net, &loader)?;
-        let labels = predictions.labels.iter().map(|&y| y > 0.5).collect();
-        let scores = predictions
-            .probabilities
-            .iter()
-            .map(|&p| f64::from(p))
-            .collect();
-        Ok((labels, scores, predictions.indices, loader))
+        let (mut labels, mut scores, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        for batch in loader.batches(0)? {
+            let batch = batch?;
+            let probabilities: Vec<f32> = self.probabilities(&batch.images)?.to_vec1()?;
+            scores.extend(probabilities.into_iter().map(f64::from));
+            labels.extend(batch.labels.to_vec1::<f32>()?.into_iter().map(|y| y > 0.5));
+            indices.extend(batch.indices);
+        }
+        Ok((labels, scores, indices, loader))
     }
 
     /// True labels (`true` = fractured) and fracture probabilities of every readable image of

@@ -83,7 +83,7 @@ impl FractureClassifier {
         let (h, w) = (self.preprocess.height, self.preprocess.width);
         let data: Vec<f32> = buffers.into_iter().flatten().collect();
         let batch = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
-        let probabilities: Vec<f32> = self.net.probabilities(&batch)?.to_vec1()?;
+        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
         Ok(probabilities
             .into_iter()
             .map(|p| {

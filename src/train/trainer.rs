@@ -13,7 +13,7 @@ use super::loss::{bce_with_logits, bce_with_logits_per_sample};
 use super::schedule::ScheduleState;
 use crate::batch::BatchSource;
 use crate::error::{Error, Result};
-use crate::model::{ClassifierHead, FractureNet, ResNetV2, ResNetV2Config};
+use crate::model::{ClassifierHead, FastResNetV2, FractureNet, ResNetV2, ResNetV2Config};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,14 +50,18 @@ struct FeatureCache {
 }
 
 impl FeatureCache {
-    fn build(backbone: &ResNetV2, source: &dyn BatchSource, device: &Device) -> Result<Self> {
+    fn build(
+        pooled_features: &dyn Fn(&Tensor) -> Result<Tensor>,
+        source: &dyn BatchSource,
+        device: &Device,
+    ) -> Result<Self> {
         let mut parts = Vec::new();
         let mut position = HashMap::new();
         let mut row = 0u32;
         for batch in source.batches(0)? {
             let batch = batch?;
             let images = batch.images.to_device(device)?;
-            let features = ResNetV2::global_average_pool(&backbone.forward_features(&images)?)?;
+            let features = pooled_features(&images)?;
             for index in batch.indices {
                 position.insert(index, row);
                 row = row.checked_add(1).ok_or_else(|| {
@@ -144,6 +148,8 @@ pub struct Trainer {
     stopped_early: bool,
     resumed_from: Option<PathBuf>,
     injected_failure: Option<InjectedFailure>,
+    /// The fast CPU inference path of the frozen backbone, planned when `fit` starts.
+    fast_backbone: Option<FastResNetV2>,
 }
 
 impl Trainer {
@@ -191,6 +197,7 @@ impl Trainer {
             stopped_early: false,
             resumed_from: None,
             injected_failure: None,
+            fast_backbone: None,
         })
     }
 
@@ -338,8 +345,20 @@ impl Trainer {
             self.prepare_checkpoint_dir(dir)?;
         }
         let frozen = self.config.backbone == BackboneTraining::Frozen;
+        // A frozen backbone on the CPU runs through the fast inference path (BN folded,
+        // channels-last matrix products); it is planned here, after any resume has loaded
+        // the weights, and stays valid because frozen weights never change.
+        self.fast_backbone = if frozen && self.device.is_cpu() {
+            Some(FastResNetV2::from_model(&self.net.backbone)?)
+        } else {
+            None
+        };
         let val_cache = if frozen {
-            Some(FeatureCache::build(&self.net.backbone, val, &self.device)?)
+            Some(FeatureCache::build(
+                &|x| self.frozen_pooled(x),
+                val,
+                &self.device,
+            )?)
         } else {
             None
         };
@@ -361,7 +380,7 @@ impl Trainer {
             }
             if frozen && !self.config.augment && train_cache.is_none() {
                 train_cache = Some(FeatureCache::build(
-                    &self.net.backbone,
+                    &|x| self.frozen_pooled(x),
                     train,
                     &self.device,
                 )?);
@@ -513,12 +532,21 @@ impl Trainer {
         })
     }
 
+    /// Pooled features of a frozen backbone, outside the autograd graph (fast path on the CPU).
+    fn frozen_pooled(&self, images: &Tensor) -> Result<Tensor> {
+        let pooled = match &self.fast_backbone {
+            Some(fast) => fast.forward_pooled(images)?,
+            None => ResNetV2::global_average_pool(&self.net.backbone.forward_features(images)?)?,
+        };
+        Ok(pooled.detach())
+    }
+
     /// Pooled features of a training batch, through the graph only where the backbone trains.
     fn train_features(&self, images: &Tensor) -> Result<Tensor> {
         let images = images.to_device(&self.device)?;
         let backbone = &self.net.backbone;
         let features = match &self.config.backbone {
-            BackboneTraining::Frozen => backbone.forward_features(&images)?.detach(),
+            BackboneTraining::Frozen => return self.frozen_pooled(&images),
             BackboneTraining::LastStacks { stacks, .. } => {
                 let first = self.backbone_config.blocks.len().saturating_sub(*stacks);
                 backbone.forward_features_partial(&images, first)?
