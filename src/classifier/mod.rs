@@ -181,6 +181,15 @@ fn check_threshold(threshold: f64) -> Result<()> {
     Ok(())
 }
 
+/// What scoring one dataset part gives: per readable image its label (`true` = fractured),
+/// fracture probability and index in the part, and the loader (for its skipped files).
+struct ScoredPart {
+    labels: Vec<bool>,
+    scores: Vec<f64>,
+    indices: Vec<usize>,
+    loader: ImageLoader,
+}
+
 /// A trained (or loaded) fracture classifier: network, preprocessing and decision threshold.
 pub struct FractureClassifier {
     backbone: ResNetV2Config,
@@ -453,7 +462,7 @@ impl FractureClassifier {
     }
 
     /// Fracture probabilities and labels of every readable image of `part`.
-    fn score_part(&self, part: &Part) -> Result<(Vec<bool>, Vec<f64>, Vec<usize>, ImageLoader)> {
+    fn score_part(&self, part: &Part) -> Result<ScoredPart> {
         let loader = self.loader(part, 16, false, 0)?;
         let (mut labels, mut scores, mut indices) = (Vec::new(), Vec::new(), Vec::new());
         for batch in loader.batches(0)? {
@@ -463,20 +472,25 @@ impl FractureClassifier {
             labels.extend(batch.labels.to_vec1::<f32>()?.into_iter().map(|y| y > 0.5));
             indices.extend(batch.indices);
         }
-        Ok((labels, scores, indices, loader))
+        Ok(ScoredPart {
+            labels,
+            scores,
+            indices,
+            loader,
+        })
     }
 
     /// True labels (`true` = fractured) and fracture probabilities of every readable image of
     /// `part`, in part order (for curves and custom metrics).
     pub fn scores(&self, part: &Part) -> Result<(Vec<bool>, Vec<f64>)> {
-        let (labels, scores, _, _) = self.score_part(part)?;
-        Ok((labels, scores))
+        let scored = self.score_part(part)?;
+        Ok((scored.labels, scored.scores))
     }
 
     /// Set the threshold from `part` (normally the validation part) by `rule`; returns the
     /// chosen threshold, or `None` (threshold unchanged) when the rule is undefined there.
     pub fn choose_threshold(&mut self, part: &Part, rule: ThresholdRule) -> Result<Option<f64>> {
-        let (labels, scores, _, _) = self.score_part(part)?;
+        let ScoredPart { labels, scores, .. } = self.score_part(part)?;
         let chosen = choose_threshold(&labels, &scores, rule)?
             .value()
             .map(|point| point.threshold.clamp(0.0, 1.0));
@@ -490,7 +504,12 @@ impl FractureClassifier {
     /// bootstrap intervals (1000 resamples, seed 42) and, when metadata is present, metrics per
     /// body part and by visible hardware.
     pub fn evaluate(&mut self, part: &Part) -> Result<Evaluation> {
-        let (labels, scores, indices, loader) = self.score_part(part)?;
+        let ScoredPart {
+            labels,
+            scores,
+            indices,
+            loader,
+        } = self.score_part(part)?;
         let at_threshold = BinaryMetrics::compute(&labels, &scores, self.threshold)?;
         let at_half = BinaryMetrics::compute(&labels, &scores, 0.5)?;
         let intervals = bootstrap_ci(&labels, &scores, self.threshold, BootstrapConfig::default())?;
