@@ -11,7 +11,7 @@
 //!
 //! The CSV is joined per image by file name. Where its `fractured` column disagrees with the
 //! folder (IMG0003298.jpg in the real data), the folder wins and the disagreement is listed in
-//! the [`LoadReport`](super::LoadReport). Unreadable files are skipped and listed; truncated
+//! the [`super::LoadReport`]. Unreadable files are skipped and listed; truncated
 //! JPEGs are kept (the loader decodes them leniently) and listed.
 
 use super::{folder, scan, BodyPart, Dataset, Label, LabelDisagreement, LoadReport, Metadata};

@@ -1,6 +1,6 @@
 //! From image files to NCHW f32 batches on a device, fast enough to keep a model busy.
 //!
-//! Per sample, in a rayon pool (all cores by default): read, [decode](super::decode) (EXIF
+//! Per sample, in a rayon pool (all cores by default): read, [`super::decode`] (EXIF
 //! orientation, lenient truncated JPEGs, PNG 8/16-bit, grayscale or RGB), resize to the model
 //! size (grayscale images are resized before being replicated to RGB, three times less work
 //! for the same result), apply the optional [`SampleTransform`] (augmentation) on the 0..255

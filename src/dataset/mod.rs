@@ -411,7 +411,7 @@ impl Dataset {
         duplicate_groups(&self.samples)
     }
 
-    /// Split into train/val/test; see [`split`](crate::dataset::split) for the rules.
+    /// Split into train/val/test; see [`crate::dataset::split`] for the rules.
     pub fn split(&self, config: &SplitConfig) -> Result<Split> {
         split::split_samples(&self.samples, config)
     }

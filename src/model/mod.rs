@@ -14,4 +14,4 @@ pub use config::{ResNetV2Config, VariableSpec};
 pub use fast::FastResNetV2;
 pub use head::{ClassifierHead, HeadConfig};
 pub use network::FractureNet;
-pub use resnet_v2::{ResNetV2, Taps};
+pub use resnet_v2::{global_average_pool, ResNetV2, Taps, MIN_INPUT_SIZE};
