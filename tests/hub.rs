@@ -3,11 +3,11 @@
 //! No test touches the real network.
 
 use candle_core::Device;
-use fracture::model::{HeadConfig, ResNetV2Config};
+use fracture::model::HeadConfig;
 use fracture::weights::{HubOptions, WeightsSource};
 use fracture::Error;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tiny_http::{Header, Response, Server};
@@ -16,15 +16,8 @@ const REPO: &str = "fracture-test/tiny-resnet-v2";
 const FILE: &str = "weights.safetensors";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/keras_resnet_v2/tiny")
-        .join(name)
-}
-
-fn tiny() -> ResNetV2Config {
-    ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32])
-}
+mod common;
+use common::{tiny_config as tiny, tiny_fixture as fixture};
 
 /// A loopback HTTP server serving files at `/{repo}/resolve/{revision}/{file}` the way the hub
 /// does: `etag` and `x-repo-commit` headers, `Range` requests answered with `206` and

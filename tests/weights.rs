@@ -13,15 +13,8 @@ use std::path::{Path, PathBuf};
 
 const ATOL: f32 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/keras_resnet_v2/tiny")
-        .join(name)
-}
-
-fn tiny() -> ResNetV2Config {
-    ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32])
-}
+mod common;
+use common::{tiny_config as tiny, tiny_fixture as fixture};
 
 /// Options that never reach a network or the user's cache.
 fn offline_options(cache: &Path) -> HubOptions {

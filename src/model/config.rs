@@ -1,6 +1,7 @@
 //! [`ResNetV2Config`]: block counts and widths of a pre-activation ResNet, with the Keras presets.
 
 use crate::error::{Error, Result};
+use crate::model::MIN_INPUT_SIZE;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a Keras-style pre-activation ResNet (ResNetV2).
@@ -147,6 +148,45 @@ impl ResNetV2Config {
             return Err(Error::InvalidConfig(
                 "input channels and BN epsilon must be positive".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Check that a batch of shape `dims` is `(N, C, H, W)` with this config's channel count
+    /// and H, W >= 32 (Keras's minimum); the error names the expected and the found shape.
+    ///
+    /// ```
+    /// use fracture::model::ResNetV2Config;
+    /// let c = ResNetV2Config::resnet50v2();
+    /// assert!(c.check_input_dims(&[2, 3, 224, 224]).is_ok());
+    /// assert!(c.check_input_dims(&[2, 1, 224, 224]).unwrap_err().to_string().contains("[2, 1, 224, 224]"));
+    /// ```
+    pub fn check_input_dims(&self, dims: &[usize]) -> Result<()> {
+        let c = self.in_channels;
+        let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
+        let (n, ch, h, w) = match *dims {
+            [n, ch, h, w] => (n, ch, h, w),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
+                dims.len()
+            )))
+            }
+        };
+        if ch != c {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects {c} input channels {expected}, found shape {dims:?} ({ch} channels)"
+            )));
+        }
+        if h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 expects images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} {expected}, found shape {dims:?}"
+            )));
+        }
+        if n == 0 {
+            return Err(Error::InvalidInput(format!(
+                "ResNetV2 got an empty batch {dims:?}"
+            )));
         }
         Ok(())
     }

@@ -256,32 +256,7 @@ impl ResNetV2 {
 
     /// Check that `x` is an `(N, C, H, W)` batch this model accepts.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
-        let c = self.config.in_channels;
-        let dims = x.dims();
-        let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
-        if dims.len() != 4 {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
-                dims.len()
-            )));
-        }
-        if dims[1] != c {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects {c} input channels {expected}, found shape {dims:?} ({} channels)",
-                dims[1]
-            )));
-        }
-        if dims[2] < MIN_INPUT_SIZE || dims[3] < MIN_INPUT_SIZE {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} {expected}, found shape {dims:?}"
-            )));
-        }
-        if dims[0] == 0 {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 got an empty batch {dims:?}"
-            )));
-        }
-        Ok(())
+        self.config.check_input_dims(x.dims())
     }
 
     /// The stem: `conv1_conv` (7x7/2, pad 3, bias) then a 3x3/2 max-pool over a ZERO border.

@@ -11,6 +11,16 @@ pub fn tiny_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras_resnet_v2/tiny")
 }
 
+/// A file of the Keras tiny fixture.
+pub fn tiny_fixture(name: &str) -> PathBuf {
+    tiny_fixture_dir().join(name)
+}
+
+/// The Keras tiny fixture's backbone shape (stacks 2,2,2,2; widths 4,8,16,32).
+pub fn tiny_config() -> ResNetV2Config {
+    ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32])
+}
+
 /// The shipped fixture, plus the folder named by `KERAS_FIXTURE_DIR` when set.
 pub fn keras_fixture_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![tiny_fixture_dir()];

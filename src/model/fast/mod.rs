@@ -21,7 +21,7 @@
 mod kernels;
 
 use super::config::{block_name, ResNetV2Config};
-use super::resnet_v2::{ResNetV2, MIN_INPUT_SIZE};
+use super::resnet_v2::ResNetV2;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -387,34 +387,7 @@ impl FastResNetV2 {
     /// Check that `x` is an `(N, C, H, W)` batch this model accepts (the same checks and
     /// messages as [`ResNetV2::check_input`]).
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
-        let c = self.config.in_channels;
-        let dims = x.dims();
-        let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
-        let (n, ch, h, w) = match *dims {
-            [n, ch, h, w] => (n, ch, h, w),
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
-                dims.len()
-            )))
-            }
-        };
-        if ch != c {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects {c} input channels {expected}, found shape {dims:?} ({ch} channels)"
-            )));
-        }
-        if h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} {expected}, found shape {dims:?}"
-            )));
-        }
-        if n == 0 {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 got an empty batch {dims:?}"
-            )));
-        }
-        Ok(())
+        self.config.check_input_dims(x.dims())
     }
 
     /// Run the network on an NCHW batch; returns the NHWC features and their geometry.
