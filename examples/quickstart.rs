@@ -2,7 +2,7 @@
 //! evaluate it, save it, reload it and classify a few images. No network, no real data.
 //!
 //! ```bash
-//! cargo run --release --example quickstart            # about 2-3 minutes on 2 cores
+//! cargo run --release --example quickstart            # about 2 minutes on 2 cores, plus the build
 //! cargo run --release --example quickstart -- --help
 //! ```
 
