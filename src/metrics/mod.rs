@@ -330,7 +330,7 @@ impl fmt::Display for BinaryMetrics {
         let c = &self.confusion;
         writeln!(
             f,
-            "{} cases ({} fractured, {} not fractured), predicted fractured if score >= {}",
+            "{} cases ({} fractured, {} not fractured), predicted fractured if score >= {:.digits$}",
             c.total(),
             c.fractured(),
             c.not_fractured(),
