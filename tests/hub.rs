@@ -17,7 +17,7 @@ const FILE: &str = "weights.safetensors";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 mod common;
-use common::{tiny_config as tiny, tiny_fixture as fixture};
+use common::{max_abs_diff, tiny_config as tiny, tiny_fixture as fixture, tiny_fixture_io};
 
 /// A loopback HTTP server serving files at `/{repo}/resolve/{revision}/{file}` the way the hub
 /// does: `etag` and `x-repo-commit` headers, `Range` requests answered with `206` and
@@ -142,23 +142,8 @@ fn assert_runs_like_keras(source: &WeightsSource, options: &HubOptions) {
         .load(&tiny(), &HeadConfig::default(), &Device::Cpu, options)
         .unwrap();
     let (net, _) = loaded.into_network().unwrap();
-    let io = candle_core::safetensors::load(fixture("io.safetensors"), &Device::Cpu).unwrap();
-    let input = io["input"]
-        .permute((0, 3, 1, 2))
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    let output = net.backbone.forward_pooled(&input).unwrap();
-    let diff = (output - &io["output"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let (input, expected) = tiny_fixture_io();
+    let diff = max_abs_diff(&net.backbone.forward_pooled(&input).unwrap(), &expected);
     assert!(diff < 1e-4, "max abs diff {diff}");
 }
 

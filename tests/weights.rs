@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const ATOL: f32 = 1e-4;
 
 mod common;
-use common::{tiny_config as tiny, tiny_fixture as fixture};
+use common::{max_abs_diff, tiny_config as tiny, tiny_fixture as fixture, tiny_fixture_io};
 
 /// Options that never reach a network or the user's cache.
 fn offline_options(cache: &Path) -> HubOptions {
@@ -27,38 +27,13 @@ fn offline_options(cache: &Path) -> HubOptions {
     }
 }
 
-/// The fixture's NHWC input as NCHW, and Keras's pooled output `(2, 128)`.
-fn fixture_io() -> (Tensor, Tensor) {
-    let io = candle_core::safetensors::load(fixture("io.safetensors"), &Device::Cpu).unwrap();
-    let input = io["input"]
-        .permute((0, 3, 1, 2))
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    (input, io["output"].clone())
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// Load `path` as the tiny backbone and check its pooled output against Keras's.
 fn assert_reproduces_keras_output(path: &Path) {
     let weights = read_tensors(path, &Device::Cpu).unwrap();
     let report = weights.validate(&tiny().variables()).unwrap();
     assert!(report.unexpected.is_empty(), "{}", report.describe());
     let model = ResNetV2::new(&tiny(), weights.into_var_builder()).unwrap();
-    let (input, expected) = fixture_io();
+    let (input, expected) = tiny_fixture_io();
     let output = model.forward_pooled(&input).unwrap();
     let diff = max_abs_diff(&output, &expected);
     assert!(diff < ATOL, "{}: max abs diff {diff}", path.display());

@@ -233,6 +233,7 @@ impl FractureClassifier {
             ));
         }
         manifest.backbone.validate()?;
+        super::check_threshold(manifest.threshold)?;
         let preprocess = manifest.preprocess.to_preprocess()?;
         let weights_path = dir.join(WEIGHTS);
         let weights = read_tensors(&weights_path, device)?;
@@ -256,7 +257,6 @@ impl FractureClassifier {
             manifest.threshold,
             device,
         )?;
-        super::check_threshold(manifest.threshold)?;
         let has = |name: &str| manifest.files.iter().any(|f| f == name);
         if has(SPLIT) {
             clf.split = Some(Split::load_manifest(dir.join(SPLIT))?);

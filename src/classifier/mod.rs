@@ -147,16 +147,8 @@ impl FractureClassifierBuilder {
         let loaded = self
             .weights
             .load(&self.backbone, &self.head, &device, &self.hub)?;
-        let mut tensors = HashMap::new();
-        for spec in self.backbone.variables() {
-            let value = loaded.weights().get(&spec.name)?;
-            tensors.insert(spec.name, value);
-        }
-        // The head: loaded from the file when it has one, else freshly initialized (seeded).
-        let (_, head_vars) = loaded.into_network()?;
-        for (name, var) in head_vars.data().lock().map_err(poisoned)?.iter() {
-            tensors.insert(format!("head.{name}"), var.as_tensor().clone());
-        }
+        // The head comes from the file when it has one, else it is freshly initialized (seeded).
+        let tensors = loaded.into_tensors()?;
         FractureClassifier::from_tensors(
             self.backbone,
             self.head,
@@ -368,11 +360,10 @@ impl FractureClassifier {
                 data.insert(spec.name, Var::from_tensor(&value)?);
             }
         }
-        let head = config.head.clone();
         let (train_loader, val_loader) = self.loaders(split, &config)?;
         let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
         let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
-        self.adopt(trainer, split, head, history)
+        self.adopt(trainer, split, history)
     }
 
     /// Continue an interrupted [`FractureClassifier::train_with_checkpoints`] run from its
@@ -383,7 +374,7 @@ impl FractureClassifier {
         let config = trainer.config().clone();
         let (train_loader, val_loader) = self.loaders(split, &config)?;
         let history = trainer.fit(&train_loader, &val_loader, Some(checkpoint_dir))?;
-        self.adopt(trainer, split, config.head, history)
+        self.adopt(trainer, split, history)
     }
 
     fn loaders(&self, split: &Split, config: &TrainConfig) -> Result<(ImageLoader, ImageLoader)> {
@@ -398,14 +389,9 @@ impl FractureClassifier {
     }
 
     /// Take over the trained weights, remember history and split, choose the threshold.
-    fn adopt(
-        &mut self,
-        trainer: Trainer,
-        split: &Split,
-        head: HeadConfig,
-        history: History,
-    ) -> Result<History> {
+    fn adopt(&mut self, trainer: Trainer, split: &Split, history: History) -> Result<History> {
         let backbone = trainer.backbone_config().clone();
+        let head = trainer.config().head.clone();
         let tensors: HashMap<String, Tensor> = trainer.weights()?.into_iter().collect();
         let mut trained = Self::from_tensors(
             backbone,

@@ -181,6 +181,52 @@ impl LoadedNetwork {
         &self.weights
     }
 
+    /// The head's variables (names without the `head.` prefix): taken from the weights when
+    /// they hold a head, else freshly and reproducibly initialized.
+    fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let device = self.weights.device();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.head_seed);
+        self.head_specs
+            .iter()
+            .map(|spec| {
+                let value = if self.head_loaded {
+                    self.weights.get(&spec.name)?
+                } else {
+                    init_tensor(spec, &mut rng, device)?
+                };
+                let name = spec.name.strip_prefix("head.").unwrap_or(&spec.name);
+                Ok((name.to_string(), value))
+            })
+            .collect()
+    }
+
+    /// Every variable of the network by its full name (backbone at the root, head under
+    /// `head.`), the head initialized as [`LoadedNetwork::into_network`] does.
+    ///
+    /// ```
+    /// use fracture::model::{HeadConfig, ResNetV2Config};
+    /// use fracture::weights::{HubOptions, WeightsSource};
+    /// let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
+    /// let loaded = WeightsSource::Random { seed: 1 }
+    ///     .load(&config, &HeadConfig::default(), &candle_core::Device::Cpu, &HubOptions::from_env())?;
+    /// let tensors = loaded.into_tensors()?;
+    /// assert_eq!(tensors.len(), config.variables().len() + 4);
+    /// assert_eq!(tensors["head.logit.weight"].dims(), &[1, 256]);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn into_tensors(self) -> Result<HashMap<String, Tensor>> {
+        let mut tensors = self
+            .backbone_config
+            .variables()
+            .into_iter()
+            .map(|spec| Ok((spec.name.clone(), self.weights.get(&spec.name)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        for (name, value) in self.head_tensors()? {
+            tensors.insert(format!("head.{name}"), value);
+        }
+        Ok(tensors)
+    }
+
     /// Build the network: the backbone reads its variables from the weights (constants, not
     /// trained), the head's variables live in the returned `VarMap` (what an optimizer gets),
     /// initialized from the weights when they hold a head, else freshly and reproducibly.
@@ -192,15 +238,8 @@ impl LoadedNetwork {
                 .data()
                 .lock()
                 .map_err(|_| Error::Training("the VarMap's lock is poisoned".into()))?;
-            let mut rng = ChaCha8Rng::seed_from_u64(self.head_seed);
-            for spec in &self.head_specs {
-                let value = if self.head_loaded {
-                    self.weights.get(&spec.name)?
-                } else {
-                    init_tensor(spec, &mut rng, &device)?
-                };
-                let name = spec.name.strip_prefix("head.").unwrap_or(&spec.name);
-                data.insert(name.to_string(), Var::from_tensor(&value)?);
+            for (name, value) in self.head_tensors()? {
+                data.insert(name, Var::from_tensor(&value)?);
             }
         }
         let vb = self.weights.into_var_builder();

@@ -78,6 +78,27 @@ pub fn load_safetensors(path: &Path) -> HashMap<String, Tensor> {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The tiny fixture's input as NCHW and Keras's pooled output `(2, 128)`.
+pub fn tiny_fixture_io() -> (Tensor, Tensor) {
+    let io = load_safetensors(&tiny_fixture("io.safetensors"));
+    (to_nchw(&io["input"]), io["output"].clone())
+}
+
+/// Largest absolute elementwise difference of two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// NHWC → NCHW.
 pub fn to_nchw(t: &Tensor) -> Tensor {
     t.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap()
