@@ -149,3 +149,20 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, r
         e[worst.1]
     );
 }
+
+/// A tensor of `shape` filled with values uniform in `[lo, hi)` from a ChaCha stream keyed by
+/// `seed`: the same numbers on every machine and every run, unlike `Tensor::rand`, whose CPU
+/// generator cannot be seeded.
+pub fn seeded_uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product::<usize>();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("seeded tensor")
+}
+
+/// A seeded tensor with mean 0 and standard deviation `std` (uniform, so without outliers).
+pub fn seeded_centered(shape: &[usize], std: f32, seed: u64) -> Tensor {
+    let half_width = std * 3f32.sqrt();
+    seeded_uniform(shape, -half_width, half_width, seed)
+}
