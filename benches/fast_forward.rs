@@ -6,6 +6,7 @@
 //! cargo bench --bench fast_forward                      # fast path + train step
 //! FAST_FORWARD_BASELINE=1 cargo bench --bench fast_forward   # also the default candle path
 //! FAST_FORWARD_PROFILE=8 cargo bench --bench fast_forward    # per-layer profile at batch 8
+//! FAST_FORWARD_PROFILE=8 FAST_FORWARD_IM2COL=1 cargo bench --bench fast_forward  # without Winograd
 //! FAST_FORWARD_SERVE=1 cargo bench --bench fast_forward      # timing server for compare_cpu.py
 //! FAST_FORWARD_CHECK=2 cargo bench --bench fast_forward      # fast vs default path, batch 2
 //! ```
@@ -72,6 +73,8 @@ fn labels(batch: usize) -> Tensor {
 fn bench_forward(c: &mut Criterion) {
     let (model, _vars) = backbone();
     let fast = FastResNetV2::from_model(&model).expect("fast path");
+    // The fast path with every 3x3 convolution as im2col: the baseline of the Winograd kernels.
+    let im2col = fast.clone().without_winograd();
     let baseline = std::env::var_os("FAST_FORWARD_BASELINE").is_some();
     let mut group = c.benchmark_group("resnet152v2_224_forward");
     group.sample_size(10);
@@ -79,6 +82,9 @@ fn bench_forward(c: &mut Criterion) {
         let x = input(batch);
         group.bench_with_input(BenchmarkId::new("fast", batch), &x, |b, x| {
             b.iter(|| fast.forward_pooled(x).expect("fast forward"))
+        });
+        group.bench_with_input(BenchmarkId::new("fast_im2col", batch), &x, |b, x| {
+            b.iter(|| im2col.forward_pooled(x).expect("fast forward"))
         });
         if baseline {
             group.bench_with_input(BenchmarkId::new("candle_default", batch), &x, |b, x| {
@@ -119,8 +125,11 @@ fn cpu_seconds() -> f64 {
 /// Per-layer times of one fast forward pass (after one warm-up pass).
 fn profile(batch: usize) {
     let (model, _vars) = backbone();
-    let fast = FastResNetV2::from_model(&model).expect("fast path");
+    let mut fast = FastResNetV2::from_model(&model).expect("fast path");
     drop(model);
+    if std::env::var_os("FAST_FORWARD_IM2COL").is_some() {
+        fast = fast.without_winograd();
+    }
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
     // Wall and CPU time (all threads) of a few passes: on a shared machine the CPU time per

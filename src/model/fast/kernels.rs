@@ -5,6 +5,7 @@
 //! `[p * C, (p + 1) * C)`, so a 1x1 convolution is the product of the `(N*H*W, C_in)` activation
 //! with a `(C_in, C_out)` weight matrix, with no copy at all.
 
+use super::winograd::{self, WinogradKernels};
 use crate::error::{Error, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -135,6 +136,9 @@ pub(crate) struct ConvPlan {
     pub(crate) pad: usize,
     pub(crate) weight: Vec<f32>,
     pub(crate) bias: Vec<f32>,
+    /// The Winograd F(2x2, 3x3) form of a stride-1, pad-1 3x3 kernel, used for layers large
+    /// enough to pay (see [`WinogradKernels::applies`]).
+    pub(crate) winograd: Option<WinogradKernels>,
 }
 
 impl ConvPlan {
@@ -159,6 +163,9 @@ impl ConvPlan {
                 }
             }
         }
+        let winograd = (kh == 3 && kw == 3 && stride == 1 && pad == 1)
+            .then(|| WinogradKernels::from_hwio(&weight, c_in, c_out))
+            .flatten();
         Self {
             c_in,
             c_out,
@@ -167,6 +174,7 @@ impl ConvPlan {
             pad,
             weight,
             bias,
+            winograd,
         }
     }
 
@@ -203,14 +211,14 @@ pub(crate) enum Epilogue<'a> {
 
 /// A raw pointer that work items may share because they touch disjoint parts of its buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(super) struct SharedMut(pub(super) *mut f32);
 // SAFETY: every use writes a disjoint set of rows/columns per work item (see `conv`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn ptr(self) -> *mut f32 {
+    pub(super) fn ptr(self) -> *mut f32 {
         self.0
     }
 }
@@ -226,7 +234,7 @@ thread_local! {
 /// channels first ([`channel_tiles`]); larger ones are tiled by pixels ([`pixel_tiles`]).
 const WHOLE_MAX_PIXELS: usize = 4096;
 
-fn length_error(what: &str, need: usize, have: usize) -> Error {
+pub(super) fn length_error(what: &str, need: usize, have: usize) -> Error {
     Error::InvalidInput(format!(
         "fast ResNetV2 kernel: {what} needs {need} values, the buffer holds {have}"
     ))
@@ -309,6 +317,13 @@ pub(crate) fn conv(
             plan.weight.len(),
         ));
     }
+    let threads = rayon::current_num_threads().max(1);
+    if let (Some(wk), Epilogue::Bias | Epilogue::BiasRelu) = (&plan.winograd, &epilogue) {
+        if wk.applies(xs, threads) {
+            let relu = matches!(epilogue, Epilogue::BiasRelu);
+            return winograd::conv3x3(wk, &plan.bias, relu, x, xs, out);
+        }
+    }
     let (read_dst, relu, preact) = match epilogue {
         Epilogue::Bias => (false, false, None),
         Epilogue::BiasRelu => (false, true, None),
@@ -325,7 +340,6 @@ pub(crate) fn conv(
     };
 
     let (m, n) = (os.pixels(), os.c);
-    let threads = rayon::current_num_threads().max(1);
     let dst = SharedMut(out.as_mut_ptr());
     let pointwise = plan.is_pointwise();
     // Small layers (batch 1, deep stacks): one im2col for the whole layer, shared by the

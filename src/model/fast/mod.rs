@@ -6,7 +6,11 @@
 //!   product (the `gemm` crate) with no copy;
 //! * every BN that directly follows a convolution (`_1_bn`, `_2_bn`) is folded into that
 //!   convolution's weights and bias, and its ReLU applied as the product's epilogue;
-//! * 3x3 convolutions and the 7x7 stem run as im2col + product: large layers on tiles of
+//! * stride-1 3x3 convolutions with enough output pixels (at least 32 2x2 tiles per thread:
+//!   every such layer of ResNet152V2 at batch 8 and 224 px, the first two stacks at batch 1)
+//!   run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, each thread transforming,
+//!   multiplying and inverse-transforming its own chunk of tiles while it is in cache;
+//! * the other 3x3 convolutions and the 7x7 stem run as im2col + product: large layers on tiles of
 //!   output pixels, each im2col'ed into a reused per-thread buffer; small layers (batch 1, deep
 //!   stacks) im2col'ed once and tiled by output channels;
 //! * matrix products use the `gemm` crate's AVX-512 kernels when the CPU has them (the
@@ -19,6 +23,7 @@
 //! frozen backbone; train the backbone itself with [`ResNetV2`].
 
 mod kernels;
+mod winograd;
 
 use super::config::{block_name, ResNetV2Config};
 use super::resnet_v2::ResNetV2;
@@ -377,6 +382,36 @@ impl FastResNetV2 {
             post,
             workspace: Mutex::new(Workspace::default()),
         })
+    }
+
+    /// The same backbone with every 3x3 convolution run as im2col + matrix product, dropping
+    /// the Winograd F(2x2, 3x3) kernels of the stride-1 ones.
+    ///
+    /// By default a stride-1 3x3 convolution whose output is large enough (see the module
+    /// docs) runs as Winograd F(2x2, 3x3): 16 multiplications per output tile and channel
+    /// pair instead of 36, at the cost of keeping 16/9 of those kernels beside them (205 MB
+    /// more for the 28.8 M weights of ResNet152V2's stride-1 3x3 convolutions). This drops
+    /// them, to save that memory or to compare the two; outputs agree to float32 rounding.
+    ///
+    /// ```
+    /// use fracture::model::{FastResNetV2, ResNetV2, ResNetV2Config};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let net = ResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+    /// let fast = FastResNetV2::from_model(&net)?;
+    /// let plain = fast.clone().without_winograd();
+    /// let x = Tensor::randn(0f32, 1., (4, 3, 96, 96), &Device::Cpu)?;
+    /// let diff = (fast.forward_pooled(&x)? - plain.forward_pooled(&x)?)?.abs()?.max_all()?;
+    /// assert!(diff.to_scalar::<f32>()? < 1e-4);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn without_winograd(mut self) -> Self {
+        self.stem.winograd = None;
+        for block in &mut self.blocks {
+            block.conv2.winograd = None;
+        }
+        self
     }
 
     /// The configuration this backbone was planned from.
