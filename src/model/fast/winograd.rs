@@ -28,7 +28,10 @@ use std::cell::RefCell;
 const XI: usize = 16;
 /// Fewest tiles per work item worth a Winograd pass: fewer make matrix products too thin
 /// for the `gemm` kernels, and the layer is left to im2col.
-const MIN_CHUNK_TILES: usize = 32;
+const MIN_CHUNK_TILES: usize = 16;
+/// Tiles per work item when the layer has enough: fewer, and the kernel matrices are
+/// streamed once per too few rows.
+const LOW_CHUNK_TILES: usize = 32;
 /// Most tiles per work item.
 const MAX_CHUNK_TILES: usize = 256;
 /// Bytes of transformed inputs and outputs a work item aims to keep in its core's cache.
@@ -87,7 +90,7 @@ impl WinogradKernels {
     fn chunk_tiles(&self, tiles: usize, threads: usize) -> Option<usize> {
         let by_cache = CHUNK_BYTES / (XI * 4 * (self.c_in + self.c_out)).max(1);
         let r = by_cache
-            .clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES)
+            .clamp(LOW_CHUNK_TILES, MAX_CHUNK_TILES)
             .min(tiles.div_ceil(threads.max(1)));
         (r >= MIN_CHUNK_TILES).then_some(r)
     }
@@ -391,15 +394,31 @@ mod tests {
     #[test]
     fn small_layers_are_left_to_im2col_and_an_error_says_so() {
         let wk = WinogradKernels::from_hwio(&values(9 * 8 * 8, 1), 8, 8).unwrap();
+        // 7x7: 16 tiles, enough for one thread, not for two (8 each); 5x5: 9 tiles.
         let xs = Nhwc {
             n: 1,
             h: 7,
             w: 7,
             c: 8,
         };
-        assert!(!wk.applies(xs, 1));
-        let mut out = vec![0f32; xs.len()];
-        let err = conv3x3(&wk, &[0.; 8], false, &values(xs.len(), 2), xs, &mut out);
+        assert!(wk.applies(xs, 1));
+        assert!(!wk.applies(xs, 2));
+        let small = Nhwc {
+            n: 1,
+            h: 5,
+            w: 5,
+            c: 8,
+        };
+        assert!(!wk.applies(small, 1));
+        let mut out = vec![0f32; small.len()];
+        let err = conv3x3(
+            &wk,
+            &[0.; 8],
+            false,
+            &values(small.len(), 2),
+            small,
+            &mut out,
+        );
         assert!(err.unwrap_err().to_string().contains("too few"));
         assert!(wk.applies(
             Nhwc {
