@@ -447,6 +447,23 @@ fn epilogue_rows(
     for r in m0..m1 {
         // SAFETY: row r, columns n0..n1 of `dst` belong to the calling work item.
         let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r * n + n0), n1 - n0) };
+        if let Some((ss, p)) = preact {
+            // SAFETY: the pre-activation buffer has the geometry of `dst` (checked by `conv`).
+            let prow = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(r * n + n0), n1 - n0) };
+            // One pass: the residual sum with its bias, and the consumer's pre-activation.
+            for ((((v, d), &b), &s), &t) in row
+                .iter_mut()
+                .zip(prow.iter_mut())
+                .zip(bias)
+                .zip(&ss.scale[n0..n1])
+                .zip(&ss.shift[n0..n1])
+            {
+                let sum = if relu { (*v + b).max(0.0) } else { *v + b };
+                *v = sum;
+                *d = (sum * s + t).max(0.0);
+            }
+            continue;
+        }
         if relu {
             for (v, &b) in row.iter_mut().zip(bias) {
                 *v = (*v + b).max(0.0);
@@ -454,18 +471,6 @@ fn epilogue_rows(
         } else {
             for (v, &b) in row.iter_mut().zip(bias) {
                 *v += b;
-            }
-        }
-        if let Some((ss, p)) = preact {
-            // SAFETY: the pre-activation buffer has the geometry of `dst` (checked by `conv`).
-            let prow = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(r * n + n0), n1 - n0) };
-            for (((d, &v), &s), &t) in prow
-                .iter_mut()
-                .zip(row.iter())
-                .zip(&ss.scale[n0..n1])
-                .zip(&ss.shift[n0..n1])
-            {
-                *d = (v * s + t).max(0.0);
             }
         }
     }
