@@ -230,6 +230,28 @@ thread_local! {
     static WHOLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Run `f` on the first `len` values of the calling thread's buffer `key` (grown as needed and
+/// kept for the next call), or of a fresh buffer when this thread is already using `key` (a
+/// work item that waits inside rayon may run another one on the same thread).
+pub(super) fn with_thread_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| {
+        let mut fallback = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let buf: &mut Vec<f32> = match guard.as_mut() {
+            Ok(g) => g,
+            Err(_) => &mut fallback,
+        };
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
 /// Layers with at most this many output pixels share one im2col buffer and are tiled by output
 /// channels first ([`channel_tiles`]); larger ones are tiled by pixels ([`pixel_tiles`]).
 const WHOLE_MAX_PIXELS: usize = 4096;
@@ -393,12 +415,7 @@ pub(crate) fn conv(
                 // SAFETY: the shared im2col buffer holds `m * depth` values.
                 run(unsafe { lhs.ptr().add(m0 * depth) });
             } else {
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    if s.len() < rows * depth {
-                        s.resize(rows * depth, 0.0);
-                    }
-                    let buf = &mut s[..rows * depth];
+                with_thread_buffer(&SCRATCH, rows * depth, |buf| {
                     im2col_rows(plan, x, xs, os, m0, m1, buf);
                     run(buf.as_ptr());
                 });
@@ -407,18 +424,8 @@ pub(crate) fn conv(
         });
     };
     if shared && !pointwise {
-        WHOLE.with(|cell| {
-            let mut fallback = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let buf: &mut Vec<f32> = match guard.as_mut() {
-                Ok(g) => g,
-                Err(_) => &mut fallback,
-            };
-            if buf.len() < m * depth {
-                buf.resize(m * depth, 0.0);
-            }
-            buf[..m * depth]
-                .par_chunks_mut(ROW_CHUNK * depth)
+        with_thread_buffer(&WHOLE, m * depth, |buf| {
+            buf.par_chunks_mut(ROW_CHUNK * depth)
                 .enumerate()
                 .for_each(|(i, chunk)| {
                     let m0 = i * ROW_CHUNK;

@@ -19,7 +19,7 @@
 //! from the direct convolution by float32 rounding only, a few units in the last place more
 //! than im2col's (the fast-path tests bound it).
 
-use super::kernels::{length_error, Nhwc, SharedMut};
+use super::kernels::{length_error, with_thread_buffer, Nhwc, SharedMut};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -205,17 +205,8 @@ fn run(
     (0..n_tiles.div_ceil(r)).into_par_iter().for_each(|chunk| {
         let t0 = chunk * r;
         let rows = r.min(n_tiles - t0);
-        BUFFERS.with(|cell| {
-            let mut fallback = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let buf: &mut Vec<f32> = match guard.as_mut() {
-                Ok(g) => g,
-                Err(_) => &mut fallback,
-            };
-            let (v_len, m_len, s_len) = (rows * XI * ci, rows * XI * co, XI * ci.max(co));
-            if buf.len() < v_len + m_len + s_len {
-                buf.resize(v_len + m_len + s_len, 0.0);
-            }
+        let (v_len, m_len, s_len) = (rows * XI * ci, rows * XI * co, XI * ci.max(co));
+        with_thread_buffer(&BUFFERS, v_len + m_len + s_len, |buf| {
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, rest) = rest.split_at_mut(m_len);
             let scratch = &mut rest[..s_len];
