@@ -450,7 +450,10 @@ impl FastResNetV2 {
             .unwrap_or_default();
         let mut timer = Timer { log, last: started };
         timer.mark(|| "input_to_nhwc".into());
-        let shape = self.run_nhwc(&input, xs, &mut ws, &mut timer)?;
+        // The whole pass runs as one job on a rayon worker, so that each layer's parallel
+        // loop is shared out by work stealing among warm workers instead of being injected from
+        // outside the pool and waited for on a lock, a few hundred times per pass.
+        let shape = rayon::scope(|_| self.run_nhwc(&input, xs, &mut ws, &mut timer))?;
         let features =
             ws.p.get(..shape.len())
                 .map(<[f32]>::to_vec)
