@@ -5,6 +5,7 @@
 //! `[p * C, (p + 1) * C)`, so a 1x1 convolution is the product of the `(N*H*W, C_in)` activation
 //! with a `(C_in, C_out)` weight matrix, with no copy at all.
 
+use super::team;
 use super::winograd::{self, WinogradKernels};
 use crate::error::{Error, Result};
 use gemm::Parallelism;
@@ -375,7 +376,7 @@ pub(crate) fn conv(
     };
     let (m_tiles, n_tiles) = (m.div_ceil(m_tile), n.div_ceil(n_tile));
     let run_tiles = |shared_lhs: Option<SharedMut>| {
-        (0..m_tiles * n_tiles).into_par_iter().for_each(|t| {
+        team::for_each(m_tiles * n_tiles, |t| {
             let (mt, nt) = (t / n_tiles, t % n_tiles);
             let (m0, n0) = (mt * m_tile, nt * n_tile);
             let (m1, n1) = ((m0 + m_tile).min(m), (n0 + n_tile).min(n));
@@ -425,13 +426,16 @@ pub(crate) fn conv(
     };
     if shared && !pointwise {
         with_thread_buffer(&WHOLE, m * depth, |buf| {
-            buf.par_chunks_mut(ROW_CHUNK * depth)
-                .enumerate()
-                .for_each(|(i, chunk)| {
-                    let m0 = i * ROW_CHUNK;
-                    im2col_rows(plan, x, xs, os, m0, (m0 + ROW_CHUNK).min(m), chunk)
-                });
-            run_tiles(Some(SharedMut(buf.as_mut_ptr())));
+            let lhs = SharedMut(buf.as_mut_ptr());
+            team::for_each(m.div_ceil(ROW_CHUNK), |i| {
+                let (m0, m1) = (i * ROW_CHUNK, ((i + 1) * ROW_CHUNK).min(m));
+                // SAFETY: rows m0..m1 of the `m * depth` buffer belong to this item only.
+                let rows = unsafe {
+                    std::slice::from_raw_parts_mut(lhs.ptr().add(m0 * depth), (m1 - m0) * depth)
+                };
+                im2col_rows(plan, x, xs, os, m0, m1, rows)
+            });
+            run_tiles(Some(lhs));
         });
     } else {
         run_tiles(None);

@@ -6,8 +6,9 @@
 //!   product (the `gemm` crate) with no copy;
 //! * every BN that directly follows a convolution (`_1_bn`, `_2_bn`) is folded into that
 //!   convolution's weights and bias, and its ReLU applied as the product's epilogue;
-//! * stride-1 3x3 convolutions with enough output pixels (at least 32 2x2 tiles per thread:
-//!   every such layer of ResNet152V2 at batch 8 and 224 px, the first two stacks at batch 1)
+//! * stride-1 3x3 convolutions with enough output pixels (at least 16 2x2 tiles per thread:
+//!   on two threads, every such layer of ResNet152V2 at batch 8 and 224 px, all but the 7x7
+//!   stack at batch 1)
 //!   run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, each thread transforming,
 //!   multiplying and inverse-transforming its own chunk of tiles while it is in cache;
 //! * the other 3x3 convolutions and the 7x7 stem run as im2col + product: large layers on tiles of
@@ -19,10 +20,16 @@
 //!   next block's pre-activation BN + ReLU (or `post_bn` + ReLU) is applied to each output tile
 //!   while it is still in cache.
 //!
+//! * each layer's parallel loop runs on a small team of threads (the caller and
+//!   `RAYON_NUM_THREADS - 1` helpers) that spin for 2 ms between loops instead of going to sleep,
+//!   so a pass does not pay a thread wake-up per layer; a second pass started while the team is
+//!   busy runs its loops on rayon.
+//!
 //! There is no autograd through this path: use it for inference and for training a head on a
 //! frozen backbone; train the backbone itself with [`ResNetV2`].
 
 mod kernels;
+mod team;
 mod winograd;
 
 use super::config::{block_name, ResNetV2Config};
@@ -450,10 +457,7 @@ impl FastResNetV2 {
             .unwrap_or_default();
         let mut timer = Timer { log, last: started };
         timer.mark(|| "input_to_nhwc".into());
-        // The whole pass runs as one job on a rayon worker, so that each layer's parallel
-        // loop is shared out by work stealing among warm workers instead of being injected from
-        // outside the pool and waited for on a lock, a few hundred times per pass.
-        let shape = rayon::scope(|_| self.run_nhwc(&input, xs, &mut ws, &mut timer))?;
+        let shape = self.run_nhwc(&input, xs, &mut ws, &mut timer)?;
         let features =
             ws.p.get(..shape.len())
                 .map(<[f32]>::to_vec)

@@ -20,8 +20,8 @@
 //! than im2col's (the fast-path tests bound it).
 
 use super::kernels::{length_error, with_thread_buffer, Nhwc, SharedMut};
+use super::team;
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Positions of the transformed 4x4 patch.
@@ -202,7 +202,7 @@ fn run(
     let r = r.max(1);
     let dst = SharedMut(out.as_mut_ptr());
     let zeros = vec![0f32; ci];
-    (0..n_tiles.div_ceil(r)).into_par_iter().for_each(|chunk| {
+    team::for_each(n_tiles.div_ceil(r), |chunk| {
         let t0 = chunk * r;
         let rows = r.min(n_tiles - t0);
         let (v_len, m_len, s_len) = (rows * XI * ci, rows * XI * co, XI * ci.max(co));
