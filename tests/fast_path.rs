@@ -7,12 +7,12 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fracture::model::{FastResNetV2, ResNetV2, ResNetV2Config};
-use std::path::Path;
 
 mod common;
-use common::{seeded_centered, seeded_uniform};
+use common::{
+    load_safetensors, seeded_centered, seeded_uniform, tiny_config, tiny_fixture, to_nchw,
+};
 
-const FIXTURE: &str = "tests/fixtures/keras_resnet_v2/tiny";
 /// Absolute tolerance per unit of the reference's largest magnitude. The two paths add the
 /// same products in different orders (and the fast one folds batch norm into the kernels), so
 /// their rounding error grows with the size of the activations along the way, not with the
@@ -21,52 +21,22 @@ const FIXTURE: &str = "tests/fixtures/keras_resnet_v2/tiny";
 const ATOL: f32 = 1e-4;
 const RTOL: f32 = 1e-4;
 
-fn tiny_config() -> ResNetV2Config {
-    ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32])
-}
-
-/// The Keras fixture model (default path) and its NCHW input.
+/// The Keras fixture model (default path), its NCHW input and the fixture's reference outputs.
 fn fixture_model() -> (ResNetV2, Tensor, std::collections::HashMap<String, Tensor>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
-    let keras = candle_core::safetensors::load(dir.join("weights.safetensors"), &Device::Cpu)
-        .expect("fixture weights");
+    let keras = load_safetensors(&tiny_fixture("weights.safetensors"));
     let weights = fracture::weights::keras::to_candle(keras).expect("keras mapping");
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let model = ResNetV2::new(&tiny_config(), vb).expect("fixture model");
-    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu)
-        .expect("fixture io");
-    let input = io["input"]
-        .permute((0, 3, 1, 2))
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    (model, input, io)
+    let io = load_safetensors(&tiny_fixture("io.safetensors"));
+    (model, to_nchw(&io["input"]), io)
 }
 
 /// Panics with the worst element if `got` and `want` differ beyond
 /// `ATOL * max(1, max |want|) + RTOL * |want|`.
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let g = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let w = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let (i, err) = g
-        .iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs() - RTOL * b.abs())
-        .enumerate()
-        .fold(
-            (0, f32::MIN),
-            |acc, (i, e)| if e > acc.1 { (i, e) } else { acc },
-        );
-    assert!(
-        err <= ATOL * scale,
-        "{what}: element {i} is {} instead of {} (excess error {err}, allowed {} for values \
-         up to {scale})",
-        g[i],
-        w[i],
-        ATOL * scale
-    );
+    common::assert_close(what, got, want, ATOL * scale, RTOL);
 }
 
 /// A random model whose batch norms are far from the identity and whose convs have biases,

@@ -8,9 +8,8 @@
 //!   convolution's weights and bias, and its ReLU applied as the product's epilogue;
 //! * stride-1 3x3 convolutions with enough output pixels (at least 16 2x2 tiles per thread:
 //!   on two threads, every such layer of ResNet152V2 at batch 8 and 224 px, all but the 7x7
-//!   stack at batch 1)
-//!   run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, each thread transforming,
-//!   multiplying and inverse-transforming its own chunk of tiles while it is in cache;
+//!   stack at batch 1) run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, each thread
+//!   transforming, multiplying and inverse-transforming its own chunk of tiles in cache;
 //! * the other 3x3 convolutions and the 7x7 stem run as im2col + product: large layers on tiles of
 //!   output pixels, each im2col'ed into a reused per-thread buffer; small layers (batch 1, deep
 //!   stacks) im2col'ed once and tiled by output channels;
@@ -18,8 +17,7 @@
 //!   default `avx512` feature), its AVX2/FMA kernels otherwise;
 //! * the residual add is the accumulation of the `_3_conv` product onto the shortcut, and the
 //!   next block's pre-activation BN + ReLU (or `post_bn` + ReLU) is applied to each output tile
-//!   while it is still in cache.
-//!
+//!   while it is still in cache;
 //! * each layer's parallel loop runs on a small team of threads (the caller and
 //!   `RAYON_NUM_THREADS - 1` helpers) that spin for 2 ms between loops instead of going to sleep,
 //!   so a pass does not pay a thread wake-up per layer; a second pass started while the team is
@@ -414,7 +412,7 @@ impl FastResNetV2 {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn without_winograd(mut self) -> Self {
-        self.stem.winograd = None;
+        // Only the blocks' `_2_conv` can have one: the stem is 7x7 with stride 2.
         for block in &mut self.blocks {
             block.conv2.winograd = None;
         }

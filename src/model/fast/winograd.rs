@@ -135,15 +135,16 @@ fn input_1d(x: [&[f32]; 4], y: &mut [f32], c: usize) {
     }
 }
 
-/// `z = Aᵀ x` along one direction: `z0 = x0 + x1 + x2, z1 = x1 - x2 - x3`.
+/// `z = Aᵀ x` along one direction, plus `bias` (then ReLU when `relu`):
+/// `z0 = x0 + x1 + x2, z1 = x1 - x2 - x3`. `z1` may be empty (a tile cut by the image edge).
 #[inline]
-fn output_1d(x: [&[f32]; 4], z: &mut [f32], c: usize) {
-    let (z0, z1) = z.split_at_mut(c);
-    for (((o, a), b), d) in z0.iter_mut().zip(x[0]).zip(x[1]).zip(x[2]) {
-        *o = a + b + d;
+fn output_1d(x: [&[f32]; 4], z0: &mut [f32], z1: &mut [f32], bias: &[f32], relu: bool) {
+    let post = |v: f32| if relu { v.max(0.0) } else { v };
+    for ((((o, a), b), d), bi) in z0.iter_mut().zip(x[0]).zip(x[1]).zip(x[2]).zip(bias) {
+        *o = post(a + b + d + bi);
     }
-    for (((o, a), b), d) in z1.iter_mut().zip(x[1]).zip(x[2]).zip(x[3]) {
-        *o = a - b - d;
+    for ((((o, a), b), d), bi) in z1.iter_mut().zip(x[1]).zip(x[2]).zip(x[3]).zip(bias) {
+        *o = post(a - b - d + bi);
     }
 }
 
@@ -200,8 +201,10 @@ fn run(
     let (ci, co) = (k.c_in, k.c_out);
     let (n_tiles, th, tw) = tiles(xs);
     let r = r.max(1);
+    // Image, tile row and tile column of tile number `tile`.
+    let tile_at = |tile: usize| (tile / (th * tw), (tile / tw) % th, tile % tw);
     let dst = SharedMut(out.as_mut_ptr());
-    let zeros = vec![0f32; ci];
+    let zeros = vec![0f32; ci.max(co)];
     team::for_each(n_tiles.div_ceil(r), |chunk| {
         let t0 = chunk * r;
         let rows = r.min(n_tiles - t0);
@@ -213,17 +216,16 @@ fn run(
 
             // 1. Transformed inputs, tile-major: v[(t * 16 + ξ) * C_in + c].
             for (t, vt) in v.chunks_exact_mut(XI * ci).enumerate() {
-                let tile = t0 + t;
-                let (b, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
+                let (b, ty, tx) = tile_at(t0 + t);
                 let pixel = |i: usize, j: usize| -> &[f32] {
                     let iy = (2 * ty + i).checked_sub(1).filter(|&v| v < xs.h);
                     let ix = (2 * tx + j).checked_sub(1).filter(|&v| v < xs.w);
                     match (iy, ix) {
                         (Some(iy), Some(ix)) => {
                             let at = ((b * xs.h + iy) * xs.w + ix) * ci;
-                            x.get(at..at + ci).unwrap_or(&zeros)
+                            x.get(at..at + ci).unwrap_or(&zeros[..ci])
                         }
-                        _ => &zeros,
+                        _ => &zeros[..ci],
                     }
                 };
                 // Down the columns: scratch[(j * 4 + i) * C_in + c] = (Bᵀ d)[i][j].
@@ -274,21 +276,22 @@ fn run(
 
             // 3. Inverse transform, bias and ReLU into the output pixels.
             for (t, mt) in m.chunks_exact(XI * co).enumerate() {
-                let tile = t0 + t;
-                let (b, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
+                let (b, ty, tx) = tile_at(t0 + t);
                 let at = |i: usize, j: usize| &mt[(i * 4 + j) * co..(i * 4 + j + 1) * co];
                 // Down the columns: scratch[(j * 2 + i) * C_out + o] = (Aᵀ M)[i][j].
                 for (j, col) in scratch.chunks_exact_mut(2 * co).take(4).enumerate() {
-                    output_1d([at(0, j), at(1, j), at(2, j), at(3, j)], col, co);
+                    let (z0, z1) = col.split_at_mut(co);
+                    let x = [at(0, j), at(1, j), at(2, j), at(3, j)];
+                    output_1d(x, z0, z1, &zeros[..co], false);
                 }
                 let s: &[f32] = scratch;
                 let at = |j: usize, i: usize| &s[(j * 2 + i) * co..(j * 2 + i + 1) * co];
+                // Along the rows: the tile's (up to) two output pixels of each output row.
                 for i in 0..2 {
                     let oy = 2 * ty + i;
                     if oy >= xs.h {
                         break;
                     }
-                    // Along the row: the tile's (up to) two output pixels of output row `oy`.
                     let row_base = ((b * xs.h + oy) * xs.w + 2 * tx) * co;
                     let cols = if 2 * tx + 1 < xs.w { 2 } else { 1 };
                     // SAFETY: pixels (oy, 2tx) and (oy, 2tx + 1) of image `b` lie inside
@@ -297,15 +300,7 @@ fn run(
                         std::slice::from_raw_parts_mut(dst.ptr().add(row_base), cols * co)
                     };
                     let (p0, p1) = px.split_at_mut(co);
-                    let (x0, x1, x2, x3) = (at(0, i), at(1, i), at(2, i), at(3, i));
-                    for ((((o, a), bb), c), bi) in p0.iter_mut().zip(x0).zip(x1).zip(x2).zip(bias) {
-                        let v = a + bb + c + bi;
-                        *o = if relu { v.max(0.0) } else { v };
-                    }
-                    for ((((o, a), bb), c), bi) in p1.iter_mut().zip(x1).zip(x2).zip(x3).zip(bias) {
-                        let v = a - bb - c + bi;
-                        *o = if relu { v.max(0.0) } else { v };
-                    }
+                    output_1d([at(0, i), at(1, i), at(2, i), at(3, i)], p0, p1, bias, relu);
                 }
             }
         });
