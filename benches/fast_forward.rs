@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use fracture::model::{ClassifierHead, FastResNetV2, HeadConfig, ResNetV2, ResNetV2Config};
+use rand::SeedableRng;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
@@ -40,6 +41,7 @@ fn input(batch: usize) -> Tensor {
 struct HeadTrainer {
     head: ClassifierHead,
     opt: candle_nn::AdamW,
+    rng: rand_chacha::ChaCha8Rng,
 }
 
 impl HeadTrainer {
@@ -53,13 +55,17 @@ impl HeadTrainer {
             ..Default::default()
         };
         let opt = candle_nn::AdamW::new(varmap.all_vars(), params).expect("adam");
-        Self { head, opt }
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        Self { head, opt, rng }
     }
 
     /// One step: frozen fast backbone (no autograd), head forward/backward, Adam update.
     fn step(&mut self, fast: &FastResNetV2, x: &Tensor, labels: &Tensor) {
         let pooled = fast.forward_pooled(x).expect("backbone");
-        let logits = self.head.forward_t(&pooled, true).expect("head");
+        let logits = self
+            .head
+            .forward_train(&pooled, &mut self.rng)
+            .expect("head");
         let loss = candle_nn::loss::binary_cross_entropy_with_logit(&logits, labels).expect("loss");
         self.opt.backward_step(&loss).expect("step");
     }

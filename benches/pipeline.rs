@@ -7,8 +7,9 @@
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fracture::batch::BatchSource;
-use fracture::dataset::loader::{ImageLoader, LoaderConfig, Preprocess};
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
 use fracture::dataset::{FracAtlas, Sample};
+use fracture::preprocess::Preprocess;
 use std::time::Duration;
 
 /// Every 32nd image of the dataset (sorted by path): 128 files covering both classes,

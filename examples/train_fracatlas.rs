@@ -12,10 +12,10 @@
 //! ```
 
 use clap::{Parser, ValueEnum};
-use fracture::dataset::loader::Preprocess;
 use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::device::DeviceRequest;
 use fracture::model::ResNetV2Config;
+use fracture::preprocess::Preprocess;
 use fracture::train::{BackboneTraining, ClassWeights, TrainConfig};
 use fracture::{FractureClassifier, WeightsSource};
 use std::path::PathBuf;
@@ -134,8 +134,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backbone_training = if small {
         BackboneTraining::All { learning_rate }
     } else if args.fine_tune_stacks > 0 {
-        BackboneTraining::LastStacks {
-            stacks: args.fine_tune_stacks,
+        BackboneTraining::LastStages {
+            stages: args.fine_tune_stacks,
             learning_rate: args.backbone_learning_rate,
         }
     } else {

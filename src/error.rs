@@ -16,7 +16,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// let err = Error::InvalidInput("expected 3 channels, found 1".into());
 /// assert!(err.to_string().contains("3 channels"));
 /// ```
+///
+/// New variants may be added in minor versions (`#[non_exhaustive]`); decide what to do with
+/// an error through its methods ([`Error::is_bad_file`]) rather than by listing variants.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An error from candle (tensor shapes, devices, kernels).
     #[error("tensor operation failed: {0}")]
@@ -98,9 +102,29 @@ pub enum Error {
     /// A metric that is not defined for the given data.
     #[error("metric: {0}")]
     Metric(String),
+
+    /// A bug in `fracture` itself (an invariant the code should have kept); please report it.
+    #[error("internal error (a bug in fracture, please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {
+    /// Whether the error is about one input file only (unreadable, undecodable, malformed), so
+    /// that a loader going through many files may skip that file, report it and go on. Every
+    /// other error (a bad configuration, a device failure, a bug) stops the work.
+    ///
+    /// ```
+    /// use fracture::Error;
+    /// assert!(Error::Image { path: "a.jpg".into(), message: "truncated".into() }.is_bad_file());
+    /// assert!(!Error::Internal("buffer too short".into()).is_bad_file());
+    /// ```
+    pub fn is_bad_file(&self) -> bool {
+        matches!(
+            self,
+            Error::Image { .. } | Error::Io { .. } | Error::Format { .. }
+        )
+    }
+
     /// Build an [`Error::Io`] from a path and an I/O error.
     ///
     /// ```

@@ -1,26 +1,60 @@
 //! # fracture
 //!
 //! Bone-fracture classification on X-ray radiographs, in pure Rust on top of
-//! [candle](https://github.com/huggingface/candle): a Keras-exact ResNet152V2 (pre-activation
-//! ResNet) backbone, the FracAtlas dataset with a leakage-free split, Keras-style
-//! augmentation, a training loop and the metrics clinicians ask for.
+//! [candle](https://github.com/huggingface/candle): open a radiograph dataset, split it without
+//! leakage, fine-tune an ImageNet-pretrained backbone (Keras-exact ResNet152V2), measure it the
+//! way clinicians and reviewers expect, and classify new images, on CPU, CUDA or Metal.
+//!
+//! A user starts with the facade, [`FractureClassifier`]:
 //!
 //! ```
-//! use fracture::model::{ResNetV2, ResNetV2Config};
-//! use candle_core::{Device, Tensor, DType};
-//! use candle_nn::VarBuilder;
+//! use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+//! use fracture::device::DeviceRequest;
+//! use fracture::model::ResNetV2Config;
+//! use fracture::train::TrainConfig;
+//! use fracture::{FractureClassifier, WeightsSource};
 //!
-//! // A tiny pre-activation ResNet with random weights, as the tests use.
-//! let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
-//! let varmap = candle_nn::VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-//! let model = ResNetV2::new(&config, vb)?;
-//! let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
-//! let pooled = model.forward_pooled(&x)?;
-//! assert_eq!(pooled.dims(), &[1, 32]);
-//! # Ok::<(), fracture::Error>(())
+//! # let tmp = tempfile::tempdir()?;
+//! # let root = tmp.path();
+//! # SyntheticConfig { n_fractured: 10, n_not_fractured: 10, ..SyntheticConfig::default() }.generate_to(root)?;
+//! // 1. Open the data (FracAtlas's layout; class folders and CSV manifests work too).
+//! let data = FracAtlas::open(root)?;
+//! // 2. Split it: stratified 70/10/20, byte-identical images kept in one part.
+//! let split = data.split(&SplitConfig::default())?;
+//! // 3. Build a classifier with explicit weights (ImageNet weights for real work:
+//! //    `WeightsSource::file("resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5")`).
+//! let mut clf = FractureClassifier::builder()
+//!     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8])) // ResNetV2Config::resnet152v2()
+//!     .weights(WeightsSource::Random { seed: 0 })
+//!     .device(DeviceRequest::Cpu)
+//!     .image_size(64, 64)
+//!     .build()?;
+//! // 4. Train (best epoch by validation loss, threshold chosen on the validation part).
+//! let config = TrainConfig { epochs: 1, batch_size: 8, progress: false, ..TrainConfig::default() };
+//! clf.train(&split, config)?;
+//! // 5. Evaluate on the test part: sensitivity, specificity, AUC with confidence intervals.
+//! let evaluation = clf.evaluate(&split.test)?;
+//! println!("{evaluation}");
+//! // 6. Classify new images, save the classifier as a bundle, load it again.
+//! println!("{}", clf.classify_path(&split.test.samples[0].path)?);
+//! clf.save(root.join("bundle"))?;
+//! let again = FractureClassifier::load(root.join("bundle"), &candle_core::Device::Cpu)?;
+//! # let _ = again;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The pipeline's stages, each usable alone:
+//!
+//! - [`dataset`]: FracAtlas, class folders, CSV manifests, the leak-free split, the loader.
+//! - [`preprocess`]: from a decoded image to the model's input.
+//! - [`augment`]: Keras `ImageDataGenerator` augmentation.
+//! - [`model`]: backbones ([`model::BackboneConfig`]), the head, the whole network.
+//! - [`weights`]: where weights come from (files, the hub, seeded random) and their checks.
+//! - [`train`]: the training loop, checkpoints, resume.
+//! - [`metrics`]: sklearn-exact metrics, curves, thresholds, bootstrap intervals.
+//! - [`classifier`]: the facade and its saved bundle.
 
+mod atomic;
 pub mod augment;
 pub mod batch;
 pub mod classifier;
@@ -30,6 +64,7 @@ pub mod error;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod preprocess;
 pub mod train;
 pub mod weights;
 

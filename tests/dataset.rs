@@ -2,13 +2,14 @@
 
 use candle_core::Device;
 use fracture::batch::BatchSource;
-use fracture::dataset::loader::{FilterType, ImageLoader, LoaderConfig, Normalization, Preprocess};
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
 use fracture::dataset::synthetic::SyntheticConfig;
 use fracture::dataset::{
     decode, open_manifest, ContentHash, Dataset, FracAtlas, ImageFolder, Label, LoadReport,
     PartName, Sample, Split, SplitConfig,
 };
 use fracture::image::{ImageF32, SampleTransform};
+use fracture::preprocess::{FilterType, Normalization, Preprocess};
 use image::{ImageEncoder, Luma};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -3,8 +3,9 @@
 //! variable the test prints that it skipped.
 
 use fracture::batch::BatchSource;
-use fracture::dataset::loader::{ImageLoader, LoaderConfig, Preprocess};
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
 use fracture::dataset::{decode, FracAtlas, Label, PartName, SplitConfig};
+use fracture::preprocess::Preprocess;
 use std::collections::HashSet;
 use std::path::PathBuf;
 

@@ -138,7 +138,13 @@ fn bundle_of_a_newer_layout_is_refused() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+        text.replace(
+            &format!(
+                "\"format_version\": {}",
+                fracture::classifier::BUNDLE_FORMAT_VERSION
+            ),
+            "\"format_version\": 99",
+        ),
     )
     .unwrap();
     let msg = load_error(dir.path());

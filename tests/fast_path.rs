@@ -197,7 +197,7 @@ fn a_head_trains_on_the_fast_path_features_of_a_frozen_backbone() {
     let head = ClassifierHead::new(128, &HeadConfig::default(), vb).unwrap();
     let mut opt = candle_nn::SGD::new(head_vars.all_vars(), 0.05).unwrap();
     let loss = || {
-        let logits = head.forward_t(&pooled, false).unwrap();
+        let logits = head.forward(&pooled).unwrap();
         candle_nn::loss::binary_cross_entropy_with_logit(&logits, &y).unwrap()
     };
     let before = loss().to_scalar::<f32>().unwrap();

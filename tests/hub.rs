@@ -139,7 +139,7 @@ fn hub_source(repo: &str, file: &str) -> WeightsSource {
 /// Load the tiny backbone from `source` and check it against Keras's output.
 fn assert_runs_like_keras(source: &WeightsSource, options: &HubOptions) {
     let loaded = source
-        .load(&tiny(), &HeadConfig::default(), &Device::Cpu, options)
+        .load(tiny(), &HeadConfig::default(), &Device::Cpu, options)
         .unwrap();
     let (net, _) = loaded.into_network().unwrap();
     let (input, expected) = tiny_fixture_io();

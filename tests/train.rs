@@ -304,8 +304,8 @@ fn fine_tuning_the_last_stack_trains_it_with_batch_statistics_and_freezes_the_re
     let backbone_vars = seeded_backbone_vars(&backbone, 4);
     let before = snapshot(&backbone_vars);
     let config = TrainConfig {
-        backbone: BackboneTraining::LastStacks {
-            stacks: 1,
+        backbone: BackboneTraining::LastStages {
+            stages: 1,
             learning_rate: 1e-3,
         },
         ..quick_config(1)
@@ -375,8 +375,8 @@ fn the_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
 fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupted_run() {
     let backbone = tiny_backbone();
     let config = TrainConfig {
-        backbone: BackboneTraining::LastStacks {
-            stacks: 1,
+        backbone: BackboneTraining::LastStages {
+            stages: 1,
             learning_rate: 5e-4,
         },
         schedule: LrSchedule::Cosine { min_lr: 1e-5 },
@@ -561,7 +561,7 @@ fn a_checkpoint_holds_config_split_manifest_and_history() {
     let saved: SavedConfig =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved.train, config);
-    assert_eq!(saved.backbone, backbone);
+    assert_eq!(saved.backbone, backbone.into());
     assert_eq!(
         std::fs::read(run.join("split.csv")).unwrap(),
         std::fs::read(&manifest).unwrap()

@@ -73,7 +73,7 @@ fn h5_converted_to_our_safetensors_reproduces_keras_output() {
         .keys()
         .map(|name| (name.clone(), weights.get(name).unwrap()))
         .collect();
-    save_network(&ours, &tensors, &tiny(), None).unwrap();
+    save_network(&ours, &tensors, tiny(), None).unwrap();
 
     assert_eq!(sniff_format(&ours).unwrap(), WeightsFormat::Safetensors);
     assert_reproduces_keras_output(&ours);
@@ -153,8 +153,8 @@ fn saved_head_is_loaded_back_with_the_backbone() {
     assert_eq!(head_vars.all_vars().len(), 4);
 
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
-    let before = original.forward_t(&x, false).unwrap();
-    let after = restored.forward_t(&x, false).unwrap();
+    let before = original.forward(&x).unwrap();
+    let after = restored.forward(&x).unwrap();
     assert_eq!(max_abs_diff(&before, &after), 0.0);
 }
 
@@ -182,7 +182,7 @@ fn notop_weights_get_a_fresh_head_that_depends_only_on_the_seed() {
     let head = HeadConfig::default();
     let source = WeightsSource::file(fixture("model.weights.h5"));
     let build = || {
-        let loaded = source.load(&tiny(), &head, &Device::Cpu, &options).unwrap();
+        let loaded = source.load(tiny(), &head, &Device::Cpu, &options).unwrap();
         assert!(!loaded.head_loaded);
         loaded.into_network().unwrap().1
     };
@@ -338,7 +338,7 @@ fn missing_tensor_is_an_error_naming_it() {
     let options = offline_options(dir.path());
 
     let message = error_text(WeightsSource::file(&path).load(
-        &tiny(),
+        tiny(),
         &HeadConfig::default(),
         &Device::Cpu,
         &options,
@@ -364,7 +364,7 @@ fn unexpected_tensors_are_reported_but_do_not_fail_the_load() {
     let options = offline_options(dir.path());
 
     let loaded = WeightsSource::file(&path)
-        .load(&tiny(), &HeadConfig::default(), &Device::Cpu, &options)
+        .load(tiny(), &HeadConfig::default(), &Device::Cpu, &options)
         .unwrap();
     let unexpected: Vec<_> = loaded
         .report
@@ -386,7 +386,7 @@ fn partial_head_is_an_error() {
     let options = offline_options(dir.path());
 
     let message =
-        error_text(WeightsSource::file(&path).load(&tiny(), &head, &Device::Cpu, &options));
+        error_text(WeightsSource::file(&path).load(tiny(), &head, &Device::Cpu, &options));
     assert!(message.contains("missing: head.logit.weight"), "{message}");
 }
 
@@ -441,7 +441,7 @@ fn keras3_file_of_another_model_is_an_error_listing_what_is_missing() {
     let options = offline_options(dir.path());
 
     let message = error_text(WeightsSource::file(&path).load(
-        &tiny(),
+        tiny(),
         &HeadConfig::default(),
         &Device::Cpu,
         &options,

@@ -12,11 +12,11 @@
 //! folder without it is an incomplete save.
 
 use super::FractureClassifier;
-use crate::dataset::loader::{FilterType, Normalization, Preprocess};
+use crate::atomic::AtomicWriter;
 use crate::dataset::Split;
 use crate::error::{Error, Result};
-use crate::model::{HeadConfig, ResNetV2Config};
-use crate::train::checkpoint::AtomicWriter;
+use crate::model::{BackboneConfig, HeadConfig};
+use crate::preprocess::{FilterType, Normalization, Preprocess};
 use crate::train::History;
 use crate::weights::{network_variables, read_tensors, save_network};
 use candle_core::Device;
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "fracture-classifier-bundle";
 /// The newest bundle layout this version reads and the one it writes.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 
 const MANIFEST: &str = "bundle.json";
 const WEIGHTS: &str = "model.safetensors";
@@ -39,7 +39,7 @@ const METRICS: &str = "metrics.json";
 ///
 /// ```
 /// use fracture::classifier::PreprocessSpec;
-/// use fracture::dataset::loader::Preprocess;
+/// use fracture::preprocess::Preprocess;
 /// let spec = PreprocessSpec::from(&Preprocess::default());
 /// assert_eq!((spec.filter.as_str(), spec.normalization.as_str()), ("triangle", "keras_resnet_v2"));
 /// assert_eq!(spec.to_preprocess().unwrap(), Preprocess::default());
@@ -124,8 +124,10 @@ pub struct BundleManifest {
     pub format_version: u32,
     /// Version of `fracture` that wrote the bundle.
     pub crate_version: String,
-    /// The backbone's shape.
-    pub backbone: ResNetV2Config,
+    /// The backbone's architecture and shape (layout version 1 held a bare ResNetV2
+    /// configuration, read as one).
+    #[serde(deserialize_with = "crate::model::deserialize_backbone_config")]
+    pub backbone: BackboneConfig,
     /// The head's shape.
     pub head: HeadConfig,
     /// Input preprocessing.
@@ -153,6 +155,7 @@ impl FractureClassifier {
     /// use fracture::device::DeviceRequest;
     /// let clf = FractureClassifier::builder()
     ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
     ///     .device(DeviceRequest::Cpu)
     ///     .image_size(32, 32)
     ///     .build()?;

@@ -63,9 +63,9 @@ impl FractureClassifier {
     /// Classify one decoded image.
     pub fn classify_image(&self, image: &DynamicImage) -> Result<Prediction> {
         let mut predictions = self.classify_batch(std::slice::from_ref(image))?;
-        predictions.pop().ok_or_else(|| {
-            Error::InvalidInput("the model returned no prediction for one image".into())
-        })
+        predictions
+            .pop()
+            .ok_or_else(|| Error::Internal("the model returned no prediction for one image".into()))
     }
 
     /// Classify several decoded images in one forward pass (in the order given).

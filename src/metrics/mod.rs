@@ -217,6 +217,20 @@ fn check_threshold(threshold: f64) -> Result<()> {
     Ok(())
 }
 
+/// The decision rule, the one place it is written: a case is called fractured when its score
+/// reaches the threshold (`score >= threshold`), as scikit-learn's curves count it. A
+/// probability of exactly 0.5 at threshold 0.5 is "fractured".
+///
+/// ```
+/// use fracture::metrics::predicts_fracture;
+/// assert!(predicts_fracture(0.5, 0.5));
+/// assert!(!predicts_fracture(0.49, 0.5));
+/// assert!(!predicts_fracture(f64::NAN, 0.5));
+/// ```
+pub fn predicts_fracture(score: f64, threshold: f64) -> bool {
+    score >= threshold
+}
+
 /// Fraction of cases classified correctly at `threshold` (fractured if `score >= threshold`).
 ///
 /// Read it next to [`ConfusionMatrix::majority_baseline_accuracy`]: on imbalanced data a

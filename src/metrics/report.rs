@@ -31,7 +31,10 @@ impl ConfusionMatrix {
     pub fn from_scores(labels: &[bool], scores: &[f64], threshold: f64) -> Result<Self> {
         check_inputs(labels, scores)?;
         check_threshold(threshold)?;
-        let predicted: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+        let predicted: Vec<bool> = scores
+            .iter()
+            .map(|&s| super::predicts_fracture(s, threshold))
+            .collect();
         Self::from_predictions(labels, &predicted)
     }
 

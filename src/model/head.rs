@@ -1,10 +1,14 @@
 //! The classification head the reference notebook put on ResNet152V2:
 //! global average pool → Dense(256, ReLU) → Dropout(0.5) → Dense(1) logit.
+//!
+//! Dropout is drawn here, from a seeded generator the caller passes (candle's CPU dropout
+//! cannot be seeded, and training must be reproducible).
 
-use super::resnet_v2::global_average_pool;
+use super::{global_average_pool, VariableSpec};
 use crate::error::{Error, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Dropout, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Width and dropout of the [`ClassifierHead`].
@@ -19,6 +23,30 @@ pub struct HeadConfig {
     pub hidden: usize,
     /// Dropout probability applied after the hidden layer during training.
     pub dropout: f32,
+}
+
+impl HeadConfig {
+    /// The head's variables for `in_features` backbone channels, under `head.`.
+    ///
+    /// ```
+    /// use fracture::model::HeadConfig;
+    /// let vars = HeadConfig::default().variables(2048);
+    /// assert_eq!(vars[0].name, "head.dense.weight");
+    /// assert_eq!(vars[0].shape, vec![256, 2048]);
+    /// assert_eq!(vars.len(), 4);
+    /// ```
+    pub fn variables(&self, in_features: usize) -> Vec<VariableSpec> {
+        let spec = |name: &str, shape: Vec<usize>| VariableSpec {
+            name: format!("head.{name}"),
+            shape,
+        };
+        vec![
+            spec("dense.weight", vec![self.hidden, in_features]),
+            spec("dense.bias", vec![self.hidden]),
+            spec("logit.weight", vec![1, self.hidden]),
+            spec("logit.bias", vec![1]),
+        ]
+    }
 }
 
 impl Default for HeadConfig {
@@ -42,14 +70,14 @@ impl Default for HeadConfig {
 /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 /// let head = ClassifierHead::new(128, &HeadConfig::default(), vb)?;
 /// let features = Tensor::ones((4, 128, 7, 7), DType::F32, &Device::Cpu)?;
-/// assert_eq!(head.forward_t(&features, false)?.dims(), &[4]);
+/// assert_eq!(head.forward(&features)?.dims(), &[4]);
 /// # Ok::<(), fracture::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClassifierHead {
-    pub(crate) dense: Linear,
-    dropout: Dropout,
-    pub(crate) logit: Linear,
+    dense: Linear,
+    dropout: f32,
+    logit: Linear,
     in_features: usize,
 }
 
@@ -64,14 +92,60 @@ impl ClassifierHead {
         }
         Ok(Self {
             dense: candle_nn::linear(in_features, config.hidden, vb.pp("dense"))?,
-            dropout: Dropout::new(config.dropout),
+            dropout: config.dropout,
             logit: candle_nn::linear(config.hidden, 1, vb.pp("logit"))?,
             in_features,
         })
     }
 
-    /// Logits `(N,)` from a 4-D feature map `(N, C, H, W)` or pooled features `(N, C)`.
-    pub fn forward_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+    /// Logits `(N,)` from a 4-D feature map `(N, C, H, W)` or pooled features `(N, C)`, in
+    /// inference mode (no dropout).
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden(features)?;
+        Ok(self.logit.forward(&hidden)?.squeeze(1)?)
+    }
+
+    /// Logits in training mode: dropout with a mask drawn from `rng` (each unit kept with
+    /// probability `1 - dropout` and scaled by `1 / (1 - dropout)`, as Keras does).
+    ///
+    /// ```
+    /// use fracture::model::{ClassifierHead, HeadConfig};
+    /// use candle_core::{Device, DType, Tensor};
+    /// use rand::SeedableRng;
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let head = ClassifierHead::new(16, &HeadConfig { hidden: 32, dropout: 0.5 }, vb)?;
+    /// let x = Tensor::ones((2, 16), DType::F32, &Device::Cpu)?;
+    /// let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// let (ya, yb) = (head.forward_train(&x, &mut a)?, head.forward_train(&x, &mut b)?);
+    /// assert_eq!(ya.to_vec1::<f32>()?, yb.to_vec1::<f32>()?);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_train(&self, features: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
+        let hidden = self.hidden(features)?;
+        let p = self.dropout;
+        let hidden = if p > 0.0 {
+            let keep_scale = 1.0 / (1.0 - p);
+            let mask: Vec<f32> = (0..hidden.elem_count())
+                .map(|_| {
+                    if rng.random::<f32>() >= p {
+                        keep_scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, hidden.shape(), hidden.device())?;
+            (hidden * mask)?
+        } else {
+            hidden
+        };
+        Ok(self.logit.forward(&hidden)?.squeeze(1)?)
+    }
+
+    /// Pool (for a 4-D input), check the width, dense + ReLU.
+    fn hidden(&self, features: &Tensor) -> Result<Tensor> {
         let pooled = match features.rank() {
             4 => global_average_pool(features)?,
             2 => features.clone(),
@@ -90,8 +164,16 @@ impl ClassifierHead {
                 features.dims()
             )));
         }
-        let hidden = self.dense.forward(&pooled)?.relu()?;
-        let hidden = self.dropout.forward(&hidden, train)?;
-        Ok(self.logit.forward(&hidden)?.squeeze(1)?)
+        Ok(self.dense.forward(&pooled)?.relu()?)
+    }
+
+    /// The hidden dense layer (`head.dense`).
+    pub fn dense(&self) -> &Linear {
+        &self.dense
+    }
+
+    /// The output layer (`head.logit`).
+    pub fn logit(&self) -> &Linear {
+        &self.logit
     }
 }

@@ -1,17 +1,26 @@
-//! The network: Keras's ResNetV2 backbone ([`ResNetV2`]), the binary classification head
-//! ([`ClassifierHead`]) and the two together ([`FractureNet`]).
+//! The network: backbones ([`Backbone`], configured by [`BackboneConfig`]: Keras's ResNetV2),
+//! the binary classification head ([`ClassifierHead`]) and the two together ([`FractureNet`]).
 //!
-//! Tensors are NCHW `f32`. Variable names are Keras layer names with candle's variable names
-//! (`conv2_block1_preact_bn.running_mean`), the head lives under `head.`.
+//! Tensors are NCHW `f32`. Each backbone keeps its own variable names (ResNetV2: Keras layer
+//! names with candle's variable names, `conv2_block1_preact_bn.running_mean`); the head lives
+//! under `head.`. [`FrozenBackbone`] is the one place that chooses between a backbone's CPU
+//! fast path and candle's ops for inference; [`init_variables`] the one place that
+//! initialises fresh variables.
 
-mod config;
-mod fast;
+mod backbone;
+mod cpu;
 mod head;
+mod inference;
+mod init;
 mod network;
 mod resnet_v2;
+mod variables;
 
-pub use config::{ResNetV2Config, VariableSpec};
-pub use fast::FastResNetV2;
+pub(crate) use backbone::deserialize_backbone_config;
+pub use backbone::{global_average_pool, Backbone, BackboneConfig};
 pub use head::{ClassifierHead, HeadConfig};
+pub use inference::FrozenBackbone;
+pub use init::init_variables;
 pub use network::FractureNet;
-pub use resnet_v2::{global_average_pool, ResNetV2, Taps, MIN_INPUT_SIZE};
+pub use resnet_v2::{FastResNetV2, ResNetV2, ResNetV2Config, Taps, MIN_INPUT_SIZE};
+pub use variables::VariableSpec;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `model-eNNNN.safetensors` | every variable (backbone and `head.*`) after epoch NNNN |
 //! | `optimizer-eNNNN.safetensors` | Adam moments (`head_opt.m.*`, `head_opt.v.*`, `backbone_opt.*`) |
-//! | `config.json` | the [`TrainConfig`] and the backbone's [`ResNetV2Config`] |
+//! | `config.json` | the [`TrainConfig`] and the backbone's [`BackboneConfig`] |
 //! | `split.csv` | the split manifest, when [`TrainConfig::split_manifest`] names one |
 //! | `history.csv`, `history.json` | the [`History`] so far |
 //! | `train_state.json` | the index: epochs done, which files hold the last and the best model, optimizer step counts, schedule state, history |
@@ -20,8 +20,9 @@
 use super::config::TrainConfig;
 use super::history::History;
 use super::schedule::ScheduleState;
+use crate::atomic::TMP_SUFFIX;
 use crate::error::{Error, Result};
-use crate::model::ResNetV2Config;
+use crate::model::BackboneConfig;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,15 +39,16 @@ pub const HISTORY_CSV: &str = "history.csv";
 /// Name of the JSON history.
 pub const HISTORY_JSON: &str = "history.json";
 const FORMAT_VERSION: u32 = 1;
-const TMP_SUFFIX: &str = ".tmp";
 
 /// What `config.json` holds: how the run was configured and which backbone it trains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedConfig {
     /// The training configuration.
     pub train: TrainConfig,
-    /// The backbone's shape.
-    pub backbone: ResNetV2Config,
+    /// The backbone's shape (checkpoints written before backbones were tagged hold a bare
+    /// ResNetV2 configuration, read as one).
+    #[serde(deserialize_with = "crate::model::deserialize_backbone_config")]
+    pub backbone: BackboneConfig,
 }
 
 /// The content of `train_state.json`.
@@ -140,7 +142,7 @@ impl Checkpoint {
     }
 
     /// The backbone's shape.
-    pub fn backbone_config(&self) -> &ResNetV2Config {
+    pub fn backbone_config(&self) -> &BackboneConfig {
         &self.config.backbone
     }
 
@@ -196,93 +198,6 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
         path: path.into(),
         message: format!("not a valid {what} file: {e}"),
     })
-}
-
-/// Writes files atomically into a checkpoint folder (temporary name, flush, rename).
-///
-/// For tests, `fail_at` makes the n-th write (0-based) stop halfway through its temporary
-/// file and return an error, as a killed process would.
-pub(crate) struct AtomicWriter {
-    dir: PathBuf,
-    writes: usize,
-    fail_at: Option<usize>,
-}
-
-impl AtomicWriter {
-    pub(crate) fn new(dir: &Path, fail_at: Option<usize>) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            writes: 0,
-            fail_at,
-        }
-    }
-
-    /// Write `bytes` as `name` in the folder, replacing any previous file atomically.
-    pub(crate) fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.write_with(name, |tmp_path| {
-            std::fs::write(tmp_path, bytes).map_err(|e| Error::io(tmp_path, e))
-        })
-    }
-
-    /// Write named tensors as a safetensors file.
-    pub(crate) fn write_tensors(&mut self, name: &str, tensors: &[(String, Tensor)]) -> Result<()> {
-        let map: HashMap<&str, Tensor> = tensors
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.clone()))
-            .collect();
-        self.write_with(name, |tmp_path| {
-            candle_core::safetensors::save(&map, tmp_path).map_err(|e| Error::Format {
-                path: tmp_path.into(),
-                message: format!("cannot write safetensors: {e}"),
-            })
-        })
-    }
-
-    /// Let `write` fill a temporary file, flush it to disk, rename it to `name`.
-    pub(crate) fn write_with(
-        &mut self,
-        name: &str,
-        write: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<()> {
-        let final_path = self.dir.join(name);
-        let tmp_path = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let index = self.writes;
-        self.writes += 1;
-        write(&tmp_path)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp_path)
-            .map_err(|e| Error::io(&tmp_path, e))?;
-        if self.fail_at == Some(index) {
-            let len = file.metadata().map_err(|e| Error::io(&tmp_path, e))?.len();
-            file.set_len(len / 2).map_err(|e| Error::io(&tmp_path, e))?;
-            return Err(Error::Training(format!(
-                "injected failure while writing {}",
-                tmp_path.display()
-            )));
-        }
-        file.sync_all().map_err(|e| Error::io(&tmp_path, e))?;
-        drop(file);
-        std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
-        sync_dir(&self.dir);
-        Ok(())
-    }
-
-    /// Write a value as pretty JSON.
-    pub(crate) fn write_json<T: Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(|e| Error::Format {
-            path: self.dir.join(name),
-            message: format!("cannot serialize: {e}"),
-        })?;
-        self.write_bytes(name, text.as_bytes())
-    }
-}
-
-/// Make a rename durable (best effort: not every platform can open a folder).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Remove weights and optimizer files the committed `state` does not refer to, and

@@ -111,12 +111,12 @@ impl TrainConfig {
         }
         match &self.backbone {
             BackboneTraining::Frozen => {}
-            BackboneTraining::LastStacks {
-                stacks,
+            BackboneTraining::LastStages {
+                stages,
                 learning_rate,
             } => {
-                if *stacks == 0 {
-                    return bad("backbone LastStacks needs at least 1 stack (or use Frozen)".into());
+                if *stages == 0 {
+                    return bad("backbone LastStages needs at least 1 stage (or use Frozen)".into());
                 }
                 if !(learning_rate.is_finite() && *learning_rate > 0.0) {
                     return bad(format!(
@@ -200,12 +200,15 @@ pub enum BackboneTraining {
     /// Nothing: the backbone runs in inference mode outside the autograd graph and only the
     /// head reaches the optimizer (the notebook's transfer learning).
     Frozen,
-    /// Fine-tune the last `stacks` stacks (`conv5_*`, `conv4_*`, ...) and `post_bn` with their
-    /// own learning rate; their batch normalization runs in training mode, the rest of the
-    /// backbone stays frozen in inference mode.
-    LastStacks {
-        /// How many stacks, counted from the end.
-        stacks: usize,
+    /// Fine-tune the last `stages` stages of the backbone and its final normalization with
+    /// their own learning rate (ResNetV2: the stacks `conv5_*`, `conv4_*`, ... and `post_bn`;
+    /// see [`crate::model::BackboneConfig::last_stage_prefixes`]); their batch normalization
+    /// runs in training mode, the rest of the backbone stays frozen in inference mode.
+    #[serde(alias = "LastStacks")]
+    LastStages {
+        /// How many stages, counted from the end.
+        #[serde(alias = "stacks")]
+        stages: usize,
         /// Learning rate of the fine-tuned backbone variables.
         learning_rate: f64,
     },

@@ -18,9 +18,9 @@ pub struct Predictions {
 }
 
 impl Predictions {
-    /// Share of samples whose probability is on the label's side of 0.5 (a probability of
-    /// exactly 0.5 counts as "not fractured", as in Keras's `binary_accuracy`).
-    pub fn accuracy(&self) -> f64 {
+    /// Share of samples classified correctly at probability 0.5 (by
+    /// [`crate::metrics::predicts_fracture`]); an error when there are none.
+    pub fn accuracy(&self) -> Result<f64> {
         accuracy(&self.logits, &self.labels)
     }
 }
@@ -29,11 +29,12 @@ impl Predictions {
 ///
 /// ```
 /// use fracture::batch::TensorBatches;
-/// use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
+/// use fracture::model::{BackboneConfig, FractureNet, HeadConfig, ResNetV2Config};
 /// use candle_core::{Device, DType, Tensor};
 /// let varmap = candle_nn::VarMap::new();
 /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-/// let net = FractureNet::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), &HeadConfig::default(), vb)?;
+/// let backbone = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
+/// let net = FractureNet::new(&backbone, &HeadConfig::default(), vb)?;
 /// let images = Tensor::zeros((3, 3, 32, 32), DType::F32, &Device::Cpu)?;
 /// let labels = Tensor::new(&[1f32, 0., 1.], &Device::Cpu)?;
 /// let predictions = fracture::train::predict(&net, &TensorBatches::new(images, labels, 2)?)?;
@@ -43,12 +44,12 @@ impl Predictions {
 /// # Ok::<(), fracture::Error>(())
 /// ```
 pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Predictions> {
-    let device = net.backbone.conv1.weight().device().clone();
+    let device = net.head.logit().weight().device().clone();
     let mut out = Predictions::default();
     for batch in source.batches(0)? {
         let batch = batch?;
         let images = batch.images.to_device(&device)?;
-        let logits = net.forward_t(&images, false)?.to_vec1::<f32>()?;
+        let logits = net.forward(&images)?.to_vec1::<f32>()?;
         out.probabilities
             .extend(logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())));
         out.logits.extend(logits);
@@ -58,17 +59,22 @@ pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Prediction
     Ok(out)
 }
 
-/// Share of samples whose logit is on the label's side of 0 (probability 0.5).
-pub(crate) fn accuracy(logits: &[f32], labels: &[f32]) -> f64 {
-    if logits.is_empty() {
-        return 0.0;
+/// Accuracy at probability 0.5 of logits (through [`crate::metrics::accuracy`], so the rule
+/// is [`crate::metrics::predicts_fracture`]); an error for no samples.
+pub(crate) fn accuracy(logits: &[f32], labels: &[f32]) -> Result<f64> {
+    let labels: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
+    let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(f64::from(x))).collect();
+    crate::metrics::accuracy(&labels, &probabilities, 0.5)
+}
+
+/// The logistic function, stable for large |x|.
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
     }
-    let correct = logits
-        .iter()
-        .zip(labels)
-        .filter(|(&x, &y)| (x > 0.0) == (y > 0.5))
-        .count();
-    correct as f64 / logits.len() as f64
 }
 
 /// Area under the ROC curve of logits or probabilities (`labels` > 0.5 = fractured), through
@@ -102,7 +108,17 @@ mod tests {
     }
 
     #[test]
-    fn accuracy_uses_probability_one_half() {
-        assert_eq!(accuracy(&[1.0, -1.0, 0.0, 2.0], &[1., 0., 1., 0.]), 0.5);
+    fn accuracy_calls_probability_one_half_fractured() {
+        // logit 0 is probability 0.5: fractured, like every other decision in the crate.
+        assert_eq!(
+            accuracy(&[1.0, -1.0, 0.0, 2.0], &[1., 0., 1., 0.]).unwrap(),
+            0.75
+        );
+        assert_eq!(accuracy(&[0.0], &[0.]).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn accuracy_of_no_samples_is_an_error() {
+        assert!(accuracy(&[], &[]).is_err());
     }
 }

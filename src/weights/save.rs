@@ -4,7 +4,7 @@
 use super::read::{FORMAT_KEY, FORMAT_VALUE};
 use super::validate::ValidationReport;
 use crate::error::{Error, Result};
-use crate::model::{HeadConfig, ResNetV2Config, VariableSpec};
+use crate::model::{BackboneConfig, HeadConfig, VariableSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use std::borrow::Cow;
@@ -13,41 +13,28 @@ use std::path::Path;
 
 /// Metadata key holding the crate version that wrote the file.
 pub const VERSION_KEY: &str = "fracture_version";
-/// Metadata key holding the backbone's [`ResNetV2Config`] as JSON.
+/// Metadata key holding the backbone's [`BackboneConfig`] as JSON.
 pub const BACKBONE_KEY: &str = "backbone_config";
 /// Metadata key holding the head's [`HeadConfig`] as JSON (absent for backbone-only files).
 pub const HEAD_KEY: &str = "head_config";
 
-/// The variables of the classifier head for `in_features` backbone channels, under `head.`.
+/// Every variable of the whole network: the backbone at the root, then the head (if any).
 ///
 /// ```
-/// use fracture::model::HeadConfig;
-/// let vars = fracture::weights::head_variables(2048, &HeadConfig::default());
-/// assert_eq!(vars[0].name, "head.dense.weight");
-/// assert_eq!(vars[0].shape, vec![256, 2048]);
-/// assert_eq!(vars.len(), 4);
+/// use fracture::model::{BackboneConfig, HeadConfig, ResNetV2Config};
+/// let backbone = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
+/// let all = fracture::weights::network_variables(&backbone, Some(&HeadConfig::default()));
+/// assert_eq!(all.len(), backbone.variables().len() + 4);
+/// assert_eq!(all.last().unwrap().name, "head.logit.bias");
 /// ```
-pub fn head_variables(in_features: usize, head: &HeadConfig) -> Vec<VariableSpec> {
-    let spec = |name: &str, shape: Vec<usize>| VariableSpec {
-        name: format!("head.{name}"),
-        shape,
-    };
-    vec![
-        spec("dense.weight", vec![head.hidden, in_features]),
-        spec("dense.bias", vec![head.hidden]),
-        spec("logit.weight", vec![1, head.hidden]),
-        spec("logit.bias", vec![1]),
-    ]
-}
-
-/// Every variable of the whole network: the backbone at the root, then the head (if any).
 pub fn network_variables(
-    backbone: &ResNetV2Config,
+    backbone: impl Into<BackboneConfig>,
     head: Option<&HeadConfig>,
 ) -> Vec<VariableSpec> {
+    let backbone = backbone.into();
     let mut vars = backbone.variables();
     if let Some(head) = head {
-        vars.extend(head_variables(backbone.feature_channels(), head));
+        vars.extend(head.variables(backbone.feature_channels()));
     }
     vars
 }
@@ -102,10 +89,11 @@ pub fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
 pub fn save_network(
     path: impl AsRef<Path>,
     tensors: &HashMap<String, Tensor>,
-    backbone: &ResNetV2Config,
+    backbone: impl Into<BackboneConfig>,
     head: Option<&HeadConfig>,
 ) -> Result<()> {
     let path = path.as_ref();
+    let backbone = &backbone.into();
     let expected = network_variables(backbone, head);
     let shapes: BTreeMap<String, Vec<usize>> = tensors
         .iter()

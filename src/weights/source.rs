@@ -2,16 +2,13 @@
 
 use super::hub::{self, HubOptions};
 use super::read::{read_tensors, LoadedWeights};
-use super::save::head_variables;
 use super::validate::ValidationReport;
 use crate::error::{Error, Result};
 use crate::model::{
-    ClassifierHead, FractureNet, HeadConfig, ResNetV2, ResNetV2Config, VariableSpec,
+    init_variables, Backbone, BackboneConfig, ClassifierHead, FractureNet, HeadConfig, VariableSpec,
 };
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -105,11 +102,11 @@ impl WeightsSource {
     /// network does not use are listed in the report but are not an error.
     ///
     /// ```
-    /// use fracture::model::{HeadConfig, ResNetV2Config};
+    /// use fracture::model::{BackboneConfig, HeadConfig, ResNetV2Config};
     /// use fracture::weights::{HubOptions, WeightsSource};
     /// use candle_core::{Device, Tensor, DType};
     /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_resnet_v2/tiny/model.weights.h5");
-    /// let config = ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32]);
+    /// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32]));
     /// let loaded = WeightsSource::file(path).load(&config, &HeadConfig::default(), &Device::Cpu, &HubOptions::from_env())?;
     /// assert!(!loaded.head_loaded);
     /// let (net, _head_vars) = loaded.into_network()?;
@@ -119,11 +116,12 @@ impl WeightsSource {
     /// ```
     pub fn load(
         &self,
-        backbone: &ResNetV2Config,
+        backbone: impl Into<BackboneConfig>,
         head: &HeadConfig,
         device: &Device,
         options: &HubOptions,
     ) -> Result<LoadedNetwork> {
+        let backbone = &backbone.into();
         backbone.validate()?;
         let (weights, head_seed) = match self {
             Self::Random { seed } => (random_weights(backbone, *seed, device)?, *seed),
@@ -138,7 +136,7 @@ impl WeightsSource {
                 (weights, 0)
             }
         };
-        let head_specs = head_variables(backbone.feature_channels(), head);
+        let head_specs = head.variables(backbone.feature_channels());
         let head_present = head_specs
             .iter()
             .filter(|v| weights.contains(&v.name))
@@ -164,7 +162,7 @@ impl WeightsSource {
 /// Validated weights, ready to become a [`FractureNet`].
 #[derive(Debug)]
 pub struct LoadedNetwork {
-    backbone_config: ResNetV2Config,
+    backbone_config: BackboneConfig,
     head_config: HeadConfig,
     head_specs: Vec<VariableSpec>,
     /// Whether the head came from the weights (`false`: it will be freshly initialized).
@@ -182,31 +180,32 @@ impl LoadedNetwork {
     }
 
     /// The head's variables (names without the `head.` prefix): taken from the weights when
-    /// they hold a head, else freshly and reproducibly initialized.
+    /// they hold a head, else freshly and reproducibly initialized ([`init_variables`]).
     fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let device = self.weights.device();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.head_seed);
-        self.head_specs
-            .iter()
-            .map(|spec| {
-                let value = if self.head_loaded {
-                    self.weights.get(&spec.name)?
-                } else {
-                    init_tensor(spec, &mut rng, device)?
-                };
-                let name = spec.name.strip_prefix("head.").unwrap_or(&spec.name);
-                Ok((name.to_string(), value))
+        let values = if self.head_loaded {
+            self.head_specs
+                .iter()
+                .map(|spec| Ok((spec.name.clone(), self.weights.get(&spec.name)?)))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            init_variables(&self.head_specs, self.head_seed, self.weights.device())?
+        };
+        Ok(values
+            .into_iter()
+            .map(|(name, value)| {
+                let short = name.strip_prefix("head.").unwrap_or(&name).to_string();
+                (short, value)
             })
-            .collect()
+            .collect())
     }
 
     /// Every variable of the network by its full name (backbone at the root, head under
     /// `head.`), the head initialized as [`LoadedNetwork::into_network`] does.
     ///
     /// ```
-    /// use fracture::model::{HeadConfig, ResNetV2Config};
+    /// use fracture::model::{BackboneConfig, HeadConfig, ResNetV2Config};
     /// use fracture::weights::{HubOptions, WeightsSource};
-    /// let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
+    /// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
     /// let loaded = WeightsSource::Random { seed: 1 }
     ///     .load(&config, &HeadConfig::default(), &candle_core::Device::Cpu, &HubOptions::from_env())?;
     /// let tensors = loaded.into_tensors()?;
@@ -243,7 +242,7 @@ impl LoadedNetwork {
             }
         }
         let vb = self.weights.into_var_builder();
-        let backbone = ResNetV2::new(&self.backbone_config, vb)?;
+        let backbone = Backbone::new(&self.backbone_config, vb)?;
         let head_vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let head = ClassifierHead::new(
             self.backbone_config.feature_channels(),
@@ -254,48 +253,16 @@ impl LoadedNetwork {
     }
 }
 
-/// Random backbone weights for `config`, reproducible from `seed`.
-fn random_weights(config: &ResNetV2Config, seed: u64, device: &Device) -> Result<LoadedWeights> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let tensors = config
-        .variables()
-        .iter()
-        .map(|spec| Ok((spec.name.clone(), init_tensor(spec, &mut rng, device)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
+/// Random backbone weights for `config`, reproducible from `seed` ([`init_variables`]).
+fn random_weights(config: &BackboneConfig, seed: u64, device: &Device) -> Result<LoadedWeights> {
+    let tensors = init_variables(&config.variables(), seed, device)?
+        .into_iter()
+        .collect::<HashMap<_, _>>();
     Ok(LoadedWeights::from_tensors(
         format!("random(seed {seed})"),
         tensors,
         device,
     ))
-}
-
-/// Keras's default initialization of one variable, given our name and layout.
-fn init_tensor(spec: &VariableSpec, rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
-    let numel: usize = spec.shape.iter().product();
-    let constant = |value: f32| Tensor::full(value, spec.shape.as_slice(), device);
-    let tensor = if spec.name.ends_with(".running_var") {
-        constant(1.0)?
-    } else if spec.shape.len() >= 2 {
-        // Glorot uniform: fan_in = in * receptive field, fan_out = out * receptive field.
-        let receptive: usize = spec.shape.iter().skip(2).product();
-        let fan_in = spec.shape.get(1).copied().unwrap_or(1) * receptive;
-        let fan_out = spec.shape.first().copied().unwrap_or(1) * receptive;
-        let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
-        let values: Vec<f32> = (0..numel)
-            .map(|_| rng.random_range(-limit..=limit))
-            .collect();
-        Tensor::from_vec(values, spec.shape.as_slice(), device)?
-    } else if is_bn_scale(&spec.name) {
-        constant(1.0)?
-    } else {
-        constant(0.0)?
-    };
-    Ok(tensor)
-}
-
-/// A BN `weight` (gamma) vector: one, unlike a bias.
-fn is_bn_scale(name: &str) -> bool {
-    name.ends_with("_bn.weight")
 }
 
 impl std::str::FromStr for WeightsSource {

@@ -1,4 +1,4 @@
-//! Keras's ResNetV2 ("Identity Mappings in Deep Residual Networks", He et al., 2016) in candle.
+//! [`ResNetV2`]: Keras's pre-activation ResNet in candle.
 //!
 //! The structure follows Keras's `resnet.py` exactly (see the crate's
 //! `tests/fixtures/keras_resnet_v2/ARCHITECTURE.md`): zero-padded stem max-pool with no BN
@@ -355,7 +355,7 @@ impl ResNetV2 {
 
     /// The globally average-pooled feature vector `(N, feature_channels)` (Keras `pooling='avg'`).
     pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
-        global_average_pool(&self.forward_features(x)?)
+        crate::model::global_average_pool(&self.forward_features(x)?)
     }
 }
 
@@ -398,28 +398,7 @@ fn max_pool_3x3_stride_2(x: &Tensor) -> Result<Tensor> {
             });
         }
     }
-    pooled.ok_or_else(|| Error::InvalidInput("empty max-pool window".into()))
-}
-
-/// Mean over the spatial dimensions of an NCHW tensor: `(N, C, H, W) -> (N, C)`.
-///
-/// ```
-/// use candle_core::{Device, Tensor};
-/// let x = Tensor::arange(0f32, 8., &Device::Cpu)?.reshape((1, 2, 2, 2))?;
-/// let m = fracture::model::ResNetV2::global_average_pool(&x)?;
-/// assert_eq!(m.to_vec2::<f32>()?, vec![vec![1.5, 5.5]]);
-/// # Ok::<(), fracture::Error>(())
-/// ```
-pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    Ok(x.reshape((n, c, h * w))?.mean(2)?)
-}
-
-impl ResNetV2 {
-    /// Mean over the spatial dimensions of an NCHW tensor (see [`global_average_pool`]).
-    pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
-        global_average_pool(x)
-    }
+    pooled.ok_or_else(|| Error::Internal("empty max-pool window".into()))
 }
 
 #[cfg(test)]

@@ -27,15 +27,15 @@
 //! frozen backbone; train the backbone itself with [`ResNetV2`].
 
 mod kernels;
-mod team;
 mod winograd;
 
 use super::config::{block_name, ResNetV2Config};
-use super::resnet_v2::ResNetV2;
+use super::network::ResNetV2;
 use crate::error::{Error, Result};
+use crate::model::cpu::Nhwc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use kernels::{ConvPlan, Epilogue, Nhwc, ScaleShift};
+use kernels::{ConvPlan, Epilogue, ScaleShift};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ impl FastBlock {
         };
         timer.mark(|| format!("{name}/shortcut"));
         if shortcut != os {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Internal(format!(
                 "fast ResNetV2: shortcut geometry {shortcut:?} does not match the residual {os:?}"
             )));
         }
@@ -456,14 +456,13 @@ impl FastResNetV2 {
         let mut timer = Timer { log, last: started };
         timer.mark(|| "input_to_nhwc".into());
         let shape = self.run_nhwc(&input, xs, &mut ws, &mut timer)?;
-        let features =
-            ws.p.get(..shape.len())
-                .map(<[f32]>::to_vec)
-                .ok_or_else(|| {
-                    Error::InvalidInput(
-                        "fast ResNetV2: feature buffer shorter than the features".into(),
-                    )
-                })?;
+        let features = ws
+            .p
+            .get(..shape.len())
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| {
+                Error::Internal("fast ResNetV2: feature buffer shorter than the features".into())
+            })?;
         if let Ok(mut g) = self.workspace.try_lock() {
             *g = ws;
         }

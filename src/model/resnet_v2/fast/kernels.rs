@@ -5,9 +5,9 @@
 //! `[p * C, (p + 1) * C)`, so a 1x1 convolution is the product of the `(N*H*W, C_in)` activation
 //! with a `(C_in, C_out)` weight matrix, with no copy at all.
 
-use super::team;
 use super::winograd::{self, WinogradKernels};
 use crate::error::{Error, Result};
+use crate::model::cpu::{length_error, team, with_thread_buffer, Nhwc, SharedMut};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -58,32 +58,6 @@ fn m_tile(m: usize, threads: usize) -> usize {
 }
 /// Rows per work item of the elementwise passes.
 const ROW_CHUNK: usize = 256;
-
-/// The geometry of an NHWC activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Nhwc {
-    pub(crate) n: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) c: usize,
-}
-
-impl Nhwc {
-    /// Number of pixels `N * H * W` (the rows of the activation matrix).
-    pub(crate) fn pixels(&self) -> usize {
-        self.n * self.h * self.w
-    }
-
-    /// Number of scalars.
-    pub(crate) fn len(&self) -> usize {
-        self.pixels() * self.c
-    }
-
-    /// The same pixels with `c` channels.
-    pub(crate) fn with_channels(self, c: usize) -> Self {
-        Self { c, ..self }
-    }
-}
 
 /// A per-channel affine map followed by ReLU: `y = max(x * scale + shift, 0)`
 /// (an inference-mode batch normalization and its activation).
@@ -210,20 +184,6 @@ pub(crate) enum Epilogue<'a> {
     Residual(Option<(&'a ScaleShift, &'a mut [f32])>),
 }
 
-/// A raw pointer that work items may share because they touch disjoint parts of its buffer.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
-// SAFETY: every use writes a disjoint set of rows/columns per work item (see `conv`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    pub(super) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 thread_local! {
     /// The per-thread im2col buffer of one tile, reused across tiles, layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -231,37 +191,9 @@ thread_local! {
     static WHOLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Run `f` on the first `len` values of the calling thread's buffer `key` (grown as needed and
-/// kept for the next call), or of a fresh buffer when this thread is already using `key` (a
-/// work item that waits inside rayon may run another one on the same thread).
-pub(super) fn with_thread_buffer<R>(
-    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    key.with(|cell| {
-        let mut fallback = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let buf: &mut Vec<f32> = match guard.as_mut() {
-            Ok(g) => g,
-            Err(_) => &mut fallback,
-        };
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
-}
-
 /// Layers with at most this many output pixels share one im2col buffer and are tiled by output
 /// channels first ([`channel_tiles`]); larger ones are tiled by pixels ([`pixel_tiles`]).
 const WHOLE_MAX_PIXELS: usize = 4096;
-
-pub(super) fn length_error(what: &str, need: usize, have: usize) -> Error {
-    Error::InvalidInput(format!(
-        "fast ResNetV2 kernel: {what} needs {need} values, the buffer holds {have}"
-    ))
-}
 
 /// Write the im2col rows `m0..m1` of `x` (geometry `xs`) for `plan` into `dst` (row length
 /// `plan.depth()`), with zeros where a tap falls into the padding.
@@ -321,7 +253,7 @@ pub(crate) fn conv(
 ) -> Result<Nhwc> {
     let os = plan.out_shape(xs);
     if xs.c != plan.c_in {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Internal(format!(
             "fast ResNetV2 kernel: convolution expects {} input channels, found {}",
             plan.c_in, xs.c
         )));
@@ -495,7 +427,7 @@ pub(crate) fn scale_shift_relu(
     dst: &mut [f32],
 ) -> Result<()> {
     if ss.channels() != xs.c {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Internal(format!(
             "fast ResNetV2 kernel: batch norm of {} channels applied to {} channels",
             ss.channels(),
             xs.c

@@ -1,7 +1,8 @@
 //! [`ResNetV2Config`]: block counts and widths of a pre-activation ResNet, with the Keras presets.
 
+use super::MIN_INPUT_SIZE;
 use crate::error::{Error, Result};
-use crate::model::MIN_INPUT_SIZE;
+use crate::model::VariableSpec;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a Keras-style pre-activation ResNet (ResNetV2).
@@ -42,22 +43,6 @@ pub struct ResNetV2Config {
 
 fn keras_bn_momentum() -> f64 {
     0.99
-}
-
-/// One variable the network expects: its name (candle naming) and shape (candle layout).
-///
-/// ```
-/// use fracture::model::ResNetV2Config;
-/// let vars = ResNetV2Config::resnet50v2().variables();
-/// assert_eq!(vars[0].name, "conv1_conv.weight");
-/// assert_eq!(vars[0].shape, vec![64, 3, 7, 7]);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VariableSpec {
-    /// Full variable name, e.g. `conv2_block1_1_conv.weight`.
-    pub name: String,
-    /// Shape in candle layout (convolution kernels are OIHW).
-    pub shape: Vec<usize>,
 }
 
 impl ResNetV2Config {

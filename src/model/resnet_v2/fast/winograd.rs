@@ -19,9 +19,8 @@
 //! from the direct convolution by float32 rounding only, a few units in the last place more
 //! than im2col's (the fast-path tests bound it).
 
-use super::kernels::{length_error, with_thread_buffer, Nhwc, SharedMut};
-use super::team;
 use crate::error::{Error, Result};
+use crate::model::cpu::{length_error, team, with_thread_buffer, Nhwc, SharedMut};
 use std::cell::RefCell;
 
 /// Positions of the transformed 4x4 patch.
@@ -163,7 +162,7 @@ pub(crate) fn conv3x3(
     let (ci, co) = (k.c_in, k.c_out);
     let os = xs.with_channels(co);
     if xs.c != ci {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Internal(format!(
             "fast ResNetV2 kernel: Winograd convolution expects {ci} input channels, found {}",
             xs.c
         )));
@@ -180,7 +179,7 @@ pub(crate) fn conv3x3(
     let threads = rayon::current_num_threads().max(1);
     let n_tiles = tiles(xs).0;
     let r = k.chunk_tiles(n_tiles, threads).ok_or_else(|| {
-        Error::InvalidInput(format!(
+        Error::Internal(format!(
             "fast ResNetV2 kernel: {n_tiles} tiles are too few for a Winograd convolution"
         ))
     })?;

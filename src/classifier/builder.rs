@@ -1,0 +1,140 @@
+//! [`FractureClassifierBuilder`]: choosing backbone, weights, head, device, preprocessing and
+//! threshold, then loading and checking the weights.
+
+use super::{check_threshold, FractureClassifier};
+use crate::device::{self, DeviceRequest};
+use crate::error::{Error, Result};
+use crate::model::{BackboneConfig, HeadConfig, ResNetV2Config};
+use crate::preprocess::Preprocess;
+use crate::weights::{HubOptions, WeightsSource};
+
+/// Step-by-step construction of a [`FractureClassifier`].
+///
+/// Defaults: ResNet152V2, the notebook's head, the best available device, 224x224 Keras
+/// `resnet_v2` preprocessing, threshold 0.5. The weights have no default: a classifier on
+/// random weights runs and predicts nonsense, so [`FractureClassifierBuilder::weights`] must be
+/// called (with [`WeightsSource::Random`] when an untrained network is really what is wanted,
+/// e.g. to train from scratch), else [`FractureClassifierBuilder::build`] is an error.
+///
+/// ```
+/// use fracture::{FractureClassifier, WeightsSource};
+/// use fracture::device::DeviceRequest;
+/// use fracture::model::ResNetV2Config;
+/// let clf = FractureClassifier::builder()
+///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+///     .weights(WeightsSource::Random { seed: 7 })
+///     .device(DeviceRequest::Cpu)
+///     .image_size(64, 64)
+///     .build()?;
+/// assert_eq!(clf.threshold(), 0.5);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FractureClassifierBuilder {
+    backbone: BackboneConfig,
+    weights: Option<WeightsSource>,
+    head: HeadConfig,
+    device: DeviceRequest,
+    preprocess: Preprocess,
+    hub: HubOptions,
+    threshold: f64,
+}
+
+impl Default for FractureClassifierBuilder {
+    fn default() -> Self {
+        Self {
+            backbone: ResNetV2Config::resnet152v2().into(),
+            weights: None,
+            head: HeadConfig::default(),
+            device: DeviceRequest::BestAvailable,
+            preprocess: Preprocess::default(),
+            hub: HubOptions::from_env(),
+            threshold: 0.5,
+        }
+    }
+}
+
+impl FractureClassifierBuilder {
+    /// The backbone's architecture and shape (a preset such as
+    /// [`ResNetV2Config::resnet152v2`], a custom one, or any [`BackboneConfig`]).
+    pub fn backbone(mut self, config: impl Into<BackboneConfig>) -> Self {
+        self.backbone = config.into();
+        self
+    }
+
+    /// Where the initial weights come from (hub, file, or seeded random for training from
+    /// scratch). Required.
+    pub fn weights(mut self, source: WeightsSource) -> Self {
+        self.weights = Some(source);
+        self
+    }
+
+    /// Width and dropout of the classification head.
+    pub fn head(mut self, head: HeadConfig) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// The compute device (CPU, CUDA, Metal or best available).
+    pub fn device(mut self, request: DeviceRequest) -> Self {
+        self.device = request;
+        self
+    }
+
+    /// Resize, filter and normalization of input images.
+    pub fn preprocess(mut self, preprocess: Preprocess) -> Self {
+        self.preprocess = preprocess;
+        self
+    }
+
+    /// Shortcut for the model input size (height, width); the rest of the preprocessing stays.
+    pub fn image_size(mut self, height: usize, width: usize) -> Self {
+        self.preprocess.height = height;
+        self.preprocess.width = width;
+        self
+    }
+
+    /// Hub endpoint, cache and offline mode for [`WeightsSource::Hub`] (default: from the
+    /// environment, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`).
+    pub fn hub_options(mut self, options: HubOptions) -> Self {
+        self.hub = options;
+        self
+    }
+
+    /// Probability at or above which an image is called fractured.
+    pub fn threshold(mut self, threshold: f64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Load the weights, check them and build the network on the chosen device.
+    ///
+    /// ```
+    /// let err = fracture::FractureClassifier::builder().build().unwrap_err();
+    /// assert!(err.to_string().contains("no weights chosen"));
+    /// ```
+    pub fn build(self) -> Result<FractureClassifier> {
+        let weights = self.weights.as_ref().ok_or_else(|| {
+            Error::InvalidConfig(
+                "no weights chosen: call .weights(...) with WeightsSource::file(path), \
+                 WeightsSource::hub(repo), or WeightsSource::Random { seed } to start from \
+                 untrained weights on purpose"
+                    .into(),
+            )
+        })?;
+        self.preprocess.validate()?;
+        check_threshold(self.threshold)?;
+        let device = device::select(self.device)?;
+        let loaded = weights.load(&self.backbone, &self.head, &device, &self.hub)?;
+        // The head comes from the file when it has one, else it is freshly initialized (seeded).
+        let tensors = loaded.into_tensors()?;
+        FractureClassifier::from_tensors(
+            self.backbone,
+            self.head,
+            tensors,
+            self.preprocess,
+            self.threshold,
+            &device,
+        )
+    }
+}

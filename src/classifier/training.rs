@@ -1,0 +1,122 @@
+//! Training a [`FractureClassifier`]: loaders for the split, the [`Trainer`], and taking over
+//! its result (best weights, history, split, validation-chosen threshold).
+
+use super::FractureClassifier;
+use crate::augment::AugmentConfig;
+use crate::dataset::loader::{ImageLoader, LoaderConfig};
+use crate::dataset::{Part, Split};
+use crate::error::{Error, Result};
+use crate::metrics::ThresholdRule;
+use crate::train::{History, TrainConfig, Trainer};
+use candle_core::{Tensor, Var};
+use candle_nn::VarMap;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+impl FractureClassifier {
+    /// Train on `split.train`, validating on `split.val`; afterwards the network holds the
+    /// weights of the epoch with the lowest validation loss and the threshold is chosen on
+    /// the validation part by Youden's J (kept at its old value if J is undefined there).
+    ///
+    /// The head is trained from a fresh initialization seeded by `config.seed`; the backbone
+    /// starts from the classifier's current weights and is frozen or fine-tuned as
+    /// `config.backbone` says. Augmentation (the notebook's Keras generator) is applied to the
+    /// training images when `config.augment` is on.
+    pub fn train(&mut self, split: &Split, config: TrainConfig) -> Result<History> {
+        self.train_with_checkpoints(split, config, None)
+    }
+
+    /// [`FractureClassifier::train`], writing a checkpoint after every epoch into
+    /// `checkpoint_dir` (resume with [`Trainer::resume`]).
+    pub fn train_with_checkpoints(
+        &mut self,
+        split: &Split,
+        config: TrainConfig,
+        checkpoint_dir: Option<&Path>,
+    ) -> Result<History> {
+        let backbone_vars = VarMap::new();
+        {
+            let mut data = backbone_vars
+                .data()
+                .lock()
+                .map_err(|_| Error::Internal("a variable map's lock is poisoned".into()))?;
+            for spec in self.backbone.variables() {
+                let value = self.tensor(&spec.name)?;
+                data.insert(spec.name, Var::from_tensor(&value)?);
+            }
+        }
+        let (train_loader, val_loader) = self.loaders(split, &config)?;
+        let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
+        let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
+        self.adopt(trainer, split, history)
+    }
+
+    /// Continue an interrupted [`FractureClassifier::train_with_checkpoints`] run from its
+    /// checkpoint folder, on the same split; the result is the same as an uninterrupted run.
+    /// The backbone shape and training configuration come from the checkpoint.
+    pub fn resume_training(&mut self, split: &Split, checkpoint_dir: &Path) -> Result<History> {
+        let mut trainer = Trainer::resume(checkpoint_dir, &self.device)?;
+        let config = trainer.config().clone();
+        let (train_loader, val_loader) = self.loaders(split, &config)?;
+        let history = trainer.fit(&train_loader, &val_loader, Some(checkpoint_dir))?;
+        self.adopt(trainer, split, history)
+    }
+
+    fn loaders(&self, split: &Split, config: &TrainConfig) -> Result<(ImageLoader, ImageLoader)> {
+        let train_loader = self.loader(&split.train, config.batch_size, true, config.seed)?;
+        let train_loader = if config.augment {
+            train_loader.with_transform(Arc::new(AugmentConfig::default()))
+        } else {
+            train_loader
+        };
+        let val_loader = self.loader(&split.val, config.batch_size, false, config.seed)?;
+        Ok((train_loader, val_loader))
+    }
+
+    /// Take over the trained weights, remember history and split, choose the threshold.
+    fn adopt(&mut self, trainer: Trainer, split: &Split, history: History) -> Result<History> {
+        let backbone = trainer.backbone_config().clone();
+        let head = trainer.config().head.clone();
+        let tensors: HashMap<String, Tensor> = trainer.weights()?.into_iter().collect();
+        let mut trained = Self::from_tensors(
+            backbone,
+            head,
+            tensors,
+            self.preprocess,
+            self.threshold,
+            &self.device,
+        )?;
+        trained.history = Some(history.clone());
+        trained.split = Some(split.clone());
+        trained.choose_threshold(&split.val, ThresholdRule::Youden)?;
+        *self = trained;
+        Ok(history)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Weights {
+                source_name: "classifier".into(),
+                message: format!("variable {name} missing"),
+            })
+    }
+
+    pub(super) fn loader(
+        &self,
+        part: &Part,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+    ) -> Result<ImageLoader> {
+        let config = LoaderConfig {
+            batch_size,
+            shuffle,
+            seed,
+            ..LoaderConfig::default()
+        };
+        ImageLoader::for_part(part, self.preprocess, config, self.device.clone())
+    }
+}

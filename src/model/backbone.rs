@@ -1,0 +1,252 @@
+//! [`BackboneConfig`] and [`Backbone`]: the one interface the rest of the crate sees of a
+//! feature extractor.
+//!
+//! Everything above the model (weights loading, training, bundles, explanations, the facade)
+//! works through these two enums: build from a configuration and a `VarBuilder`, the last
+//! feature map (pooled by the head, explained by Grad-CAM), its channel count, the variables
+//! and their shapes, and the stages that fine-tuning counts from the end. Each backbone keeps
+//! its own code (and its CPU fast path) in its own folder.
+
+use super::resnet_v2::{ResNetV2, ResNetV2Config};
+use super::VariableSpec;
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+/// The shape of a backbone, of any supported architecture. Serialized with an
+/// `"architecture"` tag (`{"architecture": "resnet_v2", "blocks": [3, 8, 36, 3], ...}`), as it is
+/// stored in bundles and checkpoints.
+///
+/// ```
+/// use fracture::model::{BackboneConfig, ResNetV2Config};
+/// let config = BackboneConfig::from(ResNetV2Config::resnet152v2());
+/// assert_eq!(config.feature_channels(), 2048);
+/// assert_eq!(config.stage_count(), 4);
+/// assert_eq!(config.describe(), "ResNetV2 [3, 8, 36, 3]");
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert!(json.starts_with(r#"{"architecture":"resnet_v2""#));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture")]
+#[non_exhaustive]
+pub enum BackboneConfig {
+    /// Keras's pre-activation ResNet (ResNet50V2/101V2/152V2 or a custom shape).
+    #[serde(rename = "resnet_v2")]
+    ResNetV2(ResNetV2Config),
+}
+
+impl From<ResNetV2Config> for BackboneConfig {
+    fn from(config: ResNetV2Config) -> Self {
+        Self::ResNetV2(config)
+    }
+}
+
+impl From<&ResNetV2Config> for BackboneConfig {
+    fn from(config: &ResNetV2Config) -> Self {
+        Self::ResNetV2(config.clone())
+    }
+}
+
+impl From<&BackboneConfig> for BackboneConfig {
+    fn from(config: &BackboneConfig) -> Self {
+        config.clone()
+    }
+}
+
+impl BackboneConfig {
+    /// A short human-readable name (`ResNetV2 [3, 8, 36, 3]`).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ResNetV2(c) => format!("ResNetV2 {:?}", c.blocks),
+        }
+    }
+
+    /// The ResNetV2 configuration, if this is one.
+    pub fn as_resnet_v2(&self) -> Option<&ResNetV2Config> {
+        match self {
+            Self::ResNetV2(c) => Some(c),
+        }
+    }
+
+    /// Check that the configuration can be built.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::ResNetV2(c) => c.validate(),
+        }
+    }
+
+    /// Check that a batch of shape `dims` is an `(N, C, H, W)` batch the backbone accepts; the
+    /// error names the expected and the found shape.
+    pub fn check_input_dims(&self, dims: &[usize]) -> Result<()> {
+        match self {
+            Self::ResNetV2(c) => c.check_input_dims(dims),
+        }
+    }
+
+    /// Channels of the last feature map (what the head pools).
+    pub fn feature_channels(&self) -> usize {
+        match self {
+            Self::ResNetV2(c) => c.feature_channels(),
+        }
+    }
+
+    /// Spatial size of the last feature map for an input of `height` x `width`.
+    pub fn feature_size(&self, height: usize, width: usize) -> (usize, usize) {
+        match self {
+            Self::ResNetV2(c) => c.feature_size(height, width),
+        }
+    }
+
+    /// Every variable of the backbone with its name and shape (candle layout).
+    pub fn variables(&self) -> Vec<VariableSpec> {
+        match self {
+            Self::ResNetV2(c) => c.variables(),
+        }
+    }
+
+    /// Total number of scalars, moving statistics included.
+    pub fn parameter_count(&self) -> usize {
+        match self {
+            Self::ResNetV2(c) => c.parameter_count(),
+        }
+    }
+
+    /// How many stages fine-tuning counts from the end (ResNetV2: its stacks `conv2`..`conv5`).
+    pub fn stage_count(&self) -> usize {
+        match self {
+            Self::ResNetV2(c) => c.blocks.len(),
+        }
+    }
+
+    /// The variable-name prefixes of the last `stages` stages, plus the final normalization
+    /// that follows them (ResNetV2: `conv5_`, `conv4_`, ..., and `post_bn.`).
+    ///
+    /// ```
+    /// use fracture::model::{BackboneConfig, ResNetV2Config};
+    /// let config = BackboneConfig::from(ResNetV2Config::resnet50v2());
+    /// assert_eq!(config.last_stage_prefixes(1)?, vec!["conv5_", "post_bn."]);
+    /// assert!(config.last_stage_prefixes(5).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn last_stage_prefixes(&self, stages: usize) -> Result<Vec<String>> {
+        let total = self.stage_count();
+        if stages > total {
+            return Err(Error::InvalidConfig(format!(
+                "cannot fine-tune the last {stages} stages: {} has {total}",
+                self.describe()
+            )));
+        }
+        Ok(match self {
+            Self::ResNetV2(_) => (total - stages..total)
+                .rev()
+                .map(|s| format!("conv{}_", s + 2))
+                .chain(std::iter::once("post_bn.".to_string()))
+                .collect(),
+        })
+    }
+}
+
+/// A built backbone: images `(N, 3, H, W)` in, the last feature map `(N, C, h, w)` out.
+///
+/// ```
+/// use fracture::model::{Backbone, BackboneConfig, ResNetV2Config};
+/// use candle_core::{Device, DType, Tensor};
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
+/// let backbone = Backbone::new(&config, vb)?;
+/// let x = Tensor::zeros((2, 3, 64, 64), DType::F32, &Device::Cpu)?;
+/// assert_eq!(backbone.forward_features(&x)?.dims(), &[2, 32, 8, 8]);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backbone {
+    /// Keras's pre-activation ResNet.
+    ResNetV2(ResNetV2),
+}
+
+impl Backbone {
+    /// Build the backbone named by `config`, reading its variables from `vb`.
+    pub fn new(config: &BackboneConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match config {
+            BackboneConfig::ResNetV2(c) => Self::ResNetV2(ResNetV2::new(c, vb)?),
+        })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> BackboneConfig {
+        match self {
+            Self::ResNetV2(m) => BackboneConfig::ResNetV2(m.config().clone()),
+        }
+    }
+
+    /// The last feature map, BN in inference mode.
+    pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_features_t(x, false)
+    }
+
+    /// The globally average-pooled last feature map `(N, C)`, BN in inference mode.
+    pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
+        global_average_pool(&self.forward_features(x)?)
+    }
+
+    /// The last feature map, BN in training mode when `train` is true.
+    pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::ResNetV2(m) => m.forward_features_t(x, train),
+        }
+    }
+
+    /// The last feature map for fine-tuning the last `stages` stages: the earlier stages run in
+    /// inference mode, detached from the autograd graph; the last `stages` and the final
+    /// normalization in training mode.
+    pub fn forward_features_last_stages(&self, x: &Tensor, stages: usize) -> Result<Tensor> {
+        let total = self.config().stage_count();
+        let first = total.checked_sub(stages).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "cannot fine-tune the last {stages} stages: the backbone has {total}"
+            ))
+        })?;
+        match self {
+            Self::ResNetV2(m) => m.forward_features_partial(x, first),
+        }
+    }
+}
+
+/// Mean over the spatial dimensions of an NCHW tensor: `(N, C, H, W) -> (N, C)` (Keras's
+/// `GlobalAveragePooling2D`, what every head here starts with).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::arange(0f32, 8., &Device::Cpu)?.reshape((1, 2, 2, 2))?;
+/// let m = fracture::model::global_average_pool(&x)?;
+/// assert_eq!(m.to_vec2::<f32>()?, vec![vec![1.5, 5.5]]);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    Ok(x.reshape((n, c, h * w))?.mean(2)?)
+}
+
+/// Read a [`BackboneConfig`] written by this version (tagged with `"architecture"`) or by an
+/// earlier one (a bare ResNetV2 configuration, the only backbone there was), for
+/// `#[serde(deserialize_with = ...)]` in bundles and checkpoints.
+pub(crate) fn deserialize_backbone_config<'de, D>(
+    deserializer: D,
+) -> std::result::Result<BackboneConfig, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Tagged(BackboneConfig),
+        Legacy(ResNetV2Config),
+    }
+    Ok(match Either::deserialize(deserializer)? {
+        Either::Tagged(config) => config,
+        Either::Legacy(config) => BackboneConfig::ResNetV2(config),
+    })
+}

@@ -1,0 +1,86 @@
+//! [`FrozenBackbone`]: a backbone used for inference only (classification, a frozen backbone
+//! under a trained head, explanations), and the one place that chooses how it runs: on the
+//! CPU through the backbone's fast path when it has one, elsewhere through candle's ops.
+
+use super::resnet_v2::FastResNetV2;
+use super::{global_average_pool, Backbone};
+use crate::error::Result;
+use candle_core::{Device, Tensor};
+
+/// A backbone's CPU inference path, when it has one.
+#[derive(Debug, Clone)]
+enum FastPath {
+    ResNetV2(FastResNetV2),
+}
+
+/// A backbone in inference mode, outside the autograd graph.
+///
+/// ```
+/// use fracture::model::{Backbone, BackboneConfig, FrozenBackbone, ResNetV2Config};
+/// use candle_core::{Device, DType, Tensor};
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
+/// let frozen = FrozenBackbone::new(Backbone::new(&config, vb)?, &Device::Cpu)?;
+/// assert!(frozen.uses_fast_path());
+/// let x = Tensor::ones((2, 3, 64, 64), DType::F32, &Device::Cpu)?;
+/// assert_eq!(frozen.pooled(&x)?.dims(), &[2, 32]);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FrozenBackbone {
+    backbone: Backbone,
+    fast: Option<FastPath>,
+}
+
+impl FrozenBackbone {
+    /// Plan inference for `backbone` (its current weights) on `device`: the fast path on a
+    /// CPU when the architecture has one.
+    pub fn new(backbone: Backbone, device: &Device) -> Result<Self> {
+        let fast = if device.is_cpu() {
+            match &backbone {
+                Backbone::ResNetV2(m) => Some(FastPath::ResNetV2(FastResNetV2::from_model(m)?)),
+            }
+        } else {
+            None
+        };
+        Ok(Self { backbone, fast })
+    }
+
+    /// Use candle's ops even on the CPU (to compare the two paths, or to save the fast
+    /// path's memory).
+    pub fn without_fast_path(backbone: Backbone) -> Self {
+        Self {
+            backbone,
+            fast: None,
+        }
+    }
+
+    /// Whether inference runs through a CPU fast path.
+    pub fn uses_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// The backbone itself (candle's ops, trainable).
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    /// The last feature map `(N, C, h, w)`, detached.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let features = match &self.fast {
+            Some(FastPath::ResNetV2(fast)) => fast.forward_features(x)?,
+            None => self.backbone.forward_features(x)?,
+        };
+        Ok(features.detach())
+    }
+
+    /// The globally average-pooled features `(N, C)`, detached.
+    pub fn pooled(&self, x: &Tensor) -> Result<Tensor> {
+        let pooled = match &self.fast {
+            Some(FastPath::ResNetV2(fast)) => fast.forward_pooled(x)?,
+            None => global_average_pool(&self.backbone.forward_features(x)?)?,
+        };
+        Ok(pooled.detach())
+    }
+}

@@ -1,0 +1,125 @@
+//! One epoch of training and one validation pass.
+
+use super::feature_cache::FeatureCache;
+use super::{PassMetrics, Trainer};
+use crate::batch::BatchSource;
+use crate::error::{Error, Result};
+use crate::model::global_average_pool;
+use crate::train::config::BackboneTraining;
+use crate::train::evaluate::{accuracy, roc_auc};
+use crate::train::loss::{bce_with_logits, bce_with_logits_per_sample};
+use candle_core::{DType, Tensor};
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+impl Trainer {
+    pub(super) fn train_epoch(
+        &mut self,
+        source: &dyn BatchSource,
+        epoch: usize,
+        cache: Option<&FeatureCache>,
+        progress: &ProgressBar,
+    ) -> Result<PassMetrics> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        rng.set_stream(epoch as u64 + 1);
+        let (mut loss_sum, mut count) = (0f64, 0usize);
+        let (mut logits_all, mut labels_all) = (Vec::new(), Vec::new());
+        for (b, batch) in source.batches(epoch as u64)?.enumerate() {
+            let batch = batch?;
+            let labels = batch.labels.to_device(&self.device)?.to_dtype(DType::F32)?;
+            let pooled = match cache {
+                Some(cache) => cache.gather(&batch.indices)?,
+                None => self.train_features(&batch.images)?,
+            };
+            let logits = self.net.head.forward_train(&pooled, &mut rng)?;
+            let loss = bce_with_logits(&logits, &labels, self.config.class_weights.as_ref())?;
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_value.is_finite() {
+                progress.abandon();
+                return Err(Error::Training(format!(
+                    "non-finite loss ({loss_value}) in epoch {}, batch {}: training stopped; the checkpoint of epoch {} is left as it was",
+                    epoch + 1,
+                    b + 1,
+                    self.epochs_done
+                )));
+            }
+            let grads = loss.backward()?;
+            self.head_optimizer.step(&grads)?;
+            if let Some(optimizer) = &mut self.backbone_optimizer {
+                optimizer.step(&grads)?;
+            }
+            let n = batch.indices.len();
+            loss_sum += loss_value * n as f64;
+            count += n;
+            logits_all.extend(logits.detach().to_vec1::<f32>()?);
+            labels_all.extend(labels.to_vec1::<f32>()?);
+            progress.inc(n as u64);
+            progress.set_message(format!("loss {:.4}", loss_sum / count.max(1) as f64));
+        }
+        Ok(PassMetrics {
+            loss: loss_sum / count.max(1) as f64,
+            accuracy: accuracy(&logits_all, &labels_all)?,
+            auc: roc_auc(&logits_all, &labels_all),
+        })
+    }
+
+    /// Pooled features of a frozen backbone, outside the autograd graph (its fast path on
+    /// the CPU).
+    pub(super) fn frozen_pooled(&self, images: &Tensor) -> Result<Tensor> {
+        match &self.frozen {
+            Some(frozen) => frozen.pooled(images),
+            None => Ok(global_average_pool(&self.net.backbone.forward_features(images)?)?.detach()),
+        }
+    }
+
+    /// Pooled features of a training batch, through the graph only where the backbone trains.
+    fn train_features(&self, images: &Tensor) -> Result<Tensor> {
+        let images = images.to_device(&self.device)?;
+        let backbone = &self.net.backbone;
+        let features = match &self.config.backbone {
+            BackboneTraining::Frozen => return self.frozen_pooled(&images),
+            BackboneTraining::LastStages { stages, .. } => {
+                backbone.forward_features_last_stages(&images, *stages)?
+            }
+            BackboneTraining::All { .. } => backbone.forward_features_t(&images, true)?,
+        };
+        global_average_pool(&features)
+    }
+
+    pub(super) fn validate(
+        &self,
+        source: &dyn BatchSource,
+        cache: Option<&FeatureCache>,
+    ) -> Result<PassMetrics> {
+        let (mut loss_sum, mut count) = (0f64, 0usize);
+        let (mut logits_all, mut labels_all) = (Vec::new(), Vec::new());
+        for batch in source.batches(0)? {
+            let batch = batch?;
+            let labels = batch.labels.to_device(&self.device)?.to_dtype(DType::F32)?;
+            let logits = match cache {
+                Some(cache) => self.net.head.forward(&cache.gather(&batch.indices)?)?,
+                None => self.net.forward(&batch.images.to_device(&self.device)?)?,
+            }
+            .detach();
+            let per_sample = bce_with_logits_per_sample(&logits, &labels)?;
+            loss_sum += f64::from(per_sample.sum_all()?.to_scalar::<f32>()?);
+            count += batch.indices.len();
+            logits_all.extend(logits.to_vec1::<f32>()?);
+            labels_all.extend(labels.to_vec1::<f32>()?);
+        }
+        let loss = loss_sum / count.max(1) as f64;
+        if !loss.is_finite() {
+            return Err(Error::Training(format!(
+                "non-finite validation loss ({loss}) after epoch {}: training stopped; the checkpoint of epoch {} is left as it was",
+                self.epochs_done + 1,
+                self.epochs_done
+            )));
+        }
+        Ok(PassMetrics {
+            loss,
+            accuracy: accuracy(&logits_all, &labels_all)?,
+            auc: roc_auc(&logits_all, &labels_all),
+        })
+    }
+}
