@@ -108,6 +108,7 @@ impl FractureClassifier {
             .map(|point| point.threshold.clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
             self.threshold = threshold;
+            self.threshold_source = Some(super::ThresholdSource::Validation);
         }
         Ok(chosen)
     }

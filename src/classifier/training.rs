@@ -87,6 +87,7 @@ impl FractureClassifier {
             self.threshold,
             &self.device,
         )?;
+        trained.threshold_source = self.threshold_source;
         trained.history = Some(history.clone());
         trained.split = Some(split.clone());
         trained.choose_threshold(&split.val, ThresholdRule::Youden)?;

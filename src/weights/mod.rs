@@ -13,6 +13,8 @@
 //!   Keras HDF5 ([`h5`]), Keras-layout safetensors, or our safetensors (memory-mapped).
 //! * [`hub`] downloads into the standard Hugging Face cache; [`HubOptions`] reads `HF_HOME`,
 //!   `HF_ENDPOINT`, `HF_HUB_OFFLINE` and `HF_TOKEN`.
+//! * [`keras_model`] imports a whole saved Keras model (the notebook's `.h5` / `.keras`): the
+//!   architecture from its own config, the head found by structure.
 //! * [`keras_imagenet`] finds Keras's own ImageNet files in the Keras cache or downloads them
 //!   into it ([`KerasCache`]), checked against Keras's published MD5.
 //! * [`save_network`] writes backbone + head as safetensors in our naming, with the
@@ -25,6 +27,7 @@ pub mod h5;
 pub mod hub;
 pub mod keras;
 pub mod keras_imagenet;
+pub mod keras_model;
 mod read;
 mod save;
 mod source;
