@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! model_dir/
-//!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold
+//!   bundle.json         format, crate version, backbone and head configs, preprocessing,
+//!                       threshold and where it came from
 //!   model.safetensors   every variable (backbone at the root, head under `head.`), candle layout
 //!   split.csv           the split the model was trained, validated and tested on (if known)
 //!   history.json        per-epoch training history (if trained)

@@ -46,7 +46,7 @@ pub(crate) fn format_error(path: &Path, message: impl Into<String>) -> Error {
 
 /// Whether the file at `path` starts like a saved Keras model could (HDF5 or zip).
 pub(crate) fn looks_like_keras_model(path: &Path) -> Result<bool> {
-    Ok(matches!(sniff(path)?, Some(_)))
+    Ok(sniff(path)?.is_some())
 }
 
 #[derive(Clone, Copy)]
