@@ -6,7 +6,7 @@
 use candle_core::Device;
 use fracture::model::{HeadConfig, ResNetV2Config};
 use fracture::weights::{
-    keras, HubOptions, KerasCache, KerasImageNet, ResNetV2Preset, WeightsSource, KERAS_IMAGENET_MD5,
+    HubOptions, KerasCache, KerasImageNet, ResNetV2Preset, WeightsSource, KERAS_IMAGENET_MD5,
 };
 use fracture::Error;
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod common;
-use common::{assert_close, load_safetensors, tiny_config, tiny_fixture, tiny_fixture_io, to_nchw};
+use common::{
+    assert_close, keras_152v2_variables, load_safetensors, tiny_config, tiny_fixture,
+    tiny_fixture_io, to_nchw,
+};
 
 /// The tiny backbone in the classic keras-applications layout (`save_weights`, Keras 2): what
 /// the tests serve as a "notop" file. Its MD5 (from `md5sum`, not from the code under test):
@@ -408,32 +411,9 @@ fn notop_file_has_no_imagenet_classifier() {
     assert!(err.contains("notop"), "{err}");
 }
 
-/// Keras's variables of ResNet152V2 without the top (`weights_152v2_notop.tsv`, written by
-/// Keras), in our naming and layout.
-fn keras_notop_variables() -> BTreeMap<String, Vec<usize>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/keras_resnet_v2/weights_152v2_notop.tsv");
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut vars = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("layer\t"))
-    {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let name = keras::candle_name(cols[0], cols[1]).unwrap();
-        let hwio: Vec<usize> = cols[3].split('x').map(|d| d.parse().unwrap()).collect();
-        let ours = match hwio.as_slice() {
-            [h, w, i, o] => vec![*o, *i, *h, *w],
-            other => other.to_vec(),
-        };
-        assert!(vars.insert(name.clone(), ours).is_none(), "{name} twice");
-    }
-    vars
-}
-
 #[test]
 fn notop_file_is_validated_against_keras_814_variables() {
-    let keras_vars = keras_notop_variables();
+    let keras_vars = keras_152v2_variables();
     assert_eq!(keras_vars.len(), 814);
     let ours: BTreeMap<String, Vec<usize>> = notop()
         .model

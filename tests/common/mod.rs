@@ -166,3 +166,32 @@ pub fn seeded_centered(shape: &[usize], std: f32, seed: u64) -> Tensor {
     let half_width = std * 3f32.sqrt();
     seeded_uniform(shape, -half_width, half_width, seed)
 }
+
+/// Keras's variables of ResNet152V2 (no top), from `weights_152v2_notop.tsv`, mapped to our
+/// names and layouts through the crate's one Keras → candle mapping.
+pub fn keras_152v2_variables() -> std::collections::BTreeMap<String, Vec<usize>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keras_resnet_v2/weights_152v2_notop.tsv"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut vars = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("layer\t"))
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (layer, weight, shape) = (cols[0], cols[1], cols[3]);
+        let hwio: Vec<usize> = shape.split('x').map(|d| d.parse().unwrap()).collect();
+        let name = fracture::weights::keras::candle_name(layer, weight).unwrap();
+        // Apply the mapping to a zero-sized stand-in of the Keras shape to learn ours.
+        let stand_in =
+            Tensor::zeros(hwio.as_slice(), candle_core::DType::U8, &Device::Cpu).unwrap();
+        let ours = fracture::weights::keras::candle_layout(&stand_in)
+            .unwrap()
+            .dims()
+            .to_vec();
+        assert!(vars.insert(name.clone(), ours).is_none(), "{name} twice");
+    }
+    vars
+}
