@@ -398,6 +398,54 @@ fn top_file_loads_the_predictions_layer_like_keras() {
 }
 
 #[test]
+fn top_k_ranks_classes_of_an_image_like_keras() {
+    let home = tempfile::tempdir().unwrap();
+    let top = KerasImageNet::top(ResNetV2Preset::ResNet152V2);
+    let cache = cache(home.path(), closed_endpoint());
+    std::fs::create_dir_all(&cache.dir).unwrap();
+    std::fs::copy(
+        top_fixture_dir().join("tiny_top.h5"),
+        cache.path_of(&top.file_name()),
+    )
+    .unwrap();
+    let clf = WeightsSource::KerasImageNet(top)
+        .load_imagenet_classifier(tiny_config(), &Device::Cpu, &hub(true), &cache)
+        .unwrap();
+    // The fixture's input is `x / 127.5 - 1` of these pixels, at the model's 64 x 64.
+    let io = load_safetensors(&tiny_fixture("io.safetensors"));
+    let pixels: Vec<u8> = io["image_uint8"]
+        .get(1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(64, 64, pixels).unwrap());
+    let preprocess = fracture::preprocess::Preprocess {
+        height: 64,
+        width: 64,
+        ..Default::default()
+    };
+    let ranked = clf.top_k(&image, &preprocess, 3).unwrap();
+    let keras: Vec<f32> = load_safetensors(&top_fixture_dir().join("top_io.safetensors"))
+        ["probabilities"]
+        .get(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut order: Vec<usize> = (0..keras.len()).collect();
+    order.sort_by(|&a, &b| keras[b].total_cmp(&keras[a]));
+    assert_eq!(ranked.iter().map(|r| r.0).collect::<Vec<_>>(), order[..3]);
+    for (class, p) in ranked {
+        assert!(
+            (p - keras[class]).abs() < 1e-5,
+            "class {class}: {p} vs Keras {}",
+            keras[class]
+        );
+    }
+}
+
+#[test]
 fn notop_file_has_no_imagenet_classifier() {
     let home = tempfile::tempdir().unwrap();
     let cache = cache(home.path(), closed_endpoint());

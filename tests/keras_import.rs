@@ -233,6 +233,41 @@ fn imported_model_saves_as_a_bundle_with_a_default_threshold() {
 }
 
 #[test]
+fn a_threshold_chosen_on_validation_data_is_recorded_as_such() {
+    use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    use fracture::metrics::ThresholdRule;
+    let data = tempfile::tempdir().unwrap();
+    SyntheticConfig {
+        n_fractured: 20,
+        n_not_fractured: 20,
+        ..SyntheticConfig::default()
+    }
+    .generate_to(data.path())
+    .unwrap();
+    let split = FracAtlas::open(data.path())
+        .unwrap()
+        .split(&SplitConfig::default())
+        .unwrap();
+    let mut clf =
+        FractureClassifier::from_keras_model(shipped("notebook_model.keras"), &cpu(true)).unwrap();
+    let chosen = clf
+        .choose_threshold(&split.val, ThresholdRule::TargetSensitivity(1.0))
+        .unwrap()
+        .expect("both classes are in the validation part");
+    assert_eq!(clf.threshold(), chosen);
+    assert_eq!(clf.threshold_source(), Some(ThresholdSource::Validation));
+    let bundle = tempfile::tempdir().unwrap();
+    clf.save(bundle.path()).unwrap();
+    let manifest = std::fs::read_to_string(bundle.path().join("bundle.json")).unwrap();
+    assert!(
+        manifest.contains(r#""threshold_source": "validation""#),
+        "{manifest}"
+    );
+    clf.set_threshold(0.3).unwrap();
+    assert_eq!(clf.threshold_source(), Some(ThresholdSource::Manual));
+}
+
+#[test]
 fn open_takes_a_bundle_folder_or_a_keras_file() {
     let expected = expected(&shipped_dir());
     let from_file =

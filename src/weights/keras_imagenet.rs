@@ -58,6 +58,11 @@ impl ResNetV2Preset {
     }
 
     /// The backbone shape the weights are for.
+    ///
+    /// ```
+    /// use fracture::weights::ResNetV2Preset;
+    /// assert_eq!(ResNetV2Preset::ResNet152V2.config().blocks, vec![3, 8, 36, 3]);
+    /// ```
     pub fn config(self) -> ResNetV2Config {
         match self {
             Self::ResNet50V2 => ResNetV2Config::resnet50v2(),
@@ -147,6 +152,11 @@ impl KerasImageNet {
     }
 
     /// The MD5 Keras publishes for this file ([`KERAS_IMAGENET_MD5`]).
+    ///
+    /// ```
+    /// use fracture::weights::{KerasImageNet, ResNetV2Preset};
+    /// assert_eq!(KerasImageNet::top(ResNetV2Preset::ResNet101V2).published_md5(), "6343647c601c52e1368623803854d971");
+    /// ```
     pub fn published_md5(&self) -> &'static str {
         KERAS_IMAGENET_MD5
             .iter()

@@ -13,6 +13,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How a Keras model was saved.
+///
+/// ```
+/// use fracture::weights::keras_model::{read_keras_model, KerasModelFormat};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_head/notebook_model.h5");
+/// let model = read_keras_model(path, &Default::default())?;
+/// assert_eq!(model.format, KerasModelFormat::LegacyH5Keras3);
+/// # Ok::<(), fracture::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KerasModelFormat {
     /// `model.save("x.h5")` by Keras 2 (tf_keras, TensorFlow up to 2.15).

@@ -30,6 +30,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What the saved model's sigmoid output is the probability of.
+///
+/// ```
+/// use fracture::weights::keras_model::SigmoidOutput;
+/// assert_eq!(SigmoidOutput::default(), SigmoidOutput::NotFractured); // the notebook's classes
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SigmoidOutput {
     /// P(Not_Fractured): class folders sorted alphabetically (`Fractured` = 0,
@@ -85,12 +90,32 @@ pub struct KerasModel {
 
 /// Whether `path` is a file that starts like a saved Keras model (HDF5 or zip); a folder is
 /// not. Checks the first bytes only.
+///
+/// ```
+/// use fracture::weights::keras_model::looks_like_keras_model;
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_head");
+/// assert!(looks_like_keras_model(format!("{dir}/notebook_model.keras"))?);
+/// assert!(!looks_like_keras_model(format!("{dir}/config.json"))?);
+/// assert!(!looks_like_keras_model(dir)?);
+/// # Ok::<(), fracture::Error>(())
+/// ```
 pub fn looks_like_keras_model(path: impl AsRef<Path>) -> Result<bool> {
     container::looks_like_keras_model(path.as_ref())
 }
 
 /// Read a saved Keras model and check that it is the notebook's architecture, with weights
 /// that match its configuration.
+///
+/// ```
+/// use fracture::weights::keras_model::{read_keras_model, KerasModelOptions};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_head");
+/// let model = read_keras_model(format!("{dir}/notebook_model_tf_keras.h5"), &KerasModelOptions::default())?;
+/// assert_eq!(model.backbone.describe(), "ResNetV2 [2, 2, 2, 2]");
+/// assert_eq!(model.head_layers, ("dense".to_string(), "dense_1".to_string()));
+/// let err = read_keras_model(format!("{dir}/notebook_io.safetensors"), &KerasModelOptions::default());
+/// assert!(err.unwrap_err().to_string().contains("not a saved Keras model"));
+/// # Ok::<(), fracture::Error>(())
+/// ```
 pub fn read_keras_model(path: impl AsRef<Path>, options: &KerasModelOptions) -> Result<KerasModel> {
     let path = path.as_ref();
     let saved = container::open(path)?;
