@@ -500,6 +500,28 @@ fn notop_file_is_validated_against_keras_814_variables() {
     );
     assert_eq!(missing + wrong + matched, 814, "{err}");
     assert!(missing > 0, "{err}");
+    // ResNet50V2's file on a ResNet152V2 backbone: the error says which is which.
+    let fifty = KerasImageNet::notop(ResNetV2Preset::ResNet50V2);
+    let mut cache = cache;
+    cache
+        .md5
+        .insert(fifty.file_name(), NOTOP_FIXTURE_MD5.to_string());
+    std::fs::copy(notop_fixture(), cache.path_of(&fifty.file_name())).unwrap();
+    let err = WeightsSource::KerasImageNet(fifty)
+        .load_with(
+            ResNetV2Config::resnet152v2(),
+            &HeadConfig::default(),
+            &Device::Cpu,
+            &hub(true),
+            &cache,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights of ResNetV2 [3, 4, 6, 3]")
+            && err.contains("the backbone is ResNetV2 [3, 8, 36, 3]"),
+        "{err}"
+    );
 }
 
 #[test]
