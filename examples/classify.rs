@@ -1,7 +1,7 @@
 //! Classify radiographs with a saved bundle: one file, or every file in a folder.
 //!
 //! ```bash
-//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg     # or a DICOM file (.dcm or none)
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
 //! ```
 
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 struct Args {
     /// A folder written by `FractureClassifier::save` (e.g. by the quickstart).
     bundle: PathBuf,
-    /// An image file, or a folder classified recursively.
+    /// An image file (JPEG, PNG, DICOM, ...), or a folder classified recursively.
     input: PathBuf,
     /// Also write the predictions as CSV (path,label,fracture_probability,threshold).
     #[arg(long)]

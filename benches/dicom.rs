@@ -1,0 +1,92 @@
+//! Decoding a 12-bit 2500 x 2000 radiograph stored as DICOM (native and RLE) against the same
+//! image as an 8-bit JPEG, all through the decode entry point every caller uses
+//! (`fracture::dataset::decode::decode_bytes`), then the same plus the loader's resize to
+//! 224 x 224. Criterion's `thrpt` line is in images per second.
+//!
+//! `cargo bench --bench dicom` (or `scripts/dicom_bench.sh`, which also prints the ratios).
+
+#[path = "../tests/common/dicom_writer.rs"]
+mod dicom_writer;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fracture::dataset::decode::decode_bytes;
+use fracture::dataset::loader::Preprocess;
+use std::path::Path;
+use std::time::Duration;
+
+const ROWS: u16 = 2500;
+const COLUMNS: u16 = 2000;
+
+/// A radiograph-like 12-bit image: smooth anatomy-scale gradients, a fine texture and noise
+/// (so that RLE and JPEG see realistic, not trivially compressible, content).
+fn radiograph() -> dicom_writer::Gray16 {
+    let mut gray = dicom_writer::Gray16::gradient(ROWS, COLUMNS);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for (i, value) in gray.frames[0].iter_mut().enumerate() {
+        let (r, c) = ((i / usize::from(COLUMNS)) as f64, (i % usize::from(COLUMNS)) as f64);
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let noise = (state % 9) as f64 - 4.0;
+        let bone = 1200.0 * (-(((r - 1250.0) / 500.0).powi(2) + ((c - 1000.0) / 180.0).powi(2))).exp();
+        let soft = 900.0 + 600.0 * (r / 2500.0) + 300.0 * (c / 400.0).sin();
+        *value = (soft + bone + noise).clamp(0.0, 4095.0) as u16;
+    }
+    gray.with(
+        dicom_dictionary_std::tags::WINDOW_CENTER,
+        dicom_core::VR::DS,
+        dicom_core::value::PrimitiveValue::from("2048"),
+    )
+    .with(
+        dicom_dictionary_std::tags::WINDOW_WIDTH,
+        dicom_core::VR::DS,
+        dicom_core::value::PrimitiveValue::from("4096"),
+    )
+}
+
+fn jpeg_of(gray: &dicom_writer::Gray16) -> Vec<u8> {
+    let pixels: Vec<u8> = gray.frames[0].iter().map(|&v| (v >> 4) as u8).collect();
+    let image = image::GrayImage::from_raw(u32::from(COLUMNS), u32::from(ROWS), pixels)
+        .expect("image buffer");
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&image)
+        .expect("JPEG encoding");
+    out
+}
+
+fn decode(c: &mut Criterion) {
+    let gray = radiograph();
+    let inputs = [
+        ("dicom_native_12bit", gray.native(dicom_writer::EXPLICIT_LE)),
+        ("dicom_rle_12bit", gray.rle()),
+        ("jpeg_8bit", jpeg_of(&gray)),
+    ];
+    for (name, bytes) in &inputs {
+        println!("{name}: {} bytes", bytes.len());
+    }
+    let path = Path::new("bench.dcm");
+    let preprocess = Preprocess::default();
+    for (group_name, resize) in [("decode_2500x2000", false), ("decode_resize_224", true)] {
+        let mut group = c.benchmark_group(group_name);
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(8));
+        group.throughput(Throughput::Elements(1));
+        for (name, bytes) in &inputs {
+            group.bench_function(*name, |b| {
+                b.iter(|| {
+                    let image = decode_bytes(bytes, path).expect("decode");
+                    if resize {
+                        std::hint::black_box(preprocess.resize_rgb(&image));
+                    } else {
+                        std::hint::black_box(image);
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);
