@@ -3,12 +3,15 @@
 //! (`fracture::dataset::decode::decode_bytes`), then the same plus the loader's resize to
 //! 224 x 224. Criterion's `thrpt` line is in images per second.
 //!
-//! `cargo bench --bench dicom` (or `scripts/dicom_bench.sh`, which also prints the ratios).
+//! `cargo bench --bench dicom`. After criterion's groups, the same decodes run interleaved
+//! (native, RLE, JPEG, native, ...) for `DICOM_BENCH_ROUNDS` rounds (default 15), and the
+//! medians and the per-round ratios to the JPEG path are printed: the numbers to quote on a
+//! shared machine, where speed drifts between criterion's groups.
 
 #[path = "../tests/common/dicom_writer.rs"]
 mod dicom_writer;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use fracture::dataset::decode::decode_bytes;
 use fracture::dataset::loader::Preprocess;
 use std::path::Path;
@@ -23,12 +26,16 @@ fn radiograph() -> dicom_writer::Gray16 {
     let mut gray = dicom_writer::Gray16::gradient(ROWS, COLUMNS);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     for (i, value) in gray.frames[0].iter_mut().enumerate() {
-        let (r, c) = ((i / usize::from(COLUMNS)) as f64, (i % usize::from(COLUMNS)) as f64);
+        let (r, c) = (
+            (i / usize::from(COLUMNS)) as f64,
+            (i % usize::from(COLUMNS)) as f64,
+        );
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         let noise = (state % 9) as f64 - 4.0;
-        let bone = 1200.0 * (-(((r - 1250.0) / 500.0).powi(2) + ((c - 1000.0) / 180.0).powi(2))).exp();
+        let bone =
+            1200.0 * (-(((r - 1250.0) / 500.0).powi(2) + ((c - 1000.0) / 180.0).powi(2))).exp();
         let soft = 900.0 + 600.0 * (r / 2500.0) + 300.0 * (c / 400.0).sin();
         *value = (soft + bone + noise).clamp(0.0, 4095.0) as u16;
     }
@@ -88,5 +95,63 @@ fn decode(c: &mut Criterion) {
     }
 }
 
+/// Median of some values (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The three decodes in turn, round after round; medians and per-round ratios to JPEG.
+fn interleaved() {
+    let rounds: usize = std::env::var("DICOM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    let gray = radiograph();
+    let inputs = [
+        ("dicom_native_12bit", gray.native(dicom_writer::EXPLICIT_LE)),
+        ("dicom_rle_12bit", gray.rle()),
+        ("jpeg_8bit", jpeg_of(&gray)),
+    ];
+    let path = Path::new("bench.dcm");
+    let preprocess = Preprocess::default();
+    for resize in [false, true] {
+        let mut times = vec![Vec::new(); inputs.len()];
+        for _ in 0..rounds {
+            for (slot, (_, bytes)) in times.iter_mut().zip(&inputs) {
+                let start = std::time::Instant::now();
+                let image = decode_bytes(bytes, path).expect("decode");
+                if resize {
+                    std::hint::black_box(preprocess.resize_rgb(&image));
+                }
+                slot.push(start.elapsed().as_secs_f64());
+            }
+        }
+        let jpeg = times[inputs.len() - 1].clone();
+        let what = if resize {
+            "decode + resize 224"
+        } else {
+            "decode"
+        };
+        println!("interleaved, {rounds} rounds, {what} (2500 x 2000):");
+        for ((name, _), t) in inputs.iter().zip(&times) {
+            let mut ratios: Vec<f64> = t.iter().zip(&jpeg).map(|(a, b)| a / b).collect();
+            let mut sorted = t.clone();
+            let m = median(&mut sorted);
+            println!(
+                "  {name:<20} median {:8.1} ms  {:6.2} images/s  time / JPEG's {:5.2}",
+                m * 1e3,
+                1.0 / m,
+                median(&mut ratios)
+            );
+        }
+    }
+}
+
 criterion_group!(benches, decode);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    interleaved();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -196,6 +196,13 @@ fn mismatch(
         }
     }
     let mean = sum / actual.len().max(1) as f64;
+    if let Rule::Lossy = rule {
+        eprintln!(
+            "  {name} (lossy): mean |diff| {:.3} %, max {:.3} % of the range",
+            100.0 * mean / range,
+            100.0 * worst.0 / range
+        );
+    }
     let ok = match rule {
         Rule::Exact => outside == 0,
         Rule::Lossy => mean <= 0.01 * range && worst.0 <= 0.06 * range,
@@ -232,7 +239,9 @@ fn check_fixture_dir(dir: &Path) -> Vec<String> {
             other => vec![format!("unknown expectation {other:?}")],
         });
         match result {
-            Ok(problems) => failures.extend(problems.into_iter().map(|p| format!("{}: {p}", entry.file))),
+            Ok(problems) => {
+                failures.extend(problems.into_iter().map(|p| format!("{}: {p}", entry.file)))
+            }
             Err(_) => failures.push(format!("{}: PANICKED", entry.file)),
         }
         match entry.expect.as_str() {
@@ -263,7 +272,9 @@ fn check_image(
                     && message.contains(&entry.transfer_syntax)
                     && message.contains("jpeg2000"))
                 {
-                    problems.push(format!("JPEG 2000 error does not name the syntax: {message}"));
+                    problems.push(format!(
+                        "JPEG 2000 error does not name the syntax: {message}"
+                    ));
                 }
             }
             other => problems.push(format!("JPEG 2000 without the feature gave {other:?}")),
@@ -292,16 +303,33 @@ fn check_image(
         vec![frame.rows, frame.columns, frame.channels]
     };
     if stored.shape != expected_shape {
-        problems.push(format!("shape {expected_shape:?}, pydicom {:?}", stored.shape));
+        problems.push(format!(
+            "shape {expected_shape:?}, pydicom {:?}",
+            stored.shape
+        ));
     }
     let actual: Vec<f64> = frame.values.iter().map(|&v| f64::from(v)).collect();
     let range = 2f64.powi(entry.bits_stored as i32) - 1.0;
-    problems.extend(mismatch("stored", &actual, &stored.values, rule, range, 0.0));
+    problems.extend(mismatch(
+        "stored",
+        &actual,
+        &stored.values,
+        rule,
+        range,
+        0.0,
+    ));
     if let Some(display) = expected.get(&format!("{stem}.display")) {
         match image.display(0) {
             Ok(values) => {
                 let actual: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
-                problems.extend(mismatch("display", &actual, &display.values, rule, 1.0, 1e-4));
+                problems.extend(mismatch(
+                    "display",
+                    &actual,
+                    &display.values,
+                    rule,
+                    1.0,
+                    1e-4,
+                ));
             }
             Err(e) => problems.push(format!("display: {e}")),
         }
@@ -310,7 +338,11 @@ fn check_image(
     match (decode_file(path), image.to_image(0)) {
         (Ok(decoded), Ok(own)) if decoded == own => {}
         (Ok(_), Ok(_)) => problems.push("decode_file differs from to_image(0)".into()),
-        (a, b) => problems.push(format!("decode_file {:?} / to_image {:?}", a.err(), b.err())),
+        (a, b) => problems.push(format!(
+            "decode_file {:?} / to_image {:?}",
+            a.err(),
+            b.err()
+        )),
     }
     problems
 }
@@ -319,7 +351,10 @@ fn check_refused(path: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     for (what, result) in [
-        ("read_file", dicom::read_file(path, &DicomOptions::default()).err()),
+        (
+            "read_file",
+            dicom::read_file(path, &DicomOptions::default()).err(),
+        ),
         ("decode_file", decode_file(path).err()),
     ] {
         match result {
@@ -336,7 +371,12 @@ fn check_refused(path: &Path) -> Vec<String> {
 }
 
 fn assert_no_failures(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -345,7 +385,11 @@ fn shipped_fixtures_match_pydicom() {
     if let Some(extra) = std::env::var_os("DICOM_FIXTURE_DIR") {
         let extra = PathBuf::from(extra);
         eprintln!("also checking DICOM_FIXTURE_DIR={}", extra.display());
-        assert!(extra.join("manifest.json").is_file(), "DICOM_FIXTURE_DIR {} has no manifest.json", extra.display());
+        assert!(
+            extra.join("manifest.json").is_file(),
+            "DICOM_FIXTURE_DIR {} has no manifest.json",
+            extra.display()
+        );
         failures.extend(check_fixture_dir(&extra));
     }
     assert_no_failures(failures);
@@ -369,7 +413,10 @@ fn refusals_say_why() {
         ("rtplan_truncated.dcm", "rtplan_truncated.dcm"),
     ] {
         let message = decode_file(files.join(file)).unwrap_err().to_string();
-        assert!(message.contains(file) && message.contains(reason), "{file}: {message}");
+        assert!(
+            message.contains(file) && message.contains(reason),
+            "{file}: {message}"
+        );
     }
 }
 
@@ -458,19 +505,34 @@ fn window_voi_lut_and_monochrome1_follow_the_standard() {
     let windowed = gray("MONOCHROME2")
         .with(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("2000.5"))
         .with(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("2001"));
-    close(display(windowed.native(dicom_writer::EXPLICIT_LE)), [0.0, 0.0, 0.5, 1.0, 1.0]);
+    close(
+        display(windowed.native(dicom_writer::EXPLICIT_LE)),
+        [0.0, 0.0, 0.5, 1.0, 1.0],
+    );
     // Rescale then min-max: slope -2, intercept 100 reverses the order.
     let rescaled = gray("MONOCHROME2")
         .with(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from("-2"))
         .with(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from("100"));
     close(
         display(rescaled.native(dicom_writer::EXPLICIT_LE)),
-        [1.0, 1.0 - 1000.0 / 4095.0, 1.0 - 2000.0 / 4095.0, 1.0 - 3000.0 / 4095.0, 0.0],
+        [
+            1.0,
+            1.0 - 1000.0 / 4095.0,
+            1.0 - 2000.0 / 4095.0,
+            1.0 - 3000.0 / 4095.0,
+            0.0,
+        ],
     );
     // MONOCHROME1 is inverted after min-max.
     close(
         display(gray("MONOCHROME1").native(dicom_writer::IMPLICIT_LE)),
-        [1.0, 1.0 - 1000.0 / 4095.0, 1.0 - 2000.0 / 4095.0, 1.0 - 3000.0 / 4095.0, 0.0],
+        [
+            1.0,
+            1.0 - 1000.0 / 4095.0,
+            1.0 - 2000.0 / 4095.0,
+            1.0 - 3000.0 / 4095.0,
+            0.0,
+        ],
     );
     // VOI LUT: 4 entries from 1000, 8-bit output; below 1000 -> first, above -> last.
     let mut with_lut = gray("MONOCHROME2").native(dicom_writer::EXPLICIT_LE);
@@ -481,7 +543,10 @@ fn window_voi_lut_and_monochrome1_follow_the_standard() {
         obj.write_all(&mut out).unwrap();
         out
     };
-    close(display(with_lut), [10.0 / 255.0, 10.0 / 255.0, 1.0, 1.0, 1.0]);
+    close(
+        display(with_lut),
+        [10.0 / 255.0, 10.0 / 255.0, 1.0, 1.0, 1.0],
+    );
 }
 
 #[test]
@@ -489,7 +554,8 @@ fn multi_frame_gives_the_first_frame_or_all_of_them() {
     let mut gray = Gray16::gradient(4, 3);
     gray.frames = (0..3u16).map(|f| vec![f * 100 + 7; 12]).collect();
     for bytes in [gray.native(dicom_writer::EXPLICIT_LE), gray.rle()] {
-        let first = dicom::read_bytes(&bytes, Path::new("m.dcm"), &DicomOptions::default()).unwrap();
+        let first =
+            dicom::read_bytes(&bytes, Path::new("m.dcm"), &DicomOptions::default()).unwrap();
         assert_eq!(first.frames.len(), 1);
         assert_eq!(first.info.frames, 3);
         assert!(first.frames[0].values.iter().all(|&v| v == 7));
@@ -508,7 +574,10 @@ fn rle_round_trips_a_12_bit_image() {
     let gray = Gray16::gradient(37, 53);
     let expected: Vec<i32> = gray.frames[0].iter().map(|&v| i32::from(v)).collect();
     assert_eq!(decoded_values(&gray.rle()), expected);
-    assert_eq!(decoded_values(&gray.native(dicom_writer::IMPLICIT_LE)), expected);
+    assert_eq!(
+        decoded_values(&gray.native(dicom_writer::IMPLICIT_LE)),
+        expected
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -517,8 +586,12 @@ fn rle_round_trips_a_12_bit_image() {
 fn hand_dicom(value: u16) -> Vec<u8> {
     let mut gray = Gray16::gradient(16, 12);
     gray.frames[0][0] = value;
-    gray.with(tags::BODY_PART_EXAMINED, VR::CS, PrimitiveValue::from("WRIST"))
-        .native(dicom_writer::EXPLICIT_LE)
+    gray.with(
+        tags::BODY_PART_EXAMINED,
+        VR::CS,
+        PrimitiveValue::from("WRIST"),
+    )
+    .native(dicom_writer::EXPLICIT_LE)
 }
 
 #[test]
@@ -536,14 +609,30 @@ fn class_folders_read_dicom_by_content_and_take_the_body_part() {
     std::fs::write(root.path().join("Non_fractured/README"), "not an image").unwrap();
     std::fs::write(root.path().join("Non_fractured/broken.dcm"), b"DICM but no").unwrap();
     let data = ImageFolder::open(root.path()).unwrap();
-    assert_eq!((data.counts().fractured, data.counts().not_fractured), (2, 2));
-    let names: Vec<String> = data.report.ignored.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        (data.counts().fractured, data.counts().not_fractured),
+        (2, 2)
+    );
+    let names: Vec<String> = data
+        .report
+        .ignored
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, ["README"]);
     assert_eq!(data.report.unreadable.len(), 1);
-    assert!(data.report.unreadable[0].reason.contains("DICOM"), "{:?}", data.report.unreadable);
+    assert!(
+        data.report.unreadable[0].reason.contains("DICOM"),
+        "{:?}",
+        data.report.unreadable
+    );
     for sample in &data.samples {
         let is_png = sample.path.extension().is_some_and(|e| e == "png");
-        let expected = if is_png { BodyPart::Unknown } else { BodyPart::Hand };
+        let expected = if is_png {
+            BodyPart::Unknown
+        } else {
+            BodyPart::Hand
+        };
         assert_eq!(sample.body_part(), expected, "{}", sample.path.display());
         if !is_png {
             assert_eq!(sample.dimensions, Some((12, 16)));
@@ -582,7 +671,10 @@ fn manifests_read_dicom_and_take_the_body_part() {
 
 fn tiny_classifier() -> fracture::FractureClassifier {
     fracture::FractureClassifier::builder()
-        .backbone(fracture::model::ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+        .backbone(fracture::model::ResNetV2Config::custom(
+            vec![2, 2],
+            vec![4, 8],
+        ))
         .weights(fracture::WeightsSource::Random { seed: 11 })
         .device(fracture::device::DeviceRequest::Cpu)
         .image_size(64, 64)
@@ -615,10 +707,26 @@ fn encapsulated_jpeg_classifies_exactly_like_its_source_jpeg() {
 const PLANTED: [&str; 4] = ["Zqxjvort", "Plantedname", "PID-7730491-ZQ", "19230417"];
 
 fn with_patient(gray: Gray16) -> Gray16 {
-    gray.with(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Zqxjvort^Plantedname"))
-        .with(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("PID-7730491-ZQ"))
-        .with(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from("19230417"))
-        .with(tags::BODY_PART_EXAMINED, VR::CS, PrimitiveValue::from("HAND"))
+    gray.with(
+        tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::from("Zqxjvort^Plantedname"),
+    )
+    .with(
+        tags::PATIENT_ID,
+        VR::LO,
+        PrimitiveValue::from("PID-7730491-ZQ"),
+    )
+    .with(
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        PrimitiveValue::from("19230417"),
+    )
+    .with(
+        tags::BODY_PART_EXAMINED,
+        VR::CS,
+        PrimitiveValue::from("HAND"),
+    )
 }
 
 fn read_all_files(dir: &Path, out: &mut String) {
@@ -642,7 +750,11 @@ fn no_patient_identifier_reaches_any_output() {
         let mut gray = Gray16::gradient(40, 36);
         gray.frames[0][0] = i;
         let dir = if i % 2 == 0 { &fractured } else { &normal };
-        std::fs::write(dir.join(format!("{i}.dcm")), with_patient(gray).native(dicom_writer::EXPLICIT_LE)).unwrap();
+        std::fs::write(
+            dir.join(format!("{i}.dcm")),
+            with_patient(gray).native(dicom_writer::EXPLICIT_LE),
+        )
+        .unwrap();
     }
     // Files that fail: pixel data cut short, an unsupported syntax, and a photometric
     // interpretation that (absurdly) holds the patient's name, to prove redaction works.
@@ -650,12 +762,24 @@ fn no_patient_identifier_reaches_any_output() {
     std::fs::write(normal.join("cut.dcm"), &good[..good.len() - 300]).unwrap();
     let mut named = with_patient(Gray16::gradient(8, 8));
     named.photometric = "Zqxjvort";
-    std::fs::write(normal.join("named.dcm"), named.native(dicom_writer::EXPLICIT_LE)).unwrap();
+    std::fs::write(
+        normal.join("named.dcm"),
+        named.native(dicom_writer::EXPLICIT_LE),
+    )
+    .unwrap();
     let jpegls = with_patient(Gray16::gradient(4, 4));
     let _ = jpegls; // the JPEG-LS file below carries no patient module of its own
     std::fs::write(
         normal.join("jpegls.dcm"),
-        dicom_writer::encapsulated("1.2.840.10008.1.2.4.80", 4, 4, 1, "MONOCHROME2", 8, vec![vec![0xFF, 0xD8]]),
+        dicom_writer::encapsulated(
+            "1.2.840.10008.1.2.4.80",
+            4,
+            4,
+            1,
+            "MONOCHROME2",
+            8,
+            vec![vec![0xFF, 0xD8]],
+        ),
     )
     .unwrap();
     // The identifiers are really in the files (else this test could not fail).
@@ -667,22 +791,29 @@ fn no_patient_identifier_reaches_any_output() {
         let path = entry.unwrap().path();
         for result in [
             decode_file(&path).map(|_| ()),
-            dicom::read_file(&path, &DicomOptions::default()).map(|image| outputs.push_str(&format!("{image:?}"))),
-            dicom::read_header(&std::fs::read(&path).unwrap(), &path).map(|info| outputs.push_str(&format!("{info:?}"))),
+            dicom::read_file(&path, &DicomOptions::default())
+                .map(|image| outputs.push_str(&format!("{image:?}"))),
+            dicom::read_header(&std::fs::read(&path).unwrap(), &path)
+                .map(|info| outputs.push_str(&format!("{info:?}"))),
         ] {
             if let Err(e) = result {
                 outputs.push_str(&format!("{e}\n{e:?}\n"));
             }
         }
     }
-    assert!(outputs.contains("[redacted]"), "the planted photometric value was not redacted: {outputs}");
+    assert!(
+        outputs.contains("[redacted]"),
+        "the planted photometric value was not redacted: {outputs}"
+    );
     let data = ImageFolder::open(root.path()).unwrap();
     outputs.push_str(&format!("{data:?}\n{}\n", data.report));
     assert_eq!(data.len(), 20);
     assert_eq!(data.report.unreadable.len(), 3);
     let mut clf = tiny_classifier();
     outputs.push_str(&format!("{:?}", clf.classify_dir(root.path()).unwrap()));
-    let split = data.split(&fracture::dataset::SplitConfig::default()).unwrap();
+    let split = data
+        .split(&fracture::dataset::SplitConfig::default())
+        .unwrap();
     let config = fracture::train::TrainConfig {
         epochs: 1,
         batch_size: 4,
@@ -695,9 +826,15 @@ fn no_patient_identifier_reaches_any_output() {
     let bundle = tempfile::tempdir().unwrap();
     clf.save(bundle.path()).unwrap();
     read_all_files(bundle.path(), &mut outputs);
-    assert!(outputs.contains("HAND") || outputs.contains("hand"), "body part missing: the outputs were not gathered");
+    assert!(
+        outputs.contains("HAND") || outputs.contains("hand"),
+        "body part missing: the outputs were not gathered"
+    );
     for planted in PLANTED {
-        assert!(!outputs.contains(planted), "{planted} leaked into the outputs");
+        assert!(
+            !outputs.contains(planted),
+            "{planted} leaked into the outputs"
+        );
     }
 }
 
@@ -722,19 +859,37 @@ fn fuzz_bases() -> Vec<(String, Vec<u8>)> {
         "MR_small_jp2klossless.dcm",
     ]
     .iter()
-    .map(|f| (f.to_string(), std::fs::read(shipped_dir().join("files").join(f)).unwrap()))
+    .map(|f| {
+        (
+            f.to_string(),
+            std::fs::read(shipped_dir().join("files").join(f)).unwrap(),
+        )
+    })
     .collect();
     let gray = Gray16::gradient(48, 40)
         .with(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("2048"))
         .with(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("4096"));
     bases.push(("generated RLE".into(), gray.rle()));
-    bases.push(("generated bare data set".into(), dicom_writer::bare_data_set(&gray)));
+    bases.push((
+        "generated bare data set".into(),
+        dicom_writer::bare_data_set(&gray),
+    ));
     let mut frames = gray.clone();
     frames.frames = vec![gray.frames[0].clone(); 3];
-    bases.push(("generated 3 frames".into(), frames.native(dicom_writer::EXPLICIT_LE)));
-    bases.push(("generated deflated".into(), gray.native("1.2.840.10008.1.2.1.99")));
-    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom_jpeg/IMG0000000_jpeg_baseline.dcm");
-    bases.push(("IMG0000000_jpeg_baseline.dcm".into(), std::fs::read(jpeg).unwrap()));
+    bases.push((
+        "generated 3 frames".into(),
+        frames.native(dicom_writer::EXPLICIT_LE),
+    ));
+    bases.push((
+        "generated deflated".into(),
+        gray.native("1.2.840.10008.1.2.1.99"),
+    ));
+    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dicom_jpeg/IMG0000000_jpeg_baseline.dcm");
+    bases.push((
+        "IMG0000000_jpeg_baseline.dcm".into(),
+        std::fs::read(jpeg).unwrap(),
+    ));
     bases
 }
 
@@ -767,7 +922,11 @@ fn mutations(bytes: &[u8], rng: &mut rand_chacha::ChaCha8Rng, flips: usize) -> V
     for _ in 0..flips {
         let mut m = bytes.to_vec();
         for _ in 0..rng.random_range(1..=4) {
-            let limit = if rng.random_bool(0.75) { len.min(4096) } else { len };
+            let limit = if rng.random_bool(0.75) {
+                len.min(4096)
+            } else {
+                len
+            };
             let at = rng.random_range(0..limit.max(1));
             if let Some(b) = m.get_mut(at) {
                 *b = rng.random();
@@ -785,6 +944,18 @@ fn mutations(bytes: &[u8], rng: &mut rand_chacha::ChaCha8Rng, flips: usize) -> V
                 m[at..at + 2].copy_from_slice(&[0xFF, 0xFF]);
             }
             out.push(m);
+        }
+    }
+    // A JPEG frame header (SOF0/SOF1) declaring 65535 lines or samples per line.
+    for sof in [[0xFF, 0xC0], [0xFF, 0xC1]] {
+        if let Some(at) = bytes.windows(2).position(|w| w == sof) {
+            for field in [at + 5, at + 7] {
+                let mut m = bytes.to_vec();
+                if field + 2 <= m.len() {
+                    m[field..field + 2].copy_from_slice(&[0xFF, 0xFF]);
+                    out.push(m);
+                }
+            }
         }
     }
     // Rows and Columns at 65535 (explicit and implicit VR, little endian).
@@ -821,14 +992,19 @@ fn fuzzed_files_give_errors_never_panics_or_huge_allocations() {
                     let all = dicom::read_bytes(
                         &mutated,
                         path,
-                        &DicomOptions { frames: Frames::All, ..DicomOptions::default() },
+                        &DicomOptions {
+                            frames: Frames::All,
+                            ..DicomOptions::default()
+                        },
                     )
                     .map(|_| ());
                     (first, all)
                 })
             });
             if largest > FUZZ_ALLOCATION_LIMIT {
-                failures.push(format!("{name} mutation {i}: allocated {largest} bytes at once"));
+                failures.push(format!(
+                    "{name} mutation {i}: allocated {largest} bytes at once"
+                ));
             }
             match result {
                 Err(_) => failures.push(format!("{name} mutation {i}: PANIC")),
@@ -838,7 +1014,9 @@ fn fuzzed_files_give_errors_never_panics_or_huge_allocations() {
                             Ok(()) => decoded += 1,
                             Err(Error::Image { path: p, message }) if p == path => {
                                 if message.contains("panic") {
-                                    failures.push(format!("{name} mutation {i}: a decoder panicked: {message}"));
+                                    failures.push(format!(
+                                        "{name} mutation {i}: a decoder panicked: {message}"
+                                    ));
                                 }
                                 refused += 1;
                             }

@@ -44,8 +44,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     if super::dicom::is_dicom(bytes) {
         return super::dicom::decode_first_frame(bytes, path);
     }
-    let format = image::guess_format(bytes)
-        .map_err(|_| image_error("not an image (content matches no known image format, DICOM included)".into()))?;
+    let format = image::guess_format(bytes).map_err(|_| {
+        image_error("not an image (content matches no known image format, DICOM included)".into())
+    })?;
     match decode_oriented(bytes, format) {
         Ok(img) => Ok(img),
         Err(first) if format == ImageFormat::Jpeg && is_truncated_jpeg(bytes) => {

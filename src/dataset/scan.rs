@@ -18,8 +18,9 @@ pub(crate) struct Inspected {
     pub hash: ContentHash,
     pub dimensions: (u32, u32),
     pub truncated: bool,
-    /// For DICOM: metadata from `BodyPartExamined`, used when the dataset has none.
-    pub dicom_metadata: Option<dicom::DicomInfo>,
+    /// For DICOM: its attributes (`BodyPartExamined` becomes metadata where the dataset has
+    /// none).
+    pub dicom_info: Option<dicom::DicomInfo>,
 }
 
 /// Whether a path has an image extension.
@@ -83,11 +84,12 @@ pub(crate) fn inspect(path: &Path) -> std::result::Result<Inspected, String> {
             hash: ContentHash::of(&bytes),
             dimensions: (info.columns, info.rows),
             truncated: false,
-            dicom_metadata: Some(info),
+            dicom_info: Some(info),
         });
     }
-    let format = image::guess_format(&bytes)
-        .map_err(|_| "not an image (content matches no known image format, DICOM included)".to_string())?;
+    let format = image::guess_format(&bytes).map_err(|_| {
+        "not an image (content matches no known image format, DICOM included)".to_string()
+    })?;
     let dimensions = image::ImageReader::with_format(Cursor::new(&bytes), format)
         .into_dimensions()
         .map_err(|e| format!("unreadable {format:?} header: {e}"))?;
@@ -96,7 +98,7 @@ pub(crate) fn inspect(path: &Path) -> std::result::Result<Inspected, String> {
         hash: ContentHash::of(&bytes),
         dimensions,
         truncated,
-        dicom_metadata: None,
+        dicom_info: None,
     })
 }
 
@@ -118,7 +120,7 @@ pub(crate) fn inspect_all(files: Vec<(PathBuf, Label)>, report: &mut LoadReport)
                     report.truncated.push(path.clone());
                 }
                 let metadata = info
-                    .dicom_metadata
+                    .dicom_info
                     .as_ref()
                     .and_then(|dicom_info| dicom::metadata(dicom_info, label));
                 samples.push(Sample {

@@ -57,11 +57,19 @@ impl Gray16 {
         let us = |v: u16| PrimitiveValue::from(v);
         let text = |s: &str| PrimitiveValue::from(s);
         for (tag, vr, value) in [
-            (tags::SOP_CLASS_UID, VR::UI, text("1.2.840.10008.5.1.4.1.1.1.1")),
+            (
+                tags::SOP_CLASS_UID,
+                VR::UI,
+                text("1.2.840.10008.5.1.4.1.1.1.1"),
+            ),
             (tags::SOP_INSTANCE_UID, VR::UI, text("2.25.1234")),
             (tags::MODALITY, VR::CS, text("DX")),
             (tags::SAMPLES_PER_PIXEL, VR::US, us(1)),
-            (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, text(self.photometric)),
+            (
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                text(self.photometric),
+            ),
             (tags::ROWS, VR::US, us(self.rows)),
             (tags::COLUMNS, VR::US, us(self.columns)),
             (tags::BITS_ALLOCATED, VR::US, us(16)),
@@ -122,13 +130,29 @@ pub fn encapsulated(
     let mut obj = InMemDicomObject::new_empty();
     let us = |v: u16| PrimitiveValue::from(v);
     for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")),
-        (tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.99")),
+        (
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
+        ),
+        (
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("2.25.99"),
+        ),
         (tags::SAMPLES_PER_PIXEL, VR::US, us(samples)),
-        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(photometric)),
+        (
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from(photometric),
+        ),
         (tags::ROWS, VR::US, us(rows)),
         (tags::COLUMNS, VR::US, us(columns)),
-        (tags::BITS_ALLOCATED, VR::US, us(if bits > 8 { 16 } else { 8 })),
+        (
+            tags::BITS_ALLOCATED,
+            VR::US,
+            us(if bits > 8 { 16 } else { 8 }),
+        ),
         (tags::BITS_STORED, VR::US, us(bits)),
         (tags::HIGH_BIT, VR::US, us(bits - 1)),
         (tags::PIXEL_REPRESENTATION, VR::US, us(0)),
@@ -145,7 +169,11 @@ pub fn encapsulated(
 
 /// A VOI LUT Sequence item value (for `.with(tags::VOILUT_SEQUENCE, VR::SQ, ...)` use
 /// [`voi_lut_element`] instead).
-pub fn voi_lut_element(first_mapped: u16, bits: u16, data: &[u16]) -> DataElement<InMemDicomObject> {
+pub fn voi_lut_element(
+    first_mapped: u16,
+    bits: u16,
+    data: &[u16],
+) -> DataElement<InMemDicomObject> {
     let mut item = InMemDicomObject::new_empty();
     item.put(DataElement::new(
         tags::LUT_DESCRIPTOR,
@@ -184,7 +212,8 @@ pub fn bare_data_set(gray: &Gray16) -> Vec<u8> {
     ));
     let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut out = Vec::new();
-    obj.write_dataset_with_ts(&mut out, &ts).expect("write data set");
+    obj.write_dataset_with_ts(&mut out, &ts)
+        .expect("write data set");
     out
 }
 

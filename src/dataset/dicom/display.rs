@@ -205,7 +205,11 @@ pub(crate) fn to_image(
         return buffer.map(DynamicImage::ImageLuma16).ok_or_else(size_error);
     }
     if info.bits_stored <= 8 {
-        let rgb: Vec<u8> = frame.values.iter().map(|&v| v.clamp(0, 255) as u8).collect();
+        let rgb: Vec<u8> = frame
+            .values
+            .iter()
+            .map(|&v| v.clamp(0, 255) as u8)
+            .collect();
         let buffer = ImageBuffer::<Rgb<u8>, _>::from_raw(width, height, rgb);
         return buffer.map(DynamicImage::ImageRgb8).ok_or_else(size_error);
     }

@@ -56,8 +56,8 @@ pub(crate) fn check_part10(bytes: &[u8]) -> Result<String, String> {
         encoding: Encoding::ExplicitLittle,
     };
     let (meta_end, transfer_syntax) = walker.meta_group()?;
-    let transfer_syntax = transfer_syntax
-        .ok_or("the file meta group has no transfer syntax (0002,0010)")?;
+    let transfer_syntax =
+        transfer_syntax.ok_or("the file meta group has no transfer syntax (0002,0010)")?;
     let rest = bytes.get(meta_end..).unwrap_or_default();
     if transfer_syntax == DEFLATED_LE {
         let inflated = inflate(rest)?;
@@ -380,7 +380,10 @@ mod tests {
         bytes.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         bytes.extend_from_slice(&[0; 16]);
         let err = check_data_set(&bytes, Encoding::ExplicitLittle).unwrap_err();
-        assert!(err.contains("(7FE0,0010)") && err.contains("only 16 remain"), "{err}");
+        assert!(
+            err.contains("(7FE0,0010)") && err.contains("only 16 remain"),
+            "{err}"
+        );
     }
 
     #[test]

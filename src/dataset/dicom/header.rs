@@ -45,6 +45,12 @@ impl Photometric {
     }
 
     /// Whether the image is grayscale.
+    ///
+    /// ```
+    /// use fracture::dataset::dicom::Photometric;
+    /// assert!(Photometric::Monochrome1.is_grayscale());
+    /// assert!(!Photometric::YbrFull422.is_grayscale());
+    /// ```
     pub fn is_grayscale(&self) -> bool {
         matches!(self, Photometric::Monochrome1 | Photometric::Monochrome2)
     }
@@ -112,6 +118,11 @@ impl Lut {
     }
 
     /// The largest output value the descriptor allows, `2^bits - 1`.
+    ///
+    /// ```
+    /// use fracture::dataset::dicom::Lut;
+    /// assert_eq!(Lut { first_mapped: 0, bits: 12, data: vec![0] }.max_output(), 4095.0);
+    /// ```
     pub fn max_output(&self) -> f64 {
         2f64.powi(i32::from(self.bits)) - 1.0
     }
@@ -257,12 +268,7 @@ fn single_float(obj: &InMemDicomObject, name: &str, tag: Tag) -> Result<Option<f
 }
 
 /// The first item of a LUT sequence, as a [`Lut`].
-fn lut(
-    obj: &InMemDicomObject,
-    name: &str,
-    tag: Tag,
-    signed: bool,
-) -> Result<Option<Lut>, String> {
+fn lut(obj: &InMemDicomObject, name: &str, tag: Tag, signed: bool) -> Result<Option<Lut>, String> {
     let Some(item) = obj.get(tag).and_then(|e| e.items()?.first()) else {
         return Ok(None);
     };
@@ -406,7 +412,12 @@ impl DicomInfo {
             signed,
             planar,
             rescale,
-            modality_lut: lut(obj, "Modality LUT Sequence", tags::MODALITY_LUT_SEQUENCE, signed)?,
+            modality_lut: lut(
+                obj,
+                "Modality LUT Sequence",
+                tags::MODALITY_LUT_SEQUENCE,
+                signed,
+            )?,
             windows,
             voi_function,
             voi_lut: lut(obj, "VOI LUT Sequence", tags::VOILUT_SEQUENCE, false)?,
@@ -415,6 +426,14 @@ impl DicomInfo {
 
     /// Bytes of one frame as stored uncompressed (`rows * columns * samples * bits / 8`),
     /// `None` on overflow.
+    ///
+    /// ```
+    /// use fracture::dataset::dicom;
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/MR_small.dcm");
+    /// let info = dicom::read_header(&std::fs::read(path)?, path.as_ref())?;
+    /// assert_eq!(info.frame_bytes(), Some(64 * 64 * 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn frame_bytes(&self) -> Option<usize> {
         (self.rows as usize)
             .checked_mul(self.columns as usize)?

@@ -89,12 +89,30 @@ pub struct DicomImage {
 
 impl DicomImage {
     /// Display intensities in [0, 1] of grayscale frame `index` (see [`DisplayOptions`]).
+    ///
+    /// ```
+    /// use fracture::dataset::dicom::{self, DicomOptions};
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/MR_small.dcm");
+    /// let image = dicom::read_file(path, &DicomOptions::default())?;
+    /// let display = image.display(0)?;
+    /// assert_eq!(display.len(), 64 * 64);
+    /// assert!(display.iter().all(|v| (0.0..=1.0).contains(v)));
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
     pub fn display(&self, index: usize) -> Result<Vec<f32>> {
         let frame = self.frame(index)?;
         display::display_gray(&self.info, frame, &self.display).map_err(Error::InvalidInput)
     }
 
     /// Frame `index` as an image: grayscale as 16-bit display intensity, colour as RGB.
+    ///
+    /// ```
+    /// use fracture::dataset::dicom::{self, DicomOptions};
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/MR_small.dcm");
+    /// let image = dicom::read_file(path, &DicomOptions::default())?.to_image(0)?;
+    /// assert!(matches!(image, image::DynamicImage::ImageLuma16(_)));
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
     pub fn to_image(&self, index: usize) -> Result<DynamicImage> {
         let frame = self.frame(index)?;
         display::to_image(&self.info, frame, &self.display).map_err(Error::InvalidInput)
@@ -125,6 +143,16 @@ pub fn read_file(path: impl AsRef<Path>, options: &DicomOptions) -> Result<Dicom
 }
 
 /// Decode DICOM bytes read from `path` (the path only names the file in errors).
+///
+/// ```
+/// use fracture::dataset::dicom::{self, DicomOptions};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/CT_small.dcm");
+/// let bytes = std::fs::read(path)?;
+/// let image = dicom::read_bytes(&bytes, path.as_ref(), &DicomOptions::default())?;
+/// assert_eq!((image.info.rows, image.info.columns, image.info.signed), (128, 128, true));
+/// assert_eq!(image.info.rescale.intercept, -1024.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn read_bytes(bytes: &[u8], path: &Path, options: &DicomOptions) -> Result<DicomImage> {
     let (obj, info, identifiers) = open(bytes, path)?;
     let count = match options.frames {
@@ -144,11 +172,28 @@ pub fn read_bytes(bytes: &[u8], path: &Path, options: &DicomOptions) -> Result<D
 
 /// Read the attributes of a DICOM file without decoding its pixels; fails as decoding would
 /// for missing or short pixel data and unsupported transfer syntaxes.
+///
+/// ```
+/// use fracture::dataset::dicom;
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/rtplan.dcm");
+/// let err = dicom::read_header(&std::fs::read(path)?, path.as_ref()).unwrap_err();
+/// assert!(err.to_string().contains("no pixel data"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn read_header(bytes: &[u8], path: &Path) -> Result<DicomInfo> {
     open(bytes, path).map(|(_, info, _)| info)
 }
 
-/// Decode the first frame with the default display pipeline, as the loader wants it.
+/// Decode the first frame with the default display pipeline, as the loader wants it
+/// ([`decode_bytes`](super::decode::decode_bytes) calls this for DICOM content).
+///
+/// ```
+/// use fracture::dataset::dicom;
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/files/MR_small_RLE.dcm");
+/// let image = dicom::decode_first_frame(&std::fs::read(path)?, path.as_ref())?;
+/// assert_eq!((image.width(), image.height()), (64, 64));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode_first_frame(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     let (obj, info, identifiers) = open(bytes, path)?;
     let image = pixels::decode_frame(&obj, &info, 0)
@@ -157,10 +202,7 @@ pub fn decode_first_frame(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
 }
 
 /// Parse, read the attributes and check the pixel data is decodable.
-fn open(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(DefaultDicomObject, DicomInfo, PatientIdentifiers)> {
+fn open(bytes: &[u8], path: &Path) -> Result<(DefaultDicomObject, DicomInfo, PatientIdentifiers)> {
     let none = PatientIdentifiers::default();
     let obj = parse(bytes).map_err(|message| image_error(path, &none, message))?;
     let identifiers = PatientIdentifiers::of(&obj);

@@ -19,8 +19,8 @@
 //! inside a decoder on input the checks did not foresee becomes an error (this does nothing
 //! in a program built with `panic = "abort"`).
 
-use super::header::{DicomInfo, Photometric};
 use super::codestream;
+use super::header::{DicomInfo, Photometric};
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
@@ -259,7 +259,11 @@ pub(crate) fn frame_stream<'a, F: AsRef<[u8]>>(
     if frames == 1 {
         return Ok(match fragments {
             [single] => Cow::Borrowed(single.as_ref()),
-            many => Cow::Owned(many.iter().flat_map(|f| f.as_ref().iter().copied()).collect()),
+            many => Cow::Owned(
+                many.iter()
+                    .flat_map(|f| f.as_ref().iter().copied())
+                    .collect(),
+            ),
         });
     }
     if fragments.len() == frames as usize {
@@ -276,7 +280,9 @@ pub(crate) fn frame_stream<'a, F: AsRef<[u8]>>(
         ));
     }
     let start = u64::from(offset_table.get(frame).copied().unwrap_or(0));
-    let end = offset_table.get(frame + 1).map_or(u64::MAX, |&e| u64::from(e));
+    let end = offset_table
+        .get(frame + 1)
+        .map_or(u64::MAX, |&e| u64::from(e));
     let mut offset = 0u64;
     let mut out = Vec::new();
     for fragment in fragments {
@@ -325,13 +331,13 @@ pub(crate) fn samples(bytes: &[u8], info: &DicomInfo) -> Result<Vec<i32>, String
 /// `R..R G..G B..B` planes to interleaved `RGB RGB ...`.
 fn interleave(planar: &[i32]) -> Vec<i32> {
     let plane = planar.len() / 3;
-    let mut out = Vec::with_capacity(plane * 3);
-    for i in 0..plane {
-        for c in 0..3 {
-            out.push(planar[c * plane + i]);
-        }
-    }
-    out
+    let (red, rest) = planar.split_at(plane);
+    let (green, blue) = rest.split_at(plane);
+    red.iter()
+        .zip(green)
+        .zip(blue)
+        .flat_map(|((&r, &g), &b)| [r, g, b])
+        .collect()
 }
 
 /// Uncompressed `YBR_FULL_422`: every 4 samples `Y1 Y2 Cb Cr` are two pixels sharing chroma.
@@ -358,7 +364,11 @@ fn ybr_to_rgb(values: &mut [i32], bits_stored: u16) {
         let y = pixel[0] as f32;
         let cb = pixel[1] as f32 - offset;
         let cr = pixel[2] as f32 - offset;
-        let rgb = [y + 1.402 * cr, y + cb_to_g * cb + cr_to_g * cr, y + 1.772 * cb];
+        let rgb = [
+            y + 1.402 * cr,
+            y + cb_to_g * cb + cr_to_g * cr,
+            y + 1.772 * cb,
+        ];
         for (out, value) in pixel.iter_mut().zip(rgb) {
             *out = (value + 0.5).floor().clamp(0.0, max) as i32;
         }

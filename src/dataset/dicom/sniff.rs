@@ -38,7 +38,10 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
 
 /// Whether two bytes are a value representation code of the standard.
 pub(crate) fn is_vr(code: &[u8]) -> bool {
-    LONG_VRS.iter().chain(SHORT_VRS.iter()).any(|vr| &vr[..] == code)
+    LONG_VRS
+        .iter()
+        .chain(SHORT_VRS.iter())
+        .any(|vr| &vr[..] == code)
 }
 
 /// Whether `bytes` (a whole file or its first [`SNIFF_LEN`] bytes) are DICOM.
@@ -134,10 +137,7 @@ mod tests {
         let mut bytes = vec![0x08, 0x00, 0x05, 0x00, 10, 0, 0, 0];
         bytes.extend_from_slice(b"ISO_IR 100");
         bytes.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
-        assert_eq!(
-            layout(&bytes),
-            Some(Layout::DataSet { explicit: false })
-        );
+        assert_eq!(layout(&bytes), Some(Layout::DataSet { explicit: false }));
     }
 
     #[test]
