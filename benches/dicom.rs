@@ -39,15 +39,15 @@ fn radiograph() -> dicom_writer::Gray16 {
         let soft = 900.0 + 600.0 * (r / 2500.0) + 300.0 * (c / 400.0).sin();
         *value = (soft + bone + noise).clamp(0.0, 4095.0) as u16;
     }
-    gray.with(
+    gray.with_text(
         dicom_dictionary_std::tags::WINDOW_CENTER,
         dicom_core::VR::DS,
-        dicom_core::value::PrimitiveValue::from("2048"),
+        "2048",
     )
-    .with(
+    .with_text(
         dicom_dictionary_std::tags::WINDOW_WIDTH,
         dicom_core::VR::DS,
-        dicom_core::value::PrimitiveValue::from("4096"),
+        "4096",
     )
 }
 

@@ -10,7 +10,6 @@
 #[path = "common/dicom_writer.rs"]
 mod dicom_writer;
 
-use dicom_core::value::PrimitiveValue;
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_writer::Gray16;
@@ -503,16 +502,16 @@ fn window_voi_lut_and_monochrome1_follow_the_standard() {
     };
     // LINEAR window c=2000.5, w=2001: x <= 999.5 -> 0, x > 2999.5 -> 1, else (x-2000)/2000+0.5.
     let windowed = gray("MONOCHROME2")
-        .with(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("2000.5"))
-        .with(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("2001"));
+        .with_text(tags::WINDOW_CENTER, VR::DS, "2000.5")
+        .with_text(tags::WINDOW_WIDTH, VR::DS, "2001");
     close(
         display(windowed.native(dicom_writer::EXPLICIT_LE)),
         [0.0, 0.0, 0.5, 1.0, 1.0],
     );
     // Rescale then min-max: slope -2, intercept 100 reverses the order.
     let rescaled = gray("MONOCHROME2")
-        .with(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from("-2"))
-        .with(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from("100"));
+        .with_text(tags::RESCALE_SLOPE, VR::DS, "-2")
+        .with_text(tags::RESCALE_INTERCEPT, VR::DS, "100");
     close(
         display(rescaled.native(dicom_writer::EXPLICIT_LE)),
         [
@@ -586,12 +585,8 @@ fn rle_round_trips_a_12_bit_image() {
 fn hand_dicom(value: u16) -> Vec<u8> {
     let mut gray = Gray16::gradient(16, 12);
     gray.frames[0][0] = value;
-    gray.with(
-        tags::BODY_PART_EXAMINED,
-        VR::CS,
-        PrimitiveValue::from("WRIST"),
-    )
-    .native(dicom_writer::EXPLICIT_LE)
+    gray.with_text(tags::BODY_PART_EXAMINED, VR::CS, "WRIST")
+        .native(dicom_writer::EXPLICIT_LE)
 }
 
 #[test]
@@ -707,26 +702,10 @@ fn encapsulated_jpeg_classifies_exactly_like_its_source_jpeg() {
 const PLANTED: [&str; 4] = ["Zqxjvort", "Plantedname", "PID-7730491-ZQ", "19230417"];
 
 fn with_patient(gray: Gray16) -> Gray16 {
-    gray.with(
-        tags::PATIENT_NAME,
-        VR::PN,
-        PrimitiveValue::from("Zqxjvort^Plantedname"),
-    )
-    .with(
-        tags::PATIENT_ID,
-        VR::LO,
-        PrimitiveValue::from("PID-7730491-ZQ"),
-    )
-    .with(
-        tags::PATIENT_BIRTH_DATE,
-        VR::DA,
-        PrimitiveValue::from("19230417"),
-    )
-    .with(
-        tags::BODY_PART_EXAMINED,
-        VR::CS,
-        PrimitiveValue::from("HAND"),
-    )
+    gray.with_text(tags::PATIENT_NAME, VR::PN, "Zqxjvort^Plantedname")
+        .with_text(tags::PATIENT_ID, VR::LO, "PID-7730491-ZQ")
+        .with_text(tags::PATIENT_BIRTH_DATE, VR::DA, "19230417")
+        .with_text(tags::BODY_PART_EXAMINED, VR::CS, "HAND")
 }
 
 fn read_all_files(dir: &Path, out: &mut String) {
@@ -734,7 +713,7 @@ fn read_all_files(dir: &Path, out: &mut String) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             read_all_files(&path, out);
-        } else if !path.extension().is_some_and(|e| e == "dcm") {
+        } else {
             out.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
         }
     }
@@ -867,8 +846,8 @@ fn fuzz_bases() -> Vec<(String, Vec<u8>)> {
     })
     .collect();
     let gray = Gray16::gradient(48, 40)
-        .with(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("2048"))
-        .with(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("4096"));
+        .with_text(tags::WINDOW_CENTER, VR::DS, "2048")
+        .with_text(tags::WINDOW_WIDTH, VR::DS, "4096");
     bases.push(("generated RLE".into(), gray.rle()));
     bases.push((
         "generated bare data set".into(),

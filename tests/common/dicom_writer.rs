@@ -52,6 +52,11 @@ impl Gray16 {
         self
     }
 
+    /// Add a text attribute.
+    pub fn with_text(self, tag: Tag, vr: VR, text: &str) -> Self {
+        self.with(tag, vr, PrimitiveValue::from(text))
+    }
+
     fn object(&self) -> InMemDicomObject {
         let mut obj = InMemDicomObject::new_empty();
         let us = |v: u16| PrimitiveValue::from(v);
@@ -108,11 +113,7 @@ impl Gray16 {
     pub fn rle(&self) -> Vec<u8> {
         let mut obj = self.object();
         let fragments: Vec<Vec<u8>> = self.frames.iter().map(|f| rle_frame(f)).collect();
-        obj.put(DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OB,
-            Value::from(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
-        ));
+        put_fragments(&mut obj, fragments);
         write(obj, RLE)
     }
 }
@@ -159,12 +160,17 @@ pub fn encapsulated(
     ] {
         obj.put(DataElement::new(tag, vr, value));
     }
+    put_fragments(&mut obj, fragments);
+    write(obj, transfer_syntax)
+}
+
+/// Encapsulated pixel data: one item per fragment, an empty offset table.
+fn put_fragments(obj: &mut InMemDicomObject, fragments: Vec<Vec<u8>>) {
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
         Value::from(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
     ));
-    write(obj, transfer_syntax)
 }
 
 /// A VOI LUT Sequence item value (for `.with(tags::VOILUT_SEQUENCE, VR::SQ, ...)` use

@@ -128,11 +128,20 @@ fn stored_range(info: &DicomInfo) -> (i32, i32) {
 
 /// A VOI transform, from modality values to [0, 1] (before clamping).
 enum Curve<'a> {
-    Linear { center: f64, width: f64 },
-    LinearExact { center: f64, width: f64 },
-    Sigmoid { center: f64, width: f64 },
+    /// 0 up to `center - width / 2`, 1 above `center + width / 2`, a line between.
+    Line {
+        center: f64,
+        width: f64,
+    },
+    Sigmoid {
+        center: f64,
+        width: f64,
+    },
     Lut(&'a super::header::Lut),
-    Range { low: f64, high: f64 },
+    Range {
+        low: f64,
+        high: f64,
+    },
 }
 
 impl Curve<'_> {
@@ -142,9 +151,15 @@ impl Curve<'_> {
             VoiFunction::Linear if width < 1.0 => Err(format!(
                 "Window Width (0028,1051) is {width}, below 1 (invalid for LINEAR)"
             )),
-            VoiFunction::Linear => Ok(Curve::Linear { center, width }),
+            // PS3.3 C.11.2.1.2.1, as pydicom computes it: the line of LINEAR_EXACT for
+            // (c - 0.5, w - 1). With w = 1 the line is a step at c - 0.5 (never divided by 0:
+            // no value lies strictly inside an empty interval).
+            VoiFunction::Linear => Ok(Curve::Line {
+                center: center - 0.5,
+                width: width - 1.0,
+            }),
             _ if width <= 0.0 => Err(format!("Window Width (0028,1051) is {width}")),
-            VoiFunction::LinearExact => Ok(Curve::LinearExact { center, width }),
+            VoiFunction::LinearExact => Ok(Curve::Line { center, width }),
             VoiFunction::Sigmoid => Ok(Curve::Sigmoid { center, width }),
         }
     }
@@ -158,18 +173,7 @@ impl Curve<'_> {
 
     fn apply(&self, x: f64) -> f64 {
         match *self {
-            Curve::Linear { center, width } => {
-                // PS3.3 C.11.2.1.2.1, as pydicom computes it.
-                let (c, w) = (center - 0.5, width - 1.0);
-                if x <= c - w / 2.0 {
-                    0.0
-                } else if x > c + w / 2.0 {
-                    1.0
-                } else {
-                    (x - c) / w + 0.5
-                }
-            }
-            Curve::LinearExact { center, width } => {
+            Curve::Line { center, width } => {
                 if x <= center - width / 2.0 {
                     0.0
                 } else if x > center + width / 2.0 {

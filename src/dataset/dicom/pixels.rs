@@ -342,7 +342,7 @@ fn interleave(planar: &[i32]) -> Vec<i32> {
 
 /// Uncompressed `YBR_FULL_422`: every 4 samples `Y1 Y2 Cb Cr` are two pixels sharing chroma.
 fn expand_422(samples: &[i32]) -> Result<Vec<i32>, String> {
-    if samples.len() % 4 != 0 {
+    if !samples.len().is_multiple_of(4) {
         return Err("YBR_FULL_422 pixel data is not a whole number of pixel pairs".into());
     }
     let mut out = Vec::with_capacity(samples.len() / 2 * 3);
