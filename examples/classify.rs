@@ -2,7 +2,7 @@
 //! or every file in a folder.
 //!
 //! ```bash
-//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg     # or a DICOM file (.dcm or none)
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
 //! cargo run --release --example classify -- best_model.h5 xray.jpg     # the notebook's checkpoint
 //! ```
@@ -21,7 +21,7 @@ struct Args {
     /// notebook's saved model (`.h5` or `.keras`, recognised by content; its sigmoid read as
     /// P(Not_Fractured), as the notebook's class folders make it).
     bundle: PathBuf,
-    /// An image file, or a folder classified recursively.
+    /// An image file (JPEG, PNG, DICOM, ...), or a folder classified recursively.
     input: PathBuf,
     /// Also write the predictions as CSV (path,label,fracture_probability,threshold).
     #[arg(long)]
