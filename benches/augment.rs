@@ -5,7 +5,8 @@
 //! augment` times a real radiograph; without it a synthetic 819x1024 grayscale JPEG (the size
 //! of many FracAtlas images) is used.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::hint::black_box;
 use fracture::augment::{
     clahe, warp_into, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape,
 };
