@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
             || image.clone(),
             |img| {
                 index += 1;
-                config.apply(img, 42, 0, index)
+                config.apply(img, 42, 0, index).expect("augment")
             },
             BatchSize::LargeInput,
         )

@@ -62,17 +62,20 @@ type Found = HashMap<String, Tensor>;
 
 fn read_file(path: &Path) -> std::result::Result<Found, String> {
     let file = File::open(path).map_err(|e| format!("not a readable HDF5 file: {e}"))?;
+    let limits = SizeLimit {
+        file_bytes: file.file_size(),
+    };
     let root = file.root();
     let groups = root.groups().map_err(|e| e.to_string())?;
     let mut found = Found::new();
     if string_list(&root, "layer_names")?.is_some() {
-        read_legacy(&root, &mut found)?;
+        read_legacy(&root, limits, &mut found)?;
     } else if groups.iter().any(|g| g == "model_weights") {
         let weights = root.group("model_weights").map_err(|e| e.to_string())?;
-        read_legacy(&weights, &mut found)?;
+        read_legacy(&weights, limits, &mut found)?;
     } else if groups.iter().any(|g| g == "layers") {
         let layers = root.group("layers").map_err(|e| e.to_string())?;
-        read_keras3(&layers, "layers", &mut found)?;
+        read_keras3(&layers, "layers", limits, &mut found)?;
     }
     Ok(found)
 }
@@ -118,7 +121,11 @@ fn strings_of(value: &AttrValue) -> Vec<String> {
 }
 
 /// Keras 2 / legacy layout: `layer_names` on `group`, `weight_names` on each layer group.
-fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), String> {
+fn read_legacy(
+    group: &Group,
+    limits: SizeLimit,
+    found: &mut Found,
+) -> std::result::Result<(), String> {
     let layers = string_list(group, "layer_names")?
         .ok_or("the weights group has no `layer_names` attribute")?;
     for layer in layers {
@@ -130,7 +137,7 @@ fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), Stri
             let dataset = layer_group
                 .dataset(&weight_name)
                 .map_err(|e| format!("{layer}/{weight_name}: {e}"))?;
-            let tensor = read_dataset(&dataset, &format!("{layer}/{weight_name}"))?;
+            let tensor = read_dataset(&dataset, &format!("{layer}/{weight_name}"), limits)?;
             // Nested models list `inner_layer/kernel:0` under the outer layer: the innermost
             // layer name is the one we match on.
             let key = weight_name.strip_suffix(":0").unwrap_or(&weight_name);
@@ -144,16 +151,21 @@ fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), Stri
 }
 
 /// Keras 3 native layout: every `vars` group below `layers/`, named by its `name` attribute.
-fn read_keras3(group: &Group, at: &str, found: &mut Found) -> std::result::Result<(), String> {
+fn read_keras3(
+    group: &Group,
+    at: &str,
+    limits: SizeLimit,
+    found: &mut Found,
+) -> std::result::Result<(), String> {
     for child in group.groups().map_err(|e| format!("{at}: {e}"))? {
         let child_group = group
             .group(&child)
             .map_err(|e| format!("{at}/{child}: {e}"))?;
         let child_at = format!("{at}/{child}");
         if child == "vars" {
-            read_vars(&child_group, at, &child_at, found)?;
+            read_vars(&child_group, at, &child_at, limits, found)?;
         } else {
-            read_keras3(&child_group, &child_at, found)?;
+            read_keras3(&child_group, &child_at, limits, found)?;
         }
     }
     Ok(())
@@ -163,6 +175,7 @@ fn read_vars(
     vars: &Group,
     layer_at: &str,
     at: &str,
+    limits: SizeLimit,
     found: &mut Found,
 ) -> std::result::Result<(), String> {
     let mut indexed = Vec::new();
@@ -190,7 +203,7 @@ fn read_vars(
         let dataset = vars
             .dataset(name)
             .map_err(|e| format!("{at}/{name}: {e}"))?;
-        tensors.push(read_dataset(&dataset, &format!("{at}/{name}"))?);
+        tensors.push(read_dataset(&dataset, &format!("{at}/{name}"), limits)?);
     }
     let ranks: Vec<usize> = tensors.iter().map(Tensor::rank).collect();
     // A layer ResNetV2 does not have keeps positional names (`layer/vars/0`); the loader
@@ -218,29 +231,80 @@ fn insert_unique(
     Ok(())
 }
 
-fn read_dataset(dataset: &hdf5_pure::Dataset, at: &str) -> std::result::Result<Tensor, String> {
+/// How much data a file can plausibly hold, to refuse a size read from a damaged file before
+/// allocating for it.
+#[derive(Debug, Clone, Copy)]
+struct SizeLimit {
+    file_bytes: u64,
+}
+
+impl SizeLimit {
+    /// Compressed data can expand; Keras does not compress weights, and even zeros that
+    /// compress well stay within this factor for any real layer.
+    const MAX_EXPANSION: u64 = 1024;
+
+    /// Check a dataset's declared size (`elements` of `element_bytes` each) against the file.
+    fn check(
+        self,
+        elements: usize,
+        element_bytes: usize,
+        compressed: bool,
+        at: &str,
+    ) -> std::result::Result<(), String> {
+        let bytes = u64::try_from(elements)
+            .ok()
+            .and_then(|n| n.checked_mul(element_bytes as u64));
+        let allowed = if compressed {
+            self.file_bytes.saturating_mul(Self::MAX_EXPANSION)
+        } else {
+            self.file_bytes
+        };
+        match bytes {
+            Some(bytes) if bytes <= allowed => Ok(()),
+            _ => Err(format!(
+                "{at}: declares {elements} values of {element_bytes} bytes, more than a file of {} bytes can hold",
+                self.file_bytes
+            )),
+        }
+    }
+}
+
+fn read_dataset(
+    dataset: &hdf5_pure::Dataset,
+    at: &str,
+    limits: SizeLimit,
+) -> std::result::Result<Tensor, String> {
     let shape: Vec<usize> = dataset
         .shape()
         .map_err(|e| format!("{at}: {e}"))?
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| format!("{at}: dimension {d} too large")))
         .collect::<std::result::Result<_, _>>()?;
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("{at}: shape {shape:?} has too many elements"))?;
     let dtype = dataset.dtype().map_err(|e| format!("{at}: {e}"))?;
-    let values: Vec<f32> = match dtype {
-        hdf5_pure::DType::F32 => dataset.read_f32().map_err(|e| format!("{at}: {e}"))?,
-        hdf5_pure::DType::F64 => dataset
-            .read_f64()
-            .map_err(|e| format!("{at}: {e}"))?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
+    let element_bytes = match dtype {
+        hdf5_pure::DType::F32 => 4,
+        hdf5_pure::DType::F64 => 8,
         other => {
             return Err(format!(
                 "{at}: unsupported dtype {other} (expected f32 or f64)"
             ))
         }
     };
-    let expected: usize = shape.iter().product();
+    limits.check(expected, element_bytes, !dataset.filters().is_empty(), at)?;
+    let values: Vec<f32> = if element_bytes == 4 {
+        dataset.read_f32().map_err(|e| format!("{at}: {e}"))?
+    } else {
+        dataset
+            .read_f64()
+            .map_err(|e| format!("{at}: {e}"))?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
+    };
     if values.len() != expected {
         return Err(format!(
             "{at}: {} values for shape {shape:?} ({expected} expected)",

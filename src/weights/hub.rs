@@ -28,7 +28,16 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// };
 /// assert!(options.offline);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows `token: Some("<redacted>")`, never the token itself, so options (and the
+/// classifier builder holding them) can be logged.
+///
+/// ```
+/// use fracture::weights::HubOptions;
+/// let options = HubOptions { token: Some("hf_secret".into()), ..HubOptions::from_env() };
+/// let shown = format!("{options:?}");
+/// assert!(shown.contains("<redacted>") && !shown.contains("hf_secret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct HubOptions {
     /// Base URL: files are fetched from `{endpoint}/{repo}/resolve/{revision}/{file}`.
     pub endpoint: String,
@@ -40,6 +49,18 @@ pub struct HubOptions {
     pub progress: bool,
     /// Access token for private or gated repositories.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("endpoint", &self.endpoint)
+            .field("cache_dir", &self.cache_dir)
+            .field("offline", &self.offline)
+            .field("progress", &self.progress)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for HubOptions {
