@@ -766,6 +766,96 @@ fn transform_sees_rgb_0_to_255_before_normalization() {
     );
 }
 
+/// Panics on one sample, as a bug in a transform or a decoder would.
+struct PanicsOn(u64);
+
+impl SampleTransform for PanicsOn {
+    fn apply(
+        &self,
+        image: ImageF32,
+        _seed: u64,
+        _epoch: u64,
+        index: u64,
+    ) -> fracture::Result<ImageF32> {
+        assert_ne!(index, self.0, "transform failed on purpose");
+        Ok(image)
+    }
+}
+
+/// Twelve small synthetic images, in a loader of batches of 4 kept in order.
+fn twelve_images_in_order(dir: &Path) -> ImageLoader {
+    let samples = SyntheticConfig {
+        n_fractured: 6,
+        n_not_fractured: 6,
+        min_size: 16,
+        max_size: 24,
+        ..SyntheticConfig::default()
+    }
+    .generate_to(dir)
+    .unwrap();
+    let config = LoaderConfig {
+        batch_size: 4,
+        shuffle: false,
+        ..Default::default()
+    };
+    ImageLoader::new(samples, tiny_preprocess(), config, Device::Cpu).unwrap()
+}
+
+#[test]
+fn a_panic_while_loading_is_an_error_not_a_short_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let loader = twelve_images_in_order(dir.path()).with_transform(Arc::new(PanicsOn(9)));
+    let results: Vec<_> = loader.batches(0).unwrap().collect();
+    // Samples 0-3 and 4-7 load; the batch of sample 9 is an error, not the end of the epoch.
+    assert_eq!(results.len(), 3, "the epoch ended early without an error");
+    assert!(results[..2].iter().all(Result::is_ok));
+    let err = results[2].as_ref().unwrap_err();
+    assert!(matches!(err, fracture::Error::Internal(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("panicked") && text.contains("transform failed on purpose"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_invalid_augmentation_is_an_error_before_any_image_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let upside_down = fracture::augment::AugmentConfig {
+        zoom_range: [1.2, 0.8],
+        ..Default::default()
+    };
+    let loader = twelve_images_in_order(dir.path()).with_transform(Arc::new(upside_down));
+    let err = match loader.batches(0) {
+        Ok(batches) => panic!(
+            "an invalid augmentation loaded {} batches",
+            batches.count()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("zoom_range"), "{err}");
+}
+
+#[test]
+fn a_loader_reports_the_skips_of_each_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let loader = twelve_images_in_order(dir.path());
+    let broken = [1, 6];
+    for &i in &broken {
+        std::fs::write(&loader.samples()[i].path, b"not an image").unwrap();
+    }
+    let seen: usize = all_batches(&loader, 0).iter().map(|b| b.indices.len()).sum();
+    assert_eq!(seen, 10);
+    assert_eq!(loader.skipped_in_epoch(0), broken.len());
+    assert!(fracture::batch::check_pass(&loader, 0, seen, "test pass").is_ok());
+    let short = fracture::batch::check_pass(&loader, 0, seen - 1, "test pass").unwrap_err();
+    assert!(
+        matches!(short, fracture::Error::Internal(_))
+            && short.to_string().contains("processed 9 of 12 samples with 2 reported skipped"),
+        "{short}"
+    );
+}
+
 #[test]
 fn normalization_options_scale_as_documented() {
     let gray = image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, Luma([51])));

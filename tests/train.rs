@@ -3,17 +3,25 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use fracture::augment::AugmentConfig;
 use fracture::batch::{Batch, BatchSource, TensorBatches};
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
+use fracture::dataset::synthetic::SyntheticConfig;
+use fracture::image::{ImageF32, SampleTransform};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
 use fracture::train::{
     predict, BackboneTraining, Checkpoint, EarlyStopping, LrSchedule, SavedConfig, TrainConfig,
     Trainer,
 };
+use fracture::preprocess::Preprocess;
 use fracture::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const SIZE: usize = 32;
 
@@ -247,7 +255,9 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
     assert!(auc > 0.9, "test AUC {auc}");
 }
 
-fn frozen_backbone_stays_bit_identical(augment: bool) {
+/// Two epochs with a frozen backbone on `train`: the backbone must come out bit-identical and
+/// the head trained.
+fn frozen_backbone_stays_bit_identical(train: &dyn BatchSource, val: &dyn BatchSource, augment: bool) {
     let backbone = tiny_backbone();
     let backbone_vars = seeded_backbone_vars(&backbone, 2);
     let before = snapshot(&backbone_vars);
@@ -257,8 +267,7 @@ fn frozen_backbone_stays_bit_identical(augment: bool) {
     };
     let mut trainer = Trainer::new(&backbone, backbone_vars, config, &Device::Cpu).unwrap();
     let head_before = snapshot(trainer.head_vars());
-    let data = batches(48, 3, 16);
-    trainer.fit(&data, &data, None).unwrap();
+    trainer.fit(train, val, None).unwrap();
     assert_eq!(snapshot(trainer.backbone_vars()), before);
     assert_ne!(
         snapshot(trainer.head_vars()),
@@ -267,14 +276,203 @@ fn frozen_backbone_stays_bit_identical(augment: bool) {
     );
 }
 
+/// The notebook's augmentation, counting the images it augments.
+#[derive(Default)]
+struct CountingAugment {
+    calls: AtomicUsize,
+}
+
+impl SampleTransform for CountingAugment {
+    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> Result<ImageF32> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        AugmentConfig::default().apply(image, seed, epoch, index)
+    }
+}
+
+/// Passes another source's batches on, keeping each epoch's images by sample index: what the
+/// trainer saw.
+struct Recording<'a> {
+    inner: &'a dyn BatchSource,
+    seen: RefCell<HashMap<(u64, usize), Vec<f32>>>,
+}
+
+impl BatchSource for Recording<'_> {
+    fn num_samples(&self) -> usize {
+        self.inner.num_samples()
+    }
+
+    fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        Ok(Box::new(self.inner.batches(epoch)?.map(move |batch| {
+            let batch = batch?;
+            for (row, &index) in batch.indices.iter().enumerate() {
+                let image = batch.images.get(row)?.flatten_all()?.to_vec1()?;
+                self.seen.borrow_mut().insert((epoch, index), image);
+            }
+            Ok(batch)
+        })))
+    }
+
+    fn skipped_in_epoch(&self, epoch: u64) -> usize {
+        self.inner.skipped_in_epoch(epoch)
+    }
+}
+
+/// Sixteen generated radiographs behind a shuffling loader of `SIZE` x `SIZE` images.
+fn image_loader(dir: &Path) -> ImageLoader {
+    let samples = SyntheticConfig {
+        n_fractured: 8,
+        n_not_fractured: 8,
+        min_size: 40,
+        max_size: 56,
+        ..SyntheticConfig::default()
+    }
+    .generate_to(dir)
+    .unwrap();
+    let preprocess = Preprocess {
+        height: SIZE,
+        width: SIZE,
+        ..Preprocess::default()
+    };
+    let config = LoaderConfig {
+        batch_size: 8,
+        seed: 5,
+        ..LoaderConfig::default()
+    };
+    ImageLoader::new(samples, preprocess, config, Device::Cpu).unwrap()
+}
+
 #[test]
 fn a_frozen_backbone_is_bit_identical_after_training_with_augmentation() {
-    frozen_backbone_stays_bit_identical(true);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = image_loader(dir.path());
+    let counting = Arc::new(CountingAugment::default());
+    let augmented = image_loader(dir.path()).with_transform(counting.clone());
+    let seen = Recording {
+        inner: &augmented,
+        seen: RefCell::default(),
+    };
+    frozen_backbone_stays_bit_identical(&seen, &plain, true);
+
+    // Every training image of both epochs went through the augmentation ...
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 2 * 16);
+    // ... and what the trainer saw is not the plain images, nor the same in both epochs.
+    let plain_images: HashMap<usize, Vec<f32>> = plain
+        .batches(0)
+        .unwrap()
+        .flat_map(|b| {
+            let b = b.unwrap();
+            (0..b.indices.len())
+                .map(|row| {
+                    let image = b.images.get(row).unwrap().flatten_all().unwrap();
+                    (b.indices[row], image.to_vec1().unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let seen = seen.seen.borrow();
+    assert_eq!(seen.len(), 2 * 16);
+    for index in 0..16 {
+        let (first, second) = (&seen[&(0, index)], &seen[&(1, index)]);
+        assert_ne!(first, &plain_images[&index], "sample {index} was not augmented");
+        assert_ne!(first, second, "sample {index} was augmented alike in both epochs");
+    }
 }
 
 #[test]
 fn a_frozen_backbone_is_bit_identical_after_training_on_cached_features() {
-    frozen_backbone_stays_bit_identical(false);
+    let data = batches(48, 3, 16);
+    frozen_backbone_stays_bit_identical(&data, &data, false);
+}
+
+/// Claims `missing` more samples than its batches hold: a source that lost some without
+/// reporting them as skipped.
+struct Short<'a> {
+    inner: &'a dyn BatchSource,
+    missing: usize,
+}
+
+impl BatchSource for Short<'_> {
+    fn num_samples(&self) -> usize {
+        self.inner.num_samples() + self.missing
+    }
+
+    fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        self.inner.batches(epoch)
+    }
+}
+
+fn internal_error_text(result: Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(e @ fracture::Error::Internal(_)) => e.to_string(),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pass_that_sees_fewer_samples_than_its_source_holds_is_an_error() {
+    let data = batches(12, 3, 4);
+    let short = Short {
+        inner: &data,
+        missing: 2,
+    };
+    let backbone = tiny_backbone();
+    let trainer = |training: BackboneTraining| {
+        let config = TrainConfig {
+            backbone: training,
+            augment: true,
+            ..quick_config(1)
+        };
+        Trainer::new(&backbone, seeded_backbone_vars(&backbone, 4), config, &Device::Cpu)
+            .unwrap()
+    };
+    let all = BackboneTraining::All {
+        learning_rate: 1e-3,
+    };
+    let cases: [(&str, BackboneTraining, &dyn BatchSource, &dyn BatchSource); 3] = [
+        ("training epoch 1", BackboneTraining::Frozen, &short, &data),
+        ("validation", all.clone(), &data, &short),
+        // A frozen backbone computes the validation features once, through the same check.
+        ("validation", BackboneTraining::Frozen, &data, &short),
+    ];
+    for (pass, training, train, val) in cases {
+        let text = internal_error_text(trainer(training).fit(train, val, None));
+        assert!(
+            text.contains(pass) && text.contains("processed 12 of 14 samples"),
+            "{text}"
+        );
+    }
+    let text = internal_error_text(predict(trainer(all).net(), &short));
+    assert!(text.contains("prediction: processed 12 of 14"), "{text}");
+}
+
+#[test]
+fn validation_on_images_that_all_fail_to_decode_is_an_error_naming_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = image_loader(&dir.path().join("train"));
+    let val = image_loader(&dir.path().join("val"));
+    for sample in val.samples() {
+        std::fs::write(&sample.path, b"not an image").unwrap();
+    }
+    for training in [
+        BackboneTraining::Frozen,
+        BackboneTraining::All {
+            learning_rate: 1e-3,
+        },
+    ] {
+        let backbone = tiny_backbone();
+        let config = TrainConfig {
+            backbone: training.clone(),
+            ..quick_config(1)
+        };
+        let mut trainer =
+            Trainer::new(&backbone, seeded_backbone_vars(&backbone, 4), config, &Device::Cpu)
+                .unwrap();
+        let err = trainer.fit(&train, &val, None).unwrap_err().to_string();
+        assert!(
+            err.contains("validation") && err.contains("none of the 16 images could be read"),
+            "{training:?}: {err}"
+        );
+    }
 }
 
 #[test]
