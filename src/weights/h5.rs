@@ -313,3 +313,21 @@ fn read_dataset(
     }
     Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| format!("{at}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SizeLimit;
+
+    #[test]
+    fn declared_sizes_must_fit_in_the_file_and_never_overflow() {
+        let limit = |file_bytes| SizeLimit { file_bytes };
+        assert!(limit(4000).check(1000, 4, false, "x").is_ok());
+        let err = limit(3999).check(1000, 4, false, "w").unwrap_err();
+        assert!(err.contains("w: declares 1000 values"), "{err}");
+        // usize::MAX elements of 4 bytes overflow u64: an error, not a wrap-around.
+        assert!(limit(u64::MAX).check(usize::MAX, 4, false, "x").is_err());
+        // Compressed data may expand, within a bound.
+        assert!(limit(4).check(1000, 4, true, "x").is_ok());
+        assert!(limit(4).check(1100, 4, true, "x").is_err());
+    }
+}
