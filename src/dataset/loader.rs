@@ -270,15 +270,22 @@ struct EpochBatches {
     device: Device,
     height: usize,
     width: usize,
+    /// Set after the end marker or an error: the iterator has nothing more to give.
+    done: bool,
 }
 
 impl Iterator for EpochBatches {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
         // The producer sends every batch, then an end marker; a channel that closes without
         // one means the producer died, which must not look like a short epoch.
-        let cpu = match self.receiver.recv() {
+        let received = self.receiver.recv();
+        self.done = !matches!(received, Ok(Ok(Some(_))));
+        let cpu = match received {
             Ok(Ok(Some(cpu))) => cpu,
             Ok(Ok(None)) => return None,
             Ok(Err(e)) => return Some(Err(e)),
@@ -337,6 +344,7 @@ impl BatchSource for ImageLoader {
             device: self.device.clone(),
             height: self.inner.preprocess.height,
             width: self.inner.preprocess.width,
+            done: false,
         }))
     }
 
