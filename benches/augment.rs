@@ -6,12 +6,12 @@
 //! of many FracAtlas images) is used.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use std::hint::black_box;
 use fracture::augment::{
     clahe, warp_into, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape,
 };
 use fracture::image::{ImageF32, SampleTransform};
 use image::imageops::FilterType;
+use std::hint::black_box;
 
 const SIDE: usize = 224;
 

@@ -51,7 +51,12 @@ pub trait BatchSource {
 /// assert!(short.contains("validation") && short.contains("4 of 5"), "{short}");
 /// # Ok::<(), fracture::Error>(())
 /// ```
-pub fn check_pass(source: &dyn BatchSource, epoch: u64, processed: usize, pass: &str) -> Result<()> {
+pub fn check_pass(
+    source: &dyn BatchSource,
+    epoch: u64,
+    processed: usize,
+    pass: &str,
+) -> Result<()> {
     let requested = source.num_samples();
     let skipped = source.skipped_in_epoch(epoch);
     if processed == 0 && requested > 0 && skipped >= requested {

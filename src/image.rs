@@ -86,8 +86,7 @@ impl ImageF32 {
 /// ```
 pub trait SampleTransform: Send + Sync {
     /// Transform one image. `index` is the sample's index in its dataset part.
-    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64)
-        -> crate::Result<ImageF32>;
+    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> crate::Result<ImageF32>;
 
     /// Check the transform's settings before any image is loaded; the loader calls it when an
     /// epoch starts, so a bad setting is an error before any work, not on every image.

@@ -76,7 +76,12 @@ impl Progress {
             Self::with_mode(label, total, Mode::Bar(bar))
         } else {
             // `eprintln!`, so that the test harness captures the lines like any other output.
-            Self::with_sink(label, total, line_every, Box::new(|line| eprintln!("{line}")))
+            Self::with_sink(
+                label,
+                total,
+                line_every,
+                Box::new(|line| eprintln!("{line}")),
+            )
         }
     }
 
@@ -128,7 +133,8 @@ impl Progress {
                 if lines.done >= lines.next_line_at {
                     let every = lines.every.unwrap_or(u64::MAX);
                     // The next multiple of `every` past what is done.
-                    lines.next_line_at = (lines.done / every).saturating_add(1).saturating_mul(every);
+                    lines.next_line_at =
+                        (lines.done / every).saturating_add(1).saturating_mul(every);
                     let line = self.periodic_line(lines.done, &lines.message);
                     (lines.sink)(&line);
                 }
@@ -190,7 +196,10 @@ impl Progress {
         line.push_str(&format!(", {}", format_duration(elapsed)));
         if done > 0 && done < self.total {
             let left = elapsed.as_secs_f64() * (self.total - done) as f64 / done as f64;
-            line.push_str(&format!(", ETA {}", format_duration(Duration::from_secs_f64(left))));
+            line.push_str(&format!(
+                ", ETA {}",
+                format_duration(Duration::from_secs_f64(left))
+            ));
         }
         if !message.is_empty() {
             line.push_str(&format!(", {message}"));
@@ -262,8 +271,15 @@ mod tests {
             .map(|l| l.split(' ').nth(2).unwrap_or_default())
             .collect();
         // Crossing 250, 500, 750 and 1000 (batches of 100 land on 300, 500, 800, 1000).
-        assert_eq!(counts, ["300/1000", "500/1000", "800/1000", "1000/1000", "1000"]);
-        assert!(lines[0].starts_with("scoring test: 300/1000 (30%), "), "{}", lines[0]);
+        assert_eq!(
+            counts,
+            ["300/1000", "500/1000", "800/1000", "1000/1000", "1000"]
+        );
+        assert!(
+            lines[0].starts_with("scoring test: 300/1000 (30%), "),
+            "{}",
+            lines[0]
+        );
         assert!(lines[0].contains(", ETA ") && lines[0].ends_with(", 2 skipped"));
         assert!(!lines[3].contains("ETA"), "nothing left: {}", lines[3]);
         assert_eq!(lines[4], "scoring test: 1000 images, 2 skipped");

@@ -403,7 +403,9 @@ fn different_samples_and_epochs_draw_different_parameters() {
 #[test]
 fn disabled_config_leaves_images_unchanged() {
     let image = test_image(15, 15, 3);
-    let out = AugmentConfig::disabled().apply(image.clone(), 1, 2, 3).unwrap();
+    let out = AugmentConfig::disabled()
+        .apply(image.clone(), 1, 2, 3)
+        .unwrap();
     assert_eq!(out, image);
 }
 

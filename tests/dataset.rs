@@ -784,15 +784,7 @@ impl SampleTransform for PanicsOn {
 
 /// Twelve small synthetic images, in a loader of batches of 4 kept in order.
 fn twelve_images_in_order(dir: &Path) -> ImageLoader {
-    let samples = SyntheticConfig {
-        n_fractured: 6,
-        n_not_fractured: 6,
-        min_size: 16,
-        max_size: 24,
-        ..SyntheticConfig::default()
-    }
-    .generate_to(dir)
-    .unwrap();
+    let samples = common::generated_samples(dir, 6, 16, 24);
     let config = LoaderConfig {
         batch_size: 4,
         shuffle: false,
@@ -811,11 +803,9 @@ fn a_panic_while_loading_is_an_error_not_a_short_epoch() {
     assert!(results[..2].iter().all(Result::is_ok));
     let err = results[2].as_ref().unwrap_err();
     assert!(matches!(err, fracture::Error::Internal(_)), "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains("panicked") && text.contains("transform failed on purpose"),
-        "{text}"
-    );
+    for said in ["panicked", "transform failed on purpose"] {
+        assert!(err.to_string().contains(said), "{err}");
+    }
 }
 
 #[test]
@@ -827,10 +817,7 @@ fn an_invalid_augmentation_is_an_error_before_any_image_is_loaded() {
     };
     let loader = twelve_images_in_order(dir.path()).with_transform(Arc::new(upside_down));
     let err = match loader.batches(0) {
-        Ok(batches) => panic!(
-            "an invalid augmentation loaded {} batches",
-            batches.count()
-        ),
+        Ok(batches) => panic!("an invalid augmentation loaded {} batches", batches.count()),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("zoom_range"), "{err}");
@@ -844,14 +831,19 @@ fn a_loader_reports_the_skips_of_each_epoch() {
     for &i in &broken {
         std::fs::write(&loader.samples()[i].path, b"not an image").unwrap();
     }
-    let seen: usize = all_batches(&loader, 0).iter().map(|b| b.indices.len()).sum();
+    let seen: usize = all_batches(&loader, 0)
+        .iter()
+        .map(|b| b.indices.len())
+        .sum();
     assert_eq!(seen, 10);
     assert_eq!(loader.skipped_in_epoch(0), broken.len());
     assert!(fracture::batch::check_pass(&loader, 0, seen, "test pass").is_ok());
     let short = fracture::batch::check_pass(&loader, 0, seen - 1, "test pass").unwrap_err();
     assert!(
         matches!(short, fracture::Error::Internal(_))
-            && short.to_string().contains("processed 9 of 12 samples with 2 reported skipped"),
+            && short
+                .to_string()
+                .contains("processed 9 of 12 samples with 2 reported skipped"),
         "{short}"
     );
 }

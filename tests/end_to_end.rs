@@ -1,25 +1,16 @@
 //! The crate as a user meets it: synthetic radiographs → train (tiny) → evaluate → save →
 //! load → classify, and the failure modes of bundles and folders.
 
-use candle_core::Device;
-use fracture::dataset::synthetic::SyntheticConfig;
-use fracture::classifier::Evaluation;
-use fracture::dataset::{FracAtlas, Label, Split, SplitConfig};
-use fracture::device::DeviceRequest;
-use fracture::model::ResNetV2Config;
-use fracture::train::TrainConfig;
-use fracture::{FractureClassifier, WeightsSource};
-use std::path::Path;
+mod common;
 
-fn tiny_classifier() -> FractureClassifier {
-    FractureClassifier::builder()
-        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
-        .weights(WeightsSource::Random { seed: 3 })
-        .device(DeviceRequest::Cpu)
-        .image_size(48, 48)
-        .build()
-        .unwrap()
-}
+use candle_core::Device;
+use common::{generated_samples, tiny_classifier};
+use fracture::classifier::Evaluation;
+use fracture::dataset::synthetic::SyntheticConfig;
+use fracture::dataset::{FracAtlas, Label, Split, SplitConfig};
+use fracture::train::TrainConfig;
+use fracture::FractureClassifier;
+use std::path::Path;
 
 fn synthetic_split(root: &Path) -> Split {
     SyntheticConfig {
@@ -118,7 +109,12 @@ fn check_evaluation_against_single_images(
     assert_eq!(m.threshold, threshold);
     let c = &m.confusion;
     assert_eq!(
-        (c.true_positives(), c.fractured(), c.true_negatives(), c.not_fractured()),
+        (
+            c.true_positives(),
+            c.fractured(),
+            c.true_negatives(),
+            c.not_fractured()
+        ),
         (tp, tp + fn_, tn, tn + fp)
     );
     assert_eq!(m.accuracy, (tp + tn) as f64 / split.test.len() as f64);
@@ -141,7 +137,11 @@ fn check_evaluation_against_single_images(
         }
     }
     let auc = m.roc_auc.value().expect("both classes in the test part");
-    assert!((auc - won / pairs).abs() < 1e-9, "AUC {auc} vs {}", won / pairs);
+    assert!(
+        (auc - won / pairs).abs() < 1e-9,
+        "AUC {auc} vs {}",
+        won / pairs
+    );
     let text = evaluation.to_string();
     for line in [
         format!("({tp} of {} fractures found)", tp + fn_),
@@ -258,16 +258,8 @@ fn classify_dir_lists_bad_files_and_classifies_the_rest() {
 
 /// Two generated images under `dir/images/...`; returns their paths.
 fn two_images(dir: &Path) -> Vec<std::path::PathBuf> {
-    SyntheticConfig {
-        n_fractured: 1,
-        n_not_fractured: 1,
-        ..SyntheticConfig::default()
-    }
-    .generate_to(dir)
-    .unwrap()
-    .into_iter()
-    .map(|s| s.path)
-    .collect()
+    let samples = generated_samples(dir, 1, 64, 64);
+    samples.into_iter().map(|s| s.path).collect()
 }
 
 #[test]
@@ -290,8 +282,16 @@ fn classify_dir_reports_a_link_loop_and_a_broken_link_and_goes_on() {
             .map(|(_, r)| r.clone())
             .unwrap_or_else(|| panic!("{} not in {:?}", path.display(), result.skipped))
     };
-    assert!(reason(&loop_link).contains("loop"), "{}", reason(&loop_link));
-    assert!(reason(&broken).contains("cannot be read"), "{}", reason(&broken));
+    assert!(
+        reason(&loop_link).contains("loop"),
+        "{}",
+        reason(&loop_link)
+    );
+    assert!(
+        reason(&broken).contains("cannot be read"),
+        "{}",
+        reason(&broken)
+    );
 }
 
 #[test]
@@ -324,7 +324,11 @@ fn classify_dir_reports_an_unreadable_folder_and_goes_on() {
         );
     }
     for image in &images {
-        assert!(classified.contains(image), "{} not classified", image.display());
+        assert!(
+            classified.contains(image),
+            "{} not classified",
+            image.display()
+        );
     }
 }
 
@@ -343,7 +347,12 @@ fn resuming_on_another_split_is_refused_and_names_the_first_difference() {
         .unwrap();
     // The classifier records its split in the checkpoint without being asked to.
     let recorded = checkpoints.path().join("split.csv");
-    assert_eq!(Split::load_manifest(&recorded).unwrap().first_difference(&split), None);
+    assert_eq!(
+        Split::load_manifest(&recorded)
+            .unwrap()
+            .first_difference(&split),
+        None
+    );
 
     let mut other = split.clone();
     other.val.samples.swap(0, 1);

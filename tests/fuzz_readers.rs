@@ -15,13 +15,10 @@
 mod common;
 
 use candle_core::Device;
-use fracture::dataset::synthetic::SyntheticConfig;
 use fracture::dataset::{open_manifest, FracAtlas, SplitConfig};
-use fracture::device::DeviceRequest;
-use fracture::model::ResNetV2Config;
 use fracture::preprocess::Preprocess;
 use fracture::train::{EpochRecord, History};
-use fracture::{FractureClassifier, Result, WeightsSource};
+use fracture::{FractureClassifier, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -192,19 +189,9 @@ fn read_weights(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn tiny_classifier() -> FractureClassifier {
-    FractureClassifier::builder()
-        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
-        .weights(WeightsSource::Random { seed: 3 })
-        .device(DeviceRequest::Cpu)
-        .image_size(32, 32)
-        .build()
-        .unwrap()
-}
-
 fn our_safetensors(dir: &Path) -> Vec<PathBuf> {
     let bundle = dir.join("bundle");
-    tiny_classifier().save(&bundle).unwrap();
+    common::tiny_classifier().save(&bundle).unwrap();
     let path = dir.join("ours.safetensors");
     std::fs::copy(bundle.join("model.safetensors"), &path).unwrap();
     std::fs::remove_dir_all(bundle).unwrap();
@@ -239,21 +226,13 @@ fn read_bundle(path: &Path) -> Result<()> {
 }
 
 fn bundle_files(dir: &Path) -> Vec<PathBuf> {
-    tiny_classifier().save(dir).unwrap();
+    common::tiny_classifier().save(dir).unwrap();
     vec![dir.join("bundle.json"), dir.join("model.safetensors")]
 }
 
 /// A few small images under `dir/images` (the files manifests point at).
 fn listed_images(dir: &Path) -> Vec<fracture::dataset::Sample> {
-    SyntheticConfig {
-        n_fractured: 3,
-        n_not_fractured: 3,
-        min_size: 16,
-        max_size: 24,
-        ..SyntheticConfig::default()
-    }
-    .generate_to(dir)
-    .unwrap()
+    common::generated_samples(dir, 3, 16, 24)
 }
 
 fn read_csv_manifest(path: &Path) -> Result<()> {
@@ -342,7 +321,10 @@ fn fuzz(name: &str) {
         let original = std::fs::read(file).unwrap();
         // The valid file must read: otherwise every mutation would "pass" for nothing.
         if let Err(e) = (reader.read)(file) {
-            panic!("{name}: the unmutated {} does not read: {e}", file.display());
+            panic!(
+                "{name}: the unmutated {} does not read: {e}",
+                file.display()
+            );
         }
         let seed = 0x5eed_0000 + f as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -363,7 +345,10 @@ fn fuzz(name: &str) {
         }
         std::fs::write(file, &original).unwrap();
     }
-    eprintln!("{name}: {read} mutated files read, {} failures", failures.len());
+    eprintln!(
+        "{name}: {read} mutated files read, {} failures",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {read} mutated files made the reader panic:\n{}",

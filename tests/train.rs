@@ -1,19 +1,20 @@
 //! Specification of the training loop: learning, freezing, best checkpoint, resume, crash
 //! safety, non-finite losses.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use fracture::augment::AugmentConfig;
 use fracture::batch::{Batch, BatchSource, TensorBatches};
 use fracture::dataset::loader::{ImageLoader, LoaderConfig};
-use fracture::dataset::synthetic::SyntheticConfig;
 use fracture::image::{ImageF32, SampleTransform};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
+use fracture::preprocess::Preprocess;
 use fracture::train::{
     predict, BackboneTraining, Checkpoint, EarlyStopping, LrSchedule, SavedConfig, TrainConfig,
     Trainer,
 };
-use fracture::preprocess::Preprocess;
 use fracture::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -86,6 +87,18 @@ fn synthetic(n: usize, seed: u64) -> (Tensor, Tensor) {
 fn batches(n: usize, seed: u64, batch_size: usize) -> TensorBatches {
     let (images, labels) = synthetic(n, seed);
     TensorBatches::new(images, labels, batch_size).unwrap()
+}
+
+/// A trainer of the tiny backbone, its variables drawn from `seed`.
+fn tiny_trainer(config: TrainConfig, seed: u64) -> Trainer {
+    let backbone = tiny_backbone();
+    Trainer::new(
+        &backbone,
+        seeded_backbone_vars(&backbone, seed),
+        config,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Settings for quick head-only runs; tests change what they exercise.
@@ -223,7 +236,6 @@ impl BatchSource for Faulty<'_> {
 
 #[test]
 fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         epochs: 8,
         backbone: BackboneTraining::All {
@@ -236,13 +248,7 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
         },
         ..quick_config(8)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 1),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 1);
     let train = batches(256, 10, 16);
     let val = batches(64, 11, 32);
     let test = batches(128, 12, 32);
@@ -257,7 +263,11 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
 
 /// Two epochs with a frozen backbone on `train`: the backbone must come out bit-identical and
 /// the head trained.
-fn frozen_backbone_stays_bit_identical(train: &dyn BatchSource, val: &dyn BatchSource, augment: bool) {
+fn frozen_backbone_stays_bit_identical(
+    train: &dyn BatchSource,
+    val: &dyn BatchSource,
+    augment: bool,
+) {
     let backbone = tiny_backbone();
     let backbone_vars = seeded_backbone_vars(&backbone, 2);
     let before = snapshot(&backbone_vars);
@@ -319,15 +329,7 @@ impl BatchSource for Recording<'_> {
 
 /// Sixteen generated radiographs behind a shuffling loader of `SIZE` x `SIZE` images.
 fn image_loader(dir: &Path) -> ImageLoader {
-    let samples = SyntheticConfig {
-        n_fractured: 8,
-        n_not_fractured: 8,
-        min_size: 40,
-        max_size: 56,
-        ..SyntheticConfig::default()
-    }
-    .generate_to(dir)
-    .unwrap();
+    let samples = common::generated_samples(dir, 8, 40, 56);
     let preprocess = Preprocess {
         height: SIZE,
         width: SIZE,
@@ -373,8 +375,14 @@ fn a_frozen_backbone_is_bit_identical_after_training_with_augmentation() {
     assert_eq!(seen.len(), 2 * 16);
     for index in 0..16 {
         let (first, second) = (&seen[&(0, index)], &seen[&(1, index)]);
-        assert_ne!(first, &plain_images[&index], "sample {index} was not augmented");
-        assert_ne!(first, second, "sample {index} was augmented alike in both epochs");
+        assert_ne!(
+            first, &plain_images[&index],
+            "sample {index} was not augmented"
+        );
+        assert_ne!(
+            first, second,
+            "sample {index} was augmented alike in both epochs"
+        );
     }
 }
 
@@ -415,15 +423,13 @@ fn a_pass_that_sees_fewer_samples_than_its_source_holds_is_an_error() {
         inner: &data,
         missing: 2,
     };
-    let backbone = tiny_backbone();
     let trainer = |training: BackboneTraining| {
         let config = TrainConfig {
             backbone: training,
             augment: true,
             ..quick_config(1)
         };
-        Trainer::new(&backbone, seeded_backbone_vars(&backbone, 4), config, &Device::Cpu)
-            .unwrap()
+        tiny_trainer(config, 4)
     };
     let all = BackboneTraining::All {
         learning_rate: 1e-3,
@@ -459,14 +465,11 @@ fn validation_on_images_that_all_fail_to_decode_is_an_error_naming_validation() 
             learning_rate: 1e-3,
         },
     ] {
-        let backbone = tiny_backbone();
         let config = TrainConfig {
             backbone: training.clone(),
             ..quick_config(1)
         };
-        let mut trainer =
-            Trainer::new(&backbone, seeded_backbone_vars(&backbone, 4), config, &Device::Cpu)
-                .unwrap();
+        let mut trainer = tiny_trainer(config, 4);
         let err = trainer.fit(&train, &val, None).unwrap_err().to_string();
         assert!(
             err.contains("validation") && err.contains("none of the 16 images could be read"),
@@ -477,14 +480,7 @@ fn validation_on_images_that_all_fail_to_decode_is_an_error_naming_validation() 
 
 #[test]
 fn only_head_variables_reach_the_optimizer_when_the_backbone_is_frozen() {
-    let backbone = tiny_backbone();
-    let trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 2),
-        quick_config(1),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let trainer = tiny_trainer(quick_config(1), 2);
     assert_eq!(
         trainer.trainable_variable_names(),
         vec![
@@ -539,13 +535,7 @@ fn the_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
         learning_rate: 3e-2,
         ..quick_config(6)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 6),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 6);
     let train = batches(32, 7, 16);
     let val = batches(32, 8, 16);
     let history = trainer.fit(&train, &val, Some(dir.path())).unwrap();
@@ -571,7 +561,6 @@ fn the_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
 
 #[test]
 fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupted_run() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         backbone: BackboneTraining::LastStages {
             stages: 1,
@@ -586,23 +575,11 @@ fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupt
     let val = batches(32, 10, 16);
 
     let whole_dir = tempfile::tempdir().unwrap();
-    let mut whole = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 11),
-        config.clone(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut whole = tiny_trainer(config.clone(), 11);
     let whole_history = whole.fit(&train, &val, Some(whole_dir.path())).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 11),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut first = tiny_trainer(config, 11);
     let mut interrupted = Faulty::new(&train);
     interrupted.fail_epoch = Some(2);
     assert!(first.fit(&interrupted, &val, Some(dir.path())).is_err());
@@ -619,32 +596,20 @@ fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupt
 
 #[test]
 fn a_killed_checkpoint_write_leaves_the_previous_checkpoint_readable() {
-    let backbone = tiny_backbone();
     let data = batches(32, 12, 16);
     let reference = {
-        let mut trainer = Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 13),
-            TrainConfig {
-                restore_best_weights: false,
-                ..quick_config(1)
-            },
-            &Device::Cpu,
-        )
-        .unwrap();
+        let config = TrainConfig {
+            restore_best_weights: false,
+            ..quick_config(1)
+        };
+        let mut trainer = tiny_trainer(config, 13);
         trainer.fit(&data, &data, None).unwrap();
         weights_as_map(&trainer)
     };
     // A checkpoint writes 6 files; kill each of them halfway in turn.
     for file_index in 0..6 {
         let dir = tempfile::tempdir().unwrap();
-        let mut trainer = Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 13),
-            quick_config(2),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let mut trainer = tiny_trainer(quick_config(2), 13);
         trainer.inject_checkpoint_failure(2, file_index);
         assert!(trainer.fit(&data, &data, Some(dir.path())).is_err());
         let leftovers = std::fs::read_dir(dir.path())
@@ -676,7 +641,6 @@ fn a_killed_checkpoint_write_leaves_the_previous_checkpoint_readable() {
 #[test]
 fn a_non_finite_loss_names_epoch_and_batch_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let backbone = tiny_backbone();
     let data = batches(48, 14, 16);
     let mut poisoned = Faulty::new(&data);
     poisoned.nan_at = Some((1, 1));
@@ -684,13 +648,7 @@ fn a_non_finite_loss_names_epoch_and_batch_and_keeps_the_last_checkpoint() {
         augment: true,
         ..quick_config(3)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 15),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 15);
     let err = trainer.fit(&poisoned, &data, Some(dir.path())).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("epoch 2, batch 2"), "{message}");
@@ -705,18 +663,11 @@ fn frozen_run(
     val: &dyn BatchSource,
     augment: bool,
 ) -> HashMap<String, Vec<f32>> {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         augment,
         ..quick_config(3)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 17),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 17);
     trainer.fit(source, val, None).unwrap();
     weights_as_map(&trainer)
 }
@@ -747,13 +698,7 @@ fn a_checkpoint_holds_config_split_manifest_and_history() {
         split_manifest: Some(manifest.clone()),
         ..quick_config(2)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 18),
-        config.clone(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config.clone(), 18);
     let data = batches(32, 19, 16);
     trainer.fit(&data, &data, Some(&run)).unwrap();
     let saved: SavedConfig =
@@ -775,17 +720,8 @@ fn a_checkpoint_holds_config_split_manifest_and_history() {
 #[test]
 fn a_new_run_refuses_a_folder_that_holds_another_run() {
     let dir = tempfile::tempdir().unwrap();
-    let backbone = tiny_backbone();
     let data = batches(16, 20, 16);
-    let new_trainer = || {
-        Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 21),
-            quick_config(1),
-            &Device::Cpu,
-        )
-        .unwrap()
-    };
+    let new_trainer = || tiny_trainer(quick_config(1), 21);
     new_trainer().fit(&data, &data, Some(dir.path())).unwrap();
     let err = new_trainer()
         .fit(&data, &data, Some(dir.path()))
@@ -795,7 +731,6 @@ fn a_new_run_refuses_a_folder_that_holds_another_run() {
 
 #[test]
 fn early_stopping_ends_training_when_validation_loss_stops_improving() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         // A learning rate this small leaves the validation loss where it is.
         learning_rate: 1e-12,
@@ -805,13 +740,7 @@ fn early_stopping_ends_training_when_validation_loss_stops_improving() {
         }),
         ..quick_config(10)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 22),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 22);
     let data = batches(16, 23, 16);
     let history = trainer.fit(&data, &data, None).unwrap();
     assert_eq!(history.epochs.len(), 3);

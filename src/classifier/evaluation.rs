@@ -7,11 +7,11 @@ use crate::batch::{check_pass, BatchSource};
 use crate::dataset::loader::ImageLoader;
 use crate::dataset::Part;
 use crate::error::Result;
-use crate::progress::Progress;
 use crate::metrics::{
     bootstrap_ci, by_subgroup, choose_threshold, BinaryMetrics, BootstrapConfig,
     BootstrapIntervals, SubgroupMetrics, ThresholdRule,
 };
+use crate::progress::Progress;
 use std::fmt;
 use std::path::PathBuf;
 

@@ -4,9 +4,9 @@ use super::FractureClassifier;
 use crate::dataset::decode::decode_file;
 use crate::dataset::Label;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use candle_core::Tensor;
 use image::DynamicImage;
-use crate::progress::Progress;
 use rayon::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -168,7 +168,11 @@ fn list_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<Pa
                         "link loop: leads back to {}, not followed",
                         ancestor.display()
                     ),
-                    None => format!("cannot be read: {}", e.io_error().map_or_else(|| e.to_string(), ToString::to_string)),
+                    None => format!(
+                        "cannot be read: {}",
+                        e.io_error()
+                            .map_or_else(|| e.to_string(), ToString::to_string)
+                    ),
                 };
                 skipped.push((path, reason));
             }

@@ -53,13 +53,31 @@ pub struct HubOptions {
 
 impl std::fmt::Debug for HubOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubOptions")
-            .field("endpoint", &self.endpoint)
-            .field("cache_dir", &self.cache_dir)
-            .field("offline", &self.offline)
-            .field("progress", &self.progress)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
+        /// The same fields, the token replaced by a placeholder.
+        #[derive(Debug)]
+        #[allow(dead_code)] // the fields are read by the derived `Debug` only
+        struct HubOptions<'a> {
+            endpoint: &'a str,
+            cache_dir: &'a std::path::Path,
+            offline: bool,
+            progress: bool,
+            token: Option<&'a str>,
+        }
+        let Self {
+            endpoint,
+            cache_dir,
+            offline,
+            progress,
+            token,
+        } = self;
+        let shown = HubOptions {
+            endpoint,
+            cache_dir,
+            offline: *offline,
+            progress: *progress,
+            token: token.as_ref().map(|_| "<redacted>"),
+        };
+        shown.fmt(f)
     }
 }
 

@@ -182,7 +182,13 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, r
 
 /// [`assert_close`] for slices.
 pub fn assert_close_values(name: &str, a: &[f32], e: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(a.len(), e.len(), "{name}: {} values vs {} expected", a.len(), e.len());
+    assert_eq!(
+        a.len(),
+        e.len(),
+        "{name}: {} values vs {} expected",
+        a.len(),
+        e.len()
+    );
     let mut worst = (0.0f32, 0usize);
     let mut failures = 0usize;
     for (i, (x, y)) in a.iter().zip(e).enumerate() {
@@ -211,6 +217,37 @@ pub fn assert_close_values(name: &str, a: &[f32], e: &[f32], atol: f32, rtol: f3
         a.get(worst.1).copied().unwrap_or(f32::NAN),
         e.get(worst.1).copied().unwrap_or(f32::NAN)
     );
+}
+
+/// `per_class` generated radiographs of each class, sides of `min_size..=max_size` pixels, in
+/// a FracAtlas-layout folder `dir` (with its `dataset.csv`); the samples, in folder order.
+pub fn generated_samples(
+    dir: &Path,
+    per_class: usize,
+    min_size: u32,
+    max_size: u32,
+) -> Vec<fracture::dataset::Sample> {
+    fracture::dataset::synthetic::SyntheticConfig {
+        n_fractured: per_class,
+        n_not_fractured: per_class,
+        min_size,
+        max_size,
+        ..Default::default()
+    }
+    .generate_to(dir)
+    .unwrap()
+}
+
+/// A classifier small enough to build, train and save in a moment: a two-stack ResNetV2 on
+/// seeded random weights, 48x48 inputs, on the CPU.
+pub fn tiny_classifier() -> fracture::FractureClassifier {
+    fracture::FractureClassifier::builder()
+        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+        .weights(fracture::WeightsSource::Random { seed: 3 })
+        .device(fracture::device::DeviceRequest::Cpu)
+        .image_size(48, 48)
+        .build()
+        .unwrap()
 }
 
 /// A tensor of `shape` filled with values uniform in `[lo, hi)` from a ChaCha stream keyed by

@@ -5,11 +5,11 @@ use super::{PassMetrics, Trainer};
 use crate::batch::{check_pass, BatchSource};
 use crate::error::{Error, Result};
 use crate::model::global_average_pool;
+use crate::progress::Progress;
 use crate::train::config::BackboneTraining;
 use crate::train::evaluate::{accuracy, roc_auc};
 use crate::train::loss::{bce_with_logits, bce_with_logits_per_sample};
 use candle_core::{DType, Tensor};
-use crate::progress::Progress;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

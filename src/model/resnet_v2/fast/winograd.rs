@@ -350,7 +350,10 @@ mod tests {
             run(&wk, &bias, relu, &x, xs, &mut got, r);
             for (what, values) in [("Winograd", &got), ("im2col", &want)] {
                 if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                    panic!("{n}x{h}x{w}x{ci}->{co}, r={r}: {what} output {i} is {}", values[i]);
+                    panic!(
+                        "{n}x{h}x{w}x{ci}->{co}, r={r}: {what} output {i} is {}",
+                        values[i]
+                    );
                 }
             }
             let worst = got
