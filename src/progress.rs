@@ -189,8 +189,7 @@ impl Progress {
     fn periodic_line(&self, done: u64, message: &str) -> String {
         let elapsed = self.started.elapsed();
         let mut line = format!("{}: {done}/{}", self.label, self.total);
-        if self.total > 0 {
-            let percent = done.min(self.total) * 100 / self.total;
+        if let Some(percent) = (done.min(self.total).saturating_mul(100)).checked_div(self.total) {
             line.push_str(&format!(" ({percent}%)"));
         }
         line.push_str(&format!(", {}", format_duration(elapsed)));
