@@ -107,7 +107,7 @@ fn read_safetensors_header(path: &Path) -> Result<SafetensorsHeader> {
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if n > 100_000_000 || n > file_len.saturating_sub(8) {
         return Err(format_error(format!(
-            "safetensors header length {n} does not fit in a file of {file_len} bytes"
+            "truncated safetensors header: it declares {n} bytes, the file has {file_len}"
         )));
     }
     let mut header = vec![0u8; n as usize];
