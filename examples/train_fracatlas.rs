@@ -5,8 +5,15 @@
 //! # The real thing: Keras's ImageNet weights (from ~/.keras/models, or downloaded there), the
 //! # notebook's settings.
 //! cargo run --release --example train_fracatlas -- --data FracAtlas --weights imagenet --out runs/r152
+//! # EfficientNet-Lite0 with timm's ImageNet weights (a local copy of
+//! # timm/tf_efficientnet_lite0.in1k), frozen backbone, the notebook's recipe:
+//! cargo run --release --example train_fracatlas -- --data FracAtlas --backbone efficientnet-lite0 \
+//!     --weights efficientnet_lite0_imagenet.safetensors --out runs/lite0
+//! # Then fine-tune its last 2 stages under that head at a lower learning rate:
+//! cargo run --release --example train_fracatlas -- --data FracAtlas --backbone efficientnet-lite0 \
+//!     --init-bundle runs/lite0/bundle --fine-tune-stages 2 --learning-rate 1e-5 --out runs/lite0-ft
 //! # From random weights, small and fast (under 30 minutes on 2 cores):
-//! cargo run --release --example train_fracatlas -- --data "$FRACATLAS_DIR" --preset small --out runs/small
+//! cargo run --release --example train_fracatlas -- --data "$FRACATLAS_DIR" --backbone small --out runs/small
 //! # Continue an interrupted run:
 //! cargo run --release --example train_fracatlas -- --data FracAtlas --out runs/r152 --resume
 //! ```
@@ -14,7 +21,7 @@
 use clap::{Parser, ValueEnum};
 use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::device::DeviceRequest;
-use fracture::model::ResNetV2Config;
+use fracture::model::{BackboneConfig, EfficientNetLiteConfig, ResNetV2Config};
 use fracture::preprocess::Preprocess;
 use fracture::train::{BackboneTraining, ClassWeights, TrainConfig};
 use fracture::{FractureClassifier, WeightsSource};
@@ -22,13 +29,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Preset {
+enum Backbone {
     /// Keras ResNet152V2 (the reference notebook's backbone).
     Resnet152v2,
     /// Keras ResNet101V2.
     Resnet101v2,
     /// Keras ResNet50V2.
     Resnet50v2,
+    /// EfficientNet-Lite0 (timm's names; about 50x cheaper than ResNet152V2).
+    #[value(name = "efficientnet-lite0")]
+    EfficientNetLite0,
     /// A small ResNetV2 (3 stacks of 2 blocks, 16-filter stem) trained from scratch at 128 px.
     Small,
 }
@@ -41,13 +51,17 @@ struct Args {
     #[arg(long, env = "FRACATLAS_DIR")]
     data: PathBuf,
     /// Backbone.
-    #[arg(long, value_enum, default_value = "resnet152v2")]
-    preset: Preset,
-    /// Initial weights: imagenet (Keras's ResNet152V2 file; imagenet:resnet50v2 etc. for the
-    /// other presets), a file (.safetensors or Keras .h5), hub:OWNER/NAME[@REV][:FILE], or
-    /// random[:SEED].
+    #[arg(long, alias = "preset", value_enum, default_value = "resnet152v2")]
+    backbone: Backbone,
+    /// Initial weights: imagenet (the backbone's ImageNet weights: Keras's file for the
+    /// ResNetV2 presets, timm's hub repository for EfficientNet-Lite0), a file (.safetensors
+    /// or Keras .h5), hub:OWNER/NAME[@REV][:FILE], or random[:SEED].
     #[arg(long, default_value = "random")]
     weights: WeightsSource,
+    /// Start from a saved bundle (backbone and head) instead of --weights: the second phase of
+    /// transfer learning, fine-tuning under the head trained on the frozen backbone.
+    #[arg(long, conflicts_with = "weights")]
+    init_bundle: Option<PathBuf>,
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
@@ -63,9 +77,13 @@ struct Args {
     /// Learning rate of the head (the notebook: 1e-4).
     #[arg(long)]
     learning_rate: Option<f64>,
-    /// Fine-tune the last N stacks of the backbone (0: frozen, as in the notebook).
-    #[arg(long, default_value_t = 0)]
-    fine_tune_stacks: usize,
+    /// Fine-tune the last N stages of the backbone (0: frozen, as in the notebook; ResNetV2
+    /// has 4 stacks, EfficientNet-Lite0 7 stages).
+    #[arg(long, alias = "fine-tune-stacks", default_value_t = 0)]
+    fine_tune_stages: usize,
+    /// Fine-tune the whole backbone (at --backbone-learning-rate).
+    #[arg(long, conflicts_with = "fine_tune_stages")]
+    fine_tune_all: bool,
     /// Learning rate of the fine-tuned backbone layers.
     #[arg(long, default_value_t = 1e-5)]
     backbone_learning_rate: f64,
@@ -99,32 +117,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)?;
     split.save_manifest(args.out.join("split.csv"))?;
 
-    let small = matches!(args.preset, Preset::Small);
-    let backbone = match args.preset {
-        Preset::Resnet152v2 => ResNetV2Config::resnet152v2(),
-        Preset::Resnet101v2 => ResNetV2Config::resnet101v2(),
-        Preset::Resnet50v2 => ResNetV2Config::resnet50v2(),
-        Preset::Small => {
+    let small = matches!(args.backbone, Backbone::Small);
+    let backbone: BackboneConfig = match args.backbone {
+        Backbone::Resnet152v2 => ResNetV2Config::resnet152v2().into(),
+        Backbone::Resnet101v2 => ResNetV2Config::resnet101v2().into(),
+        Backbone::Resnet50v2 => ResNetV2Config::resnet50v2().into(),
+        Backbone::EfficientNetLite0 => EfficientNetLiteConfig::lite0().into(),
+        Backbone::Small => {
             let mut c = ResNetV2Config::custom(vec![2, 2, 2], vec![8, 16, 32]);
             c.stem_filters = 16;
             c.bn_momentum = 0.9;
-            c
+            c.into()
         }
     };
     let size = args.image_size.unwrap_or(if small { 128 } else { 224 });
-    let mut clf = FractureClassifier::builder()
-        .backbone(backbone)
-        .weights(args.weights.clone())
-        .device(args.device)
-        .preprocess(Preprocess {
-            height: size,
-            width: size,
-            ..Preprocess::default()
-        })
-        .build()?;
+    let preprocess = Preprocess {
+        height: size,
+        width: size,
+        ..Preprocess::default()
+    };
+    let (mut clf, weights) = match &args.init_bundle {
+        Some(bundle) => {
+            let clf = FractureClassifier::load(bundle, &fracture::device::select(args.device)?)?;
+            if clf.backbone_config() != &backbone || clf.preprocess() != &preprocess {
+                return Err(format!(
+                    "{} holds {} at {} px; asked for {} at {size} px",
+                    bundle.display(),
+                    clf.backbone_config().describe(),
+                    clf.preprocess().height,
+                    backbone.describe()
+                )
+                .into());
+            }
+            (clf, format!("bundle {}", bundle.display()))
+        }
+        None => {
+            // `imagenet` names the chosen backbone's own ImageNet weights.
+            let weights = if args.weights == WeightsSource::imagenet() {
+                WeightsSource::imagenet_for(&backbone)?
+            } else {
+                args.weights.clone()
+            };
+            let clf = FractureClassifier::builder()
+                .backbone(backbone)
+                .weights(weights.clone())
+                .device(args.device)
+                .preprocess(preprocess)
+                .build()?;
+            (clf, weights.describe())
+        }
+    };
     println!(
-        "weights: {}; device: {}",
-        args.weights.describe(),
+        "backbone: {}; weights: {weights}; device: {}",
+        clf.backbone_config().describe(),
         fracture::device::name(clf.device())
     );
 
@@ -134,9 +179,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(if small { 1e-3 } else { defaults.learning_rate });
     let backbone_training = if small {
         BackboneTraining::All { learning_rate }
-    } else if args.fine_tune_stacks > 0 {
+    } else if args.fine_tune_all {
+        BackboneTraining::All {
+            learning_rate: args.backbone_learning_rate,
+        }
+    } else if args.fine_tune_stages > 0 {
         BackboneTraining::LastStages {
-            stages: args.fine_tune_stacks,
+            stages: args.fine_tune_stages,
             learning_rate: args.backbone_learning_rate,
         }
     } else {
@@ -150,6 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         learning_rate,
         backbone: backbone_training,
+        keep_head: args.init_bundle.is_some(),
         augment: !args.no_augment,
         class_weights: args.balanced.then(|| {
             ClassWeights::balanced(

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""ResNet152V2 (Keras-V2 architecture) at 224x224 on the CPU: ours vs ONNX Runtime vs PyTorch.
+"""ResNet152V2 (Keras-V2 architecture) or EfficientNet-Lite0 at 224x224 on the CPU: ours vs ONNX
+Runtime vs PyTorch.
+
+--model resnet152v2 (the default):
 
 Builds the Keras ResNetV2 architecture in PyTorch (pre-activation bottlenecks, stride on the
 LAST block of each stack, zero-padded stem max-pool, MaxPool(1, 2) shortcut, biases on
@@ -11,6 +14,16 @@ back to back in one process:
   * train:  frozen-backbone training step at batch 8 (backbone forward without autograd, head
             Dense(256, ReLU) -> Dropout(0.5) -> Dense(1) forward/backward, Adam step),
             ours vs PyTorch eager channels_last.
+--model efficientnet-lite0: timm's `tf_efficientnet_lite0` (the architecture and padding of our
+EfficientNetLite; `--static-pad` takes timm's `efficientnet_lite0` instead: the same layers with
+symmetric padding, which ORT and PyTorch run without explicit Pad ops), exported to ONNX, and:
+  * ours:   `FastEfficientNetLite` through the timing server of `benches/efficientnet.rs`
+            (and, with --candle, our candle path too);
+  * ORT, torch: as above;
+  * train:  whole-network fine-tuning step at --train-batch (BN in training mode, pooled
+            features, Linear(1280, 1), BCE with logits, backward, Adam over every parameter),
+            ours (candle path with the fused ops) vs PyTorch eager (the faster of NCHW and
+            channels_last, picked during the warm-up).
 Each measurement is one call; the medians of --runs rounds are reported with ours/theirs,
 for wall time and for CPU time. On a machine shared with other work, wall times swing with the
 load (spin-waiting runtimes suffer most); `--threads 1` then compares the work per pass.
@@ -100,11 +113,23 @@ def head(features):
     return nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 1))
 
 
-class Ours:
-    """The Rust timing server (benches/fast_forward.rs, FAST_FORWARD_SERVE=1)."""
+def lite0(static_pad):
+    """timm's EfficientNet-Lite0 without classifier (pooled 1280 features), BN randomized."""
+    import timm
 
-    def __init__(self, cmd, threads):
-        env = dict(os.environ, FAST_FORWARD_SERVE="1", RAYON_NUM_THREADS=str(threads))
+    name = "efficientnet_lite0" if static_pad else "tf_efficientnet_lite0"
+    model = timm.create_model(name, pretrained=False, num_classes=0).eval()
+    randomize_bn(model)
+    return model
+
+
+class Ours:
+    """The Rust timing server (benches/fast_forward.rs with FAST_FORWARD_SERVE=1, or
+    benches/efficientnet.rs with EFFNET_SERVE=1)."""
+
+    def __init__(self, cmd, threads, serve_var):
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        env[serve_var] = "1"
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         while True:
             line = self.p.stdout.readline()
@@ -126,6 +151,52 @@ class Ours:
         self.p.wait()
 
 
+def frozen_train_step(model, features):
+    """Frozen-backbone training step in PyTorch eager: backbone without autograd, head trained."""
+    clf = head(features)
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-4)
+    xt = torch.randn(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    yt = (torch.arange(8) % 2).float()
+
+    def step():
+        with torch.no_grad():
+            pooled = model(xt)
+        clf.train()
+        loss = F.binary_cross_entropy_with_logits(clf(pooled).squeeze(1), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def lite0_train_step(args, features):
+    """Whole-network fine-tuning step in PyTorch eager on a fresh Lite0 (BN in training mode),
+    in the faster of NCHW and channels_last (each timed three times here)."""
+    b = args.train_batch
+    steps = {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        net = lite0(args.static_pad).to(memory_format=fmt).train()
+        clf = nn.Linear(features, 1)
+        opt = torch.optim.Adam(list(net.parameters()) + list(clf.parameters()), lr=1e-5)
+        xt = torch.randn(b, 3, 224, 224).contiguous(memory_format=fmt)
+        yt = (torch.arange(b) % 2).float()
+
+        def step(net=net, clf=clf, opt=opt, xt=xt, yt=yt):
+            loss = F.binary_cross_entropy_with_logits(clf(net(xt)).squeeze(1), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()
+        steps[fmt] = (min(timed(step)[0] for _ in range(3)), step)
+    fmt = min(steps, key=lambda f: steps[f][0])
+    print(f"PyTorch fine-tuning step: {'channels_last' if fmt == torch.channels_last else 'NCHW'} "
+          f"({steps[torch.contiguous_format][0]:.0f} ms NCHW, {steps[torch.channels_last][0]:.0f} ms channels_last)",
+          flush=True)
+    return steps[fmt][1]
+
+
 def timed(fn):
     """Wall and CPU (all threads of this process) milliseconds of one call."""
     # Let the previous system's worker threads stop spinning (ORT and OpenMP spin-wait after a
@@ -142,20 +213,33 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-train", action="store_true", help="skip the frozen-backbone train step")
-    ap.add_argument("--ours", default="cargo bench --bench fast_forward -q",
-                    help="command that starts the Rust timing server")
+    ap.add_argument("--model", choices=["resnet152v2", "efficientnet-lite0"], default="resnet152v2")
+    ap.add_argument("--static-pad", action="store_true",
+                    help="Lite0 only: time timm's symmetric-padding efficientnet_lite0 on the Python side")
+    ap.add_argument("--train-batch", type=int, default=8, help="Lite0 only: fine-tuning step batch")
+    ap.add_argument("--candle", action="store_true", help="Lite0 only: also time our candle path")
+    ap.add_argument("--ours", help="command that starts the Rust timing server "
+                    "(default: cargo bench --bench fast_forward|efficientnet -q)")
     args = ap.parse_args()
+    lite = args.model == "efficientnet-lite0"
+    if args.ours is None:
+        args.ours = f"cargo bench --bench {'efficientnet' if lite else 'fast_forward'} -q"
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, threads {args.threads}", flush=True)
 
-    model = ResNetV2().eval()
-    randomize_bn(model)
+    if lite:
+        model = lite0(args.static_pad)
+        features = model.num_features
+    else:
+        model = ResNetV2().eval()
+        randomize_bn(model)
+        features = model.features
     model = model.to(memory_format=torch.channels_last)
 
     # ONNX Runtime on the exported graph.
-    onnx_path = os.path.join(tempfile.mkdtemp(), "resnet152v2.onnx")
+    onnx_path = os.path.join(tempfile.mkdtemp(), f"{args.model}.onnx")
     dummy = torch.randn(1, 3, 224, 224)
     export = dict(input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
                   opset_version=17)
@@ -179,7 +263,7 @@ def main():
     got = sess.run(None, {"x": inputs[batches[0]].numpy()})[0]
     print(f"ORT vs PyTorch max abs diff: {np.abs(got - want).max():.2e}", flush=True)
 
-    ours = Ours(args.ours.split(), args.threads)
+    ours = Ours(args.ours.split(), args.threads, "EFFNET_SERVE" if lite else "FAST_FORWARD_SERVE")
 
     def run_ort(b):
         x = inputs[b].numpy()
@@ -190,41 +274,34 @@ def main():
         with torch.inference_mode():
             return timed(lambda: traced(x))
 
-    # Frozen-backbone training step in PyTorch eager.
-    clf = head(model.features)
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-4)
-    xt = torch.randn(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    yt = (torch.arange(8) % 2).float()
-
-    def torch_train_step():
-        with torch.no_grad():
-            pooled = model(xt)
-        clf.train()
-        loss = F.binary_cross_entropy_with_logits(clf(pooled).squeeze(1), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    if lite:
+        train_name = f"train{args.train_batch}"
+        train_cmd = f"train {args.train_batch}"
+        torch_train_step = lite0_train_step(args, features)
+    else:
+        train_name, train_cmd = "train8", "train 8"
+        torch_train_step = frozen_train_step(model, features)
+    forwards = [("ours", lambda b: ours.ask(f"forward {b}")), ("ort", run_ort), ("torch", run_torch)]
+    if lite and args.candle:
+        forwards.append(("candle", lambda b: ours.ask(f"candle {b}")))
 
     # Warm-up: every system, every batch, three times (TorchScript optimizes on its 2nd call).
     for _ in range(3):
         for b in batches:
-            ours.ask(f"forward {b}")
-            run_ort(b)
-            run_torch(b)
+            for _, fn in forwards:
+                fn(b)
         if not args.no_train:
-            ours.ask("train 8")
+            ours.ask(train_cmd)
             timed(torch_train_step)
 
     times = {}
     for r in range(args.runs):
         for b in batches:
-            for name, fn in (("ours", lambda: ours.ask(f"forward {b}")),
-                             ("ort", lambda: run_ort(b)),
-                             ("torch", lambda: run_torch(b))):
-                times.setdefault((name, b), []).append(fn())
+            for name, fn in forwards:
+                times.setdefault((name, b), []).append(fn(b))
         if not args.no_train:
-            times.setdefault(("ours", "train8"), []).append(ours.ask("train 8"))
-            times.setdefault(("torch", "train8"), []).append(timed(torch_train_step))
+            times.setdefault(("ours", train_name), []).append(ours.ask(train_cmd))
+            times.setdefault(("torch", train_name), []).append(timed(torch_train_step))
         print(f"round {r + 1}/{args.runs} done", flush=True)
     ours.close()
 
@@ -235,10 +312,15 @@ def main():
         for b in batches:
             o, x, t = med[("ours", b)], med[("ort", b)], med[("torch", b)]
             print(f"{b:>6} {o:>9.1f} {x:>9.1f} {t:>9.1f} {o / x:>9.3f} {o / t:>10.3f}")
+        if lite and args.candle:
+            for b in batches:
+                o, x = med[("candle", b)], med[("ort", b)]
+                print(f"our candle path, batch {b}: {o:.1f} ms, candle/ORT {o / x:.3f}")
         if not args.no_train:
-            o, t = med[("ours", "train8")], med[("torch", "train8")]
-            print(f"frozen-backbone train step, batch 8: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, "
-                  f"ours/PyTorch {o / t:.3f}")
+            o, t = med[("ours", train_name)], med[("torch", train_name)]
+            what = (f"whole-network fine-tuning step, batch {args.train_batch}" if lite
+                    else "frozen-backbone train step, batch 8")
+            print(f"{what}: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, ours/PyTorch {o / t:.3f}")
     print("\nraw wall:", {f"{k[0]}_{k[1]}": [round(v[0], 1) for v in vs] for k, vs in times.items()})
 
 

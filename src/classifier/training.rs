@@ -20,7 +20,8 @@ impl FractureClassifier {
     /// weights of the epoch with the lowest validation loss and the threshold is chosen on
     /// the validation part by Youden's J (kept at its old value if J is undefined there).
     ///
-    /// The head is trained from a fresh initialization seeded by `config.seed`; the backbone
+    /// The head is trained from a fresh initialization seeded by `config.seed` (or from the
+    /// classifier's current head with `config.keep_head`); the backbone
     /// starts from the classifier's current weights and is frozen or fine-tuned as
     /// `config.backbone` says. Augmentation (the notebook's Keras generator) is applied to the
     /// training images when `config.augment` is on.
@@ -48,7 +49,23 @@ impl FractureClassifier {
             }
         }
         let (train_loader, val_loader) = self.loaders(split, &config)?;
+        let keep_head = config.keep_head;
+        if keep_head && config.head != self.head {
+            return Err(Error::InvalidConfig(format!(
+                "keep_head: the classifier's head is {:?}, the training configuration asks for {:?}",
+                self.head, config.head
+            )));
+        }
         let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
+        if keep_head {
+            let head = self
+                .head
+                .variables(self.backbone.feature_channels())
+                .into_iter()
+                .map(|spec| Ok((spec.name.clone(), self.tensor(&spec.name)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            trainer.set_head(&head)?;
+        }
         trainer.record_split(split)?;
         let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
         self.adopt(trainer, split, history)

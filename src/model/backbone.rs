@@ -7,6 +7,7 @@
 //! and their shapes, and the stages that fine-tuning counts from the end. Each backbone keeps
 //! its own code (and its CPU fast path) in its own folder.
 
+use super::efficientnet::{EfficientNetLite, EfficientNetLiteConfig};
 use super::resnet_v2::{ResNetV2, ResNetV2Config};
 use super::VariableSpec;
 use crate::error::{Error, Result};
@@ -34,6 +35,9 @@ pub enum BackboneConfig {
     /// Keras's pre-activation ResNet (ResNet50V2/101V2/152V2 or a custom shape).
     #[serde(rename = "resnet_v2")]
     ResNetV2(ResNetV2Config),
+    /// EfficientNet-Lite (Lite0 ... Lite4 or a custom shape), with timm's variable names.
+    #[serde(rename = "efficientnet_lite")]
+    EfficientNetLite(EfficientNetLiteConfig),
 }
 
 impl From<ResNetV2Config> for BackboneConfig {
@@ -48,6 +52,18 @@ impl From<&ResNetV2Config> for BackboneConfig {
     }
 }
 
+impl From<EfficientNetLiteConfig> for BackboneConfig {
+    fn from(config: EfficientNetLiteConfig) -> Self {
+        Self::EfficientNetLite(config)
+    }
+}
+
+impl From<&EfficientNetLiteConfig> for BackboneConfig {
+    fn from(config: &EfficientNetLiteConfig) -> Self {
+        Self::EfficientNetLite(config.clone())
+    }
+}
+
 impl From<&BackboneConfig> for BackboneConfig {
     fn from(config: &BackboneConfig) -> Self {
         config.clone()
@@ -59,6 +75,7 @@ impl BackboneConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::ResNetV2(c) => format!("ResNetV2 {:?}", c.blocks),
+            Self::EfficientNetLite(c) => c.describe(),
         }
     }
 
@@ -66,6 +83,25 @@ impl BackboneConfig {
     pub fn as_resnet_v2(&self) -> Option<&ResNetV2Config> {
         match self {
             Self::ResNetV2(c) => Some(c),
+            Self::EfficientNetLite(_) => None,
+        }
+    }
+
+    /// The EfficientNet-Lite configuration, if this is one.
+    pub fn as_efficientnet_lite(&self) -> Option<&EfficientNetLiteConfig> {
+        match self {
+            Self::EfficientNetLite(c) => Some(c),
+            Self::ResNetV2(_) => None,
+        }
+    }
+
+    /// The name of the ImageNet classification layer in this backbone's weight files
+    /// (Keras's `predictions` for ResNetV2, timm's `classifier` for EfficientNet-Lite): a
+    /// dense layer `weight` `(classes, channels)`, `bias` `(classes,)` on the pooled features.
+    pub fn imagenet_top_name(&self) -> &'static str {
+        match self {
+            Self::ResNetV2(_) => "predictions",
+            Self::EfficientNetLite(_) => "classifier",
         }
     }
 
@@ -73,6 +109,7 @@ impl BackboneConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::ResNetV2(c) => c.validate(),
+            Self::EfficientNetLite(c) => c.validate(),
         }
     }
 
@@ -81,6 +118,7 @@ impl BackboneConfig {
     pub fn check_input_dims(&self, dims: &[usize]) -> Result<()> {
         match self {
             Self::ResNetV2(c) => c.check_input_dims(dims),
+            Self::EfficientNetLite(c) => c.check_input_dims(dims),
         }
     }
 
@@ -88,6 +126,7 @@ impl BackboneConfig {
     pub fn feature_channels(&self) -> usize {
         match self {
             Self::ResNetV2(c) => c.feature_channels(),
+            Self::EfficientNetLite(c) => c.feature_channels(),
         }
     }
 
@@ -95,6 +134,7 @@ impl BackboneConfig {
     pub fn feature_size(&self, height: usize, width: usize) -> (usize, usize) {
         match self {
             Self::ResNetV2(c) => c.feature_size(height, width),
+            Self::EfficientNetLite(c) => c.feature_size(height, width),
         }
     }
 
@@ -102,6 +142,7 @@ impl BackboneConfig {
     pub fn variables(&self) -> Vec<VariableSpec> {
         match self {
             Self::ResNetV2(c) => c.variables(),
+            Self::EfficientNetLite(c) => c.variables(),
         }
     }
 
@@ -109,18 +150,22 @@ impl BackboneConfig {
     pub fn parameter_count(&self) -> usize {
         match self {
             Self::ResNetV2(c) => c.parameter_count(),
+            Self::EfficientNetLite(c) => c.parameter_count(),
         }
     }
 
-    /// How many stages fine-tuning counts from the end (ResNetV2: its stacks `conv2`..`conv5`).
+    /// How many stages fine-tuning counts from the end (ResNetV2: its stacks `conv2`..`conv5`;
+    /// EfficientNet-Lite: timm's `blocks.0`..`blocks.6`).
     pub fn stage_count(&self) -> usize {
         match self {
             Self::ResNetV2(c) => c.blocks.len(),
+            Self::EfficientNetLite(c) => c.stage_count(),
         }
     }
 
     /// The variable-name prefixes of the last `stages` stages, plus the final normalization
-    /// that follows them (ResNetV2: `conv5_`, `conv4_`, ..., and `post_bn.`).
+    /// that follows them (ResNetV2: `conv5_`, `conv4_`, ..., and `post_bn.`; EfficientNet-Lite:
+    /// `blocks.6.`, ..., then `conv_head.` and `bn2.`).
     ///
     /// ```
     /// use fracture::model::{BackboneConfig, ResNetV2Config};
@@ -143,6 +188,7 @@ impl BackboneConfig {
                 .map(|s| format!("conv{}_", s + 2))
                 .chain(std::iter::once("post_bn.".to_string()))
                 .collect(),
+            Self::EfficientNetLite(c) => c.trainable_prefixes(total - stages),
         })
     }
 }
@@ -165,6 +211,8 @@ impl BackboneConfig {
 pub enum Backbone {
     /// Keras's pre-activation ResNet.
     ResNetV2(ResNetV2),
+    /// EfficientNet-Lite.
+    EfficientNetLite(EfficientNetLite),
 }
 
 impl Backbone {
@@ -172,6 +220,9 @@ impl Backbone {
     pub fn new(config: &BackboneConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match config {
             BackboneConfig::ResNetV2(c) => Self::ResNetV2(ResNetV2::new(c, vb)?),
+            BackboneConfig::EfficientNetLite(c) => {
+                Self::EfficientNetLite(EfficientNetLite::new(c, vb)?)
+            }
         })
     }
 
@@ -179,6 +230,7 @@ impl Backbone {
     pub fn config(&self) -> BackboneConfig {
         match self {
             Self::ResNetV2(m) => BackboneConfig::ResNetV2(m.config().clone()),
+            Self::EfficientNetLite(m) => BackboneConfig::EfficientNetLite(m.config().clone()),
         }
     }
 
@@ -196,6 +248,7 @@ impl Backbone {
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Self::ResNetV2(m) => m.forward_features_t(x, train),
+            Self::EfficientNetLite(m) => m.forward_features_t(x, train),
         }
     }
 
@@ -211,6 +264,7 @@ impl Backbone {
         })?;
         match self {
             Self::ResNetV2(m) => m.forward_features_partial(x, first),
+            Self::EfficientNetLite(m) => m.forward_features_partial(x, first),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! [`ImageNetClassifier`]: a backbone with Keras's ImageNet top (global average pool, then the
-//! `predictions` dense layer), the quickest way to see that ImageNet weights are right: a photo
-//! of a dog should come out as a dog.
+//! [`ImageNetClassifier`]: a backbone with its ImageNet top (global average pool, then a dense
+//! layer: Keras's `predictions`, timm's `classifier`), the quickest way to see that ImageNet
+//! weights are right: a photo of a dog should come out as a dog.
 
 use super::{Backbone, BackboneConfig, FrozenBackbone};
 use crate::error::{Error, Result};
@@ -9,11 +9,13 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use image::DynamicImage;
 
-/// A backbone and Keras's `predictions` layer: images in, class scores out.
+/// A backbone and its ImageNet top layer: images in, class scores out.
 ///
-/// Variables: the backbone's at the root, `predictions.weight` `(classes, channels)` and
-/// `predictions.bias` `(classes,)`. Class `i` is Keras's ImageNet class index `i` (its
-/// `imagenet_class_index.json` names them). Load Keras's "top" file with
+/// Variables: the backbone's at the root, then the top named by
+/// [`BackboneConfig::imagenet_top_name`] (`predictions` for ResNetV2, `classifier` for
+/// EfficientNet-Lite): `weight` `(classes, channels)` and `bias` `(classes,)`. Class `i` is
+/// ImageNet class index `i` (Keras's `imagenet_class_index.json` names them; timm uses the same
+/// order). Load a file with a top (Keras's "top" file, timm's weights) with
 /// [`crate::weights::WeightsSource::load_imagenet_classifier`].
 ///
 /// ```
@@ -36,7 +38,7 @@ pub struct ImageNetClassifier {
 }
 
 impl ImageNetClassifier {
-    /// Build from `vb` (backbone at the root, `predictions.*` for the top), for inference on
+    /// Build from `vb` (backbone at the root, the top under its name), for inference on
     /// `device` (the backbone's fast path on the CPU).
     pub fn new(
         config: &BackboneConfig,
@@ -49,8 +51,11 @@ impl ImageNetClassifier {
                 "an ImageNet classifier needs at least one class".into(),
             ));
         }
-        let predictions =
-            candle_nn::linear(config.feature_channels(), classes, vb.pp("predictions"))?;
+        let predictions = candle_nn::linear(
+            config.feature_channels(),
+            classes,
+            vb.pp(config.imagenet_top_name()),
+        )?;
         let backbone = FrozenBackbone::new(Backbone::new(config, vb)?, device)?;
         Ok(Self {
             backbone,
@@ -74,7 +79,7 @@ impl ImageNetClassifier {
         self.backbone.uses_fast_path()
     }
 
-    /// Number of classes (1000 for Keras's ImageNet files).
+    /// Number of classes (1000 for ImageNet files).
     pub fn classes(&self) -> usize {
         self.classes
     }
@@ -91,7 +96,7 @@ impl ImageNetClassifier {
 
     /// The `k` most probable classes of one image as `(class index, probability)`, most
     /// probable first. `preprocess` must be what the weights expect: the default (224 x 224,
-    /// Keras's `x / 127.5 - 1`) for Keras's ResNetV2 files.
+    /// `x / 127.5 - 1`) for Keras's ResNetV2 files and timm's EfficientNet-Lite weights.
     pub fn top_k(
         &self,
         image: &DynamicImage,

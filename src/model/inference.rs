@@ -2,6 +2,7 @@
 //! under a trained head, explanations), and the one place that chooses how it runs: on the
 //! CPU through the backbone's fast path when it has one, elsewhere through candle's ops.
 
+use super::efficientnet::FastEfficientNetLite;
 use super::resnet_v2::FastResNetV2;
 use super::{global_average_pool, Backbone};
 use crate::error::Result;
@@ -11,6 +12,7 @@ use candle_core::{Device, Tensor};
 #[derive(Debug, Clone)]
 enum FastPath {
     ResNetV2(FastResNetV2),
+    EfficientNetLite(FastEfficientNetLite),
 }
 
 /// A backbone in inference mode, outside the autograd graph.
@@ -40,6 +42,9 @@ impl FrozenBackbone {
         let fast = if device.is_cpu() {
             match &backbone {
                 Backbone::ResNetV2(m) => Some(FastPath::ResNetV2(FastResNetV2::from_model(m)?)),
+                Backbone::EfficientNetLite(m) => Some(FastPath::EfficientNetLite(
+                    FastEfficientNetLite::from_model(m)?,
+                )),
             }
         } else {
             None
@@ -70,6 +75,7 @@ impl FrozenBackbone {
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         let features = match &self.fast {
             Some(FastPath::ResNetV2(fast)) => fast.forward_features(x)?,
+            Some(FastPath::EfficientNetLite(fast)) => fast.forward_features(x)?,
             None => self.backbone.forward_features(x)?,
         };
         Ok(features.detach())
@@ -79,6 +85,7 @@ impl FrozenBackbone {
     pub fn pooled(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = match &self.fast {
             Some(FastPath::ResNetV2(fast)) => fast.forward_pooled(x)?,
+            Some(FastPath::EfficientNetLite(fast)) => fast.forward_pooled(x)?,
             None => global_average_pool(&self.backbone.forward_features(x)?)?,
         };
         Ok(pooled.detach())

@@ -10,6 +10,7 @@
 
 mod backbone;
 mod cpu;
+mod efficientnet;
 mod head;
 mod imagenet;
 mod inference;
@@ -20,6 +21,7 @@ mod variables;
 
 pub(crate) use backbone::deserialize_backbone_config;
 pub use backbone::{global_average_pool, Backbone, BackboneConfig};
+pub use efficientnet::*;
 pub use head::{ClassifierHead, HeadConfig};
 pub use imagenet::ImageNetClassifier;
 pub use inference::FrozenBackbone;

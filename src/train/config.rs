@@ -37,6 +37,13 @@ pub struct TrainConfig {
     pub head: HeadConfig,
     /// Which part of the backbone is trained.
     pub backbone: BackboneTraining,
+    /// Start the head from the classifier's current head instead of a fresh initialization:
+    /// the second phase of transfer learning (train the head on a frozen backbone, then
+    /// fine-tune the backbone under that head at a lower learning rate). The head must have
+    /// the shape `head` says. [`FractureClassifier::train`](crate::FractureClassifier::train)
+    /// honours it; a bare [`Trainer`](crate::train::Trainer) takes the head with
+    /// [`Trainer::set_head`](crate::train::Trainer::set_head).
+    pub keep_head: bool,
     /// Whether the training loader augments images. When off and the backbone is frozen, the
     /// trainer computes backbone features once and reuses them in every epoch.
     pub augment: bool,
@@ -69,6 +76,7 @@ impl Default for TrainConfig {
             adam: AdamConfig::default(),
             head: HeadConfig::default(),
             backbone: BackboneTraining::Frozen,
+            keep_head: false,
             augment: true,
             class_weights: None,
             early_stopping: None,

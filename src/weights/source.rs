@@ -88,6 +88,39 @@ impl WeightsSource {
         Self::KerasImageNet(KerasImageNet::notop(ResNetV2Preset::ResNet152V2))
     }
 
+    /// The ImageNet weights of a preset backbone: Keras's own file of a ResNetV2 preset
+    /// ([`WeightsSource::KerasImageNet`], no top), timm's `tf_efficientnet_liteN.in1k` hub
+    /// repository for an EfficientNet-Lite preset (the same names and layouts as the file in
+    /// `../shared/weights/`). A custom shape has no ImageNet weights: an error says so.
+    ///
+    /// ```
+    /// use fracture::model::{BackboneConfig, EfficientNetLiteConfig, ResNetV2Config};
+    /// use fracture::WeightsSource;
+    /// let lite0 = BackboneConfig::from(EfficientNetLiteConfig::lite0());
+    /// assert_eq!(WeightsSource::imagenet_for(&lite0)?, WeightsSource::hub("timm/tf_efficientnet_lite0.in1k"));
+    /// let r152 = BackboneConfig::from(ResNetV2Config::resnet152v2());
+    /// assert_eq!(WeightsSource::imagenet_for(&r152)?, WeightsSource::imagenet());
+    /// assert!(WeightsSource::imagenet_for(&ResNetV2Config::custom(vec![2], vec![4]).into()).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn imagenet_for(backbone: &BackboneConfig) -> Result<Self> {
+        let found = match backbone {
+            BackboneConfig::ResNetV2(c) => ResNetV2Preset::ALL
+                .into_iter()
+                .find(|p| p.config() == *c)
+                .map(|p| Self::KerasImageNet(KerasImageNet::notop(p))),
+            BackboneConfig::EfficientNetLite(c) => c
+                .preset_index()
+                .map(|i| Self::hub(format!("timm/tf_efficientnet_lite{i}.in1k"))),
+        };
+        found.ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "no ImageNet weights are known for {}: only the presets have them",
+                backbone.describe()
+            ))
+        })
+    }
+
     /// How this source is named in errors and reports.
     pub fn describe(&self) -> String {
         match self {
@@ -240,9 +273,11 @@ impl WeightsSource {
         }
     }
 
-    /// Load Keras's ImageNet classifier from a "top" file (backbone, `avg_pool`, `predictions`):
-    /// the backbone's variables and `predictions.{weight,bias}` must all be present with
-    /// matching shapes (the class count is the file's).
+    /// Load an ImageNet classifier from a file with a top: Keras's "top" file (backbone,
+    /// `avg_pool`, `predictions`) or timm's EfficientNet-Lite weights (`classifier`). The
+    /// backbone's variables and the top's `weight` and `bias`
+    /// ([`BackboneConfig::imagenet_top_name`]) must all be present with matching shapes (the
+    /// class count is the file's).
     ///
     /// ```no_run
     /// use fracture::model::ResNetV2Config;
@@ -266,14 +301,15 @@ impl WeightsSource {
         backbone.validate()?;
         let weights = match self {
             Self::Random { .. } => return Err(Error::InvalidConfig(
-                "an ImageNet classifier needs weights with a `predictions` layer, not random ones"
+                "an ImageNet classifier needs weights with an ImageNet top layer, not random ones"
                     .into(),
             )),
             _ => self.read(device, hub, keras)?,
         };
+        let top = backbone.imagenet_top_name();
         let classes = match weights
             .shapes()
-            .get("predictions.weight")
+            .get(&format!("{top}.weight"))
             .map(Vec::as_slice)
         {
             Some([classes, _]) => *classes,
@@ -281,7 +317,7 @@ impl WeightsSource {
                 return Err(Error::Weights {
                     source_name: weights.source_name().to_string(),
                     message: format!(
-                        "no ImageNet top: expected a `predictions` dense layer (Keras's \"top\" \
+                        "no ImageNet top: expected a `{top}` dense layer (for Keras, the \"top\" \
                          file, not the \"notop\" one), found {}",
                         other.map_or("none".to_string(), |s| format!("shape {s:?}"))
                     ),
@@ -292,7 +328,7 @@ impl WeightsSource {
         let channels = backbone.feature_channels();
         for (name, shape) in [("weight", vec![classes, channels]), ("bias", vec![classes])] {
             expected.push(VariableSpec {
-                name: format!("predictions.{name}"),
+                name: format!("{top}.{name}"),
                 shape,
             });
         }

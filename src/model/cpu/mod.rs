@@ -1,8 +1,12 @@
 //! What the CPU fast paths of every backbone share: the geometry of an NHWC activation, a
 //! pointer that parallel work items may share, per-thread scratch buffers and the spinning
-//! thread [`team`] their parallel loops run on.
+//! thread [`team`] their parallel loops run on, and the [`pointwise`] primitives (folded batch
+//! normalization, global average pool).
 
+mod pointwise;
 pub(crate) mod team;
+
+pub(crate) use pointwise::{global_average_pool, ScaleShift};
 
 use crate::error::Error;
 use std::cell::RefCell;

@@ -167,6 +167,45 @@ impl Trainer {
         })
     }
 
+    /// Start from a trained head instead of the fresh one: `values` maps each of the head's
+    /// variables (`head.dense.weight`, ...) to its value, with the shapes
+    /// [`HeadConfig::variables`](crate::model::HeadConfig::variables) gives. Call it before
+    /// [`Trainer::fit`]; an error names a missing or misshapen variable.
+    pub fn set_head(&mut self, values: &HashMap<String, Tensor>) -> Result<()> {
+        if self.epochs_done > 0 {
+            return Err(Error::InvalidInput(
+                "the head can only be replaced before the first epoch".into(),
+            ));
+        }
+        let specs = self
+            .config
+            .head
+            .variables(self.backbone_config.feature_channels());
+        let vars: HashMap<String, Var> = named_vars(&self.head_vars)?.into_iter().collect();
+        for spec in specs {
+            let value = values.get(&spec.name).ok_or_else(|| Error::Weights {
+                source_name: "head given to the trainer".into(),
+                message: format!("variable {} missing", spec.name),
+            })?;
+            if value.dims() != spec.shape.as_slice() {
+                return Err(Error::Weights {
+                    source_name: "head given to the trainer".into(),
+                    message: format!(
+                        "{} has shape {:?}, the head needs {:?}",
+                        spec.name,
+                        value.dims(),
+                        spec.shape
+                    ),
+                });
+            }
+            let var = vars.get(&spec.name).ok_or_else(|| {
+                Error::Internal(format!("the head has no variable {}", spec.name))
+            })?;
+            var.set(&value.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
     /// The shape of the backbone being trained.
     pub fn backbone_config(&self) -> &BackboneConfig {
         &self.backbone_config

@@ -33,9 +33,10 @@ use super::config::{block_name, ResNetV2Config};
 use super::network::ResNetV2;
 use crate::error::{Error, Result};
 use crate::model::cpu::Nhwc;
+use crate::model::cpu::ScaleShift;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use kernels::{ConvPlan, Epilogue, ScaleShift};
+use kernels::{ConvPlan, Epilogue};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -516,7 +517,7 @@ impl FastResNetV2 {
     /// [`crate::model::ClassifierHead`] takes.
     pub fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
         let (features, s) = self.run(x, None)?;
-        let pooled = kernels::global_average_pool(&features, s);
+        let pooled = crate::model::cpu::global_average_pool(&features, s);
         Ok(Tensor::from_vec(pooled, (s.n, s.c), &Device::Cpu)?.to_device(x.device())?)
     }
 

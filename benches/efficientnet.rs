@@ -1,0 +1,227 @@
+//! EfficientNet-Lite0 at 224x224 on the CPU: the fast inference path
+//! ([`FastEfficientNetLite`]) and the candle path at batch 1 and 8, and a whole-network
+//! fine-tuning step (candle path in training mode, pooled features, a one-logit linear head,
+//! binary cross-entropy, backward, Adam) at batch 8.
+//!
+//! ```text
+//! cargo bench --bench efficientnet                          # criterion: forward + train step
+//! EFFNET_REFERENCE=1 cargo bench --bench efficientnet       # also candle's own layers (slow)
+//! EFFNET_PROFILE=8 cargo bench --bench efficientnet         # fast path per layer, batch 8
+//! EFFNET_SERVE=1 cargo bench --bench efficientnet           # timing server for compare_cpu.py
+//! ```
+//!
+//! The timing server reads one command per line on stdin and answers one line on stdout:
+//! `forward B` → wall and CPU milliseconds (all threads, 10 ms resolution) of one fast-path
+//! pass at batch `B`; `candle B` → the same for the candle path; `train B` → one fine-tuning
+//! step at batch `B`; `quit` ends it. Its thread count is rayon's (`RAYON_NUM_THREADS`).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
+use criterion::{criterion_group, BenchmarkId, Criterion};
+use fracture::model::{
+    global_average_pool, EfficientNetLite, EfficientNetLiteConfig, FastEfficientNetLite, LiteOps,
+};
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+const SIDE: usize = 224;
+
+fn input(batch: usize) -> Tensor {
+    Tensor::randn(0f32, 1., (batch, 3, SIDE, SIDE), &Device::Cpu).expect("input")
+}
+
+fn labels(batch: usize) -> Tensor {
+    let v: Vec<f32> = (0..batch).map(|i| (i % 2) as f32).collect();
+    Tensor::from_vec(v, (batch, 1), &Device::Cpu).expect("labels")
+}
+
+/// Lite0 with random weights, a one-logit head, and Adam over every trainable variable
+/// (the running statistics excluded), as whole-network fine-tuning runs it.
+struct FineTuner {
+    model: EfficientNetLite,
+    head: candle_nn::Linear,
+    opt: candle_nn::AdamW,
+}
+
+impl FineTuner {
+    fn new() -> Self {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model =
+            EfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb.clone()).expect("Lite0");
+        let head = candle_nn::linear(1280, 1, vb.pp("head")).expect("head");
+        let trainable = varmap
+            .data()
+            .lock()
+            .expect("varmap")
+            .iter()
+            .filter(|(name, _)| !name.contains("running_"))
+            .map(|(_, var)| var.clone())
+            .collect();
+        let params = candle_nn::ParamsAdamW {
+            lr: 1e-5,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let opt = candle_nn::AdamW::new(trainable, params).expect("adam");
+        Self { model, head, opt }
+    }
+
+    fn step(&mut self, x: &Tensor, y: &Tensor) {
+        let features = self.model.forward_features_t(x, true).expect("forward");
+        let pooled = global_average_pool(&features).expect("pool");
+        let logits = self.head.forward(&pooled).expect("head");
+        let loss = candle_nn::loss::binary_cross_entropy_with_logit(&logits, y).expect("loss");
+        self.opt.backward_step(&loss).expect("step");
+    }
+}
+
+fn network() -> EfficientNetLite {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    EfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb).expect("Lite0")
+}
+
+fn bench(c: &mut Criterion) {
+    let model = network();
+    let fast = FastEfficientNetLite::from_model(&model).expect("fast path");
+    let reference = std::env::var_os("EFFNET_REFERENCE").is_some();
+    let mut group = c.benchmark_group("lite0_224_forward");
+    group.sample_size(10);
+    for batch in [1usize, 8] {
+        let x = input(batch);
+        group.bench_with_input(BenchmarkId::new("fast", batch), &x, |b, x| {
+            b.iter(|| fast.forward_pooled(x).expect("fast forward"))
+        });
+        group.bench_with_input(BenchmarkId::new("candle", batch), &x, |b, x| {
+            b.iter(|| model.forward_pooled(x).expect("candle forward"))
+        });
+        if reference {
+            let plain = model.clone().with_ops(LiteOps::Reference);
+            group.bench_with_input(BenchmarkId::new("candle_reference", batch), &x, |b, x| {
+                b.iter(|| plain.forward_pooled(x).expect("reference forward"))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lite0_224_train_step");
+    group.sample_size(10);
+    let mut tuner = FineTuner::new();
+    let (x, y) = (input(8), labels(8));
+    group.bench_function("whole_network_adam_b8", |b| b.iter(|| tuner.step(&x, &y)));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+
+fn millis(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+/// Per-layer times of one fast forward pass (after a warm-up pass).
+fn profile(batch: usize) {
+    let fast = FastEfficientNetLite::from_model(&network()).expect("fast path");
+    let x = input(batch);
+    fast.forward_pooled(&x).expect("warm-up");
+    let mut walls = Vec::new();
+    let cpu0 = cpu_seconds();
+    for _ in 0..5 {
+        let start = Instant::now();
+        fast.forward_pooled(&x).expect("forward");
+        walls.push(millis(start));
+    }
+    let cpu = (cpu_seconds() - cpu0) * 1e3 / 5.0;
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "batch {batch}: median wall {:.1} ms, min wall {:.1} ms, CPU {cpu:.1} ms per pass",
+        walls[2], walls[0]
+    );
+    let layers = fast.forward_profiled(&x).expect("profile");
+    let total: f64 = layers.iter().map(|(_, d)| d.as_secs_f64() * 1e3).sum();
+    let mut by_kind: Vec<(String, f64)> = Vec::new();
+    for (name, d) in &layers {
+        let kind = name.rsplit('/').next().unwrap_or(name).to_string();
+        let ms = d.as_secs_f64() * 1e3;
+        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, t)) => *t += ms,
+            None => by_kind.push((kind, ms)),
+        }
+        println!("{name:<32} {ms:>9.3} ms");
+    }
+    println!("--- by kind (batch {batch}, total {total:.1} ms)");
+    for (kind, ms) in by_kind {
+        println!("{kind:<32} {ms:>9.3} ms {:>5.1}%", 100.0 * ms / total);
+    }
+}
+
+/// The timing server used by `scripts/compare_cpu.py --model efficientnet-lite0`.
+fn serve() {
+    let model = network();
+    let fast = FastEfficientNetLite::from_model(&model).expect("fast path");
+    let mut tuner = FineTuner::new();
+    let stdout = std::io::stdout();
+    println!("ready");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let mut words = line.split_whitespace();
+        let (cmd, batch) = (words.next(), words.next().and_then(|b| b.parse().ok()));
+        let (start, cpu_start) = match (cmd, batch) {
+            (Some("forward"), Some(b)) => {
+                let x = input(b);
+                let t = (Instant::now(), cpu_seconds());
+                fast.forward_pooled(&x).expect("forward");
+                t
+            }
+            (Some("candle"), Some(b)) => {
+                let x = input(b);
+                let t = (Instant::now(), cpu_seconds());
+                model.forward_pooled(&x).expect("candle forward");
+                t
+            }
+            (Some("train"), Some(b)) => {
+                let (x, y) = (input(b), labels(b));
+                let t = (Instant::now(), cpu_seconds());
+                tuner.step(&x, &y);
+                t
+            }
+            (Some("quit"), _) => break,
+            _ => {
+                println!(
+                    "error: expected `forward B`, `candle B`, `train B` or `quit`, got {line:?}"
+                );
+                continue;
+            }
+        };
+        let ms = millis(start);
+        let cpu_ms = (cpu_seconds() - cpu_start) * 1e3;
+        let mut out = stdout.lock();
+        writeln!(out, "{ms:.3} {cpu_ms:.0}").expect("stdout");
+        out.flush().expect("stdout");
+    }
+}
+
+fn main() {
+    if std::env::var_os("EFFNET_SERVE").is_some() {
+        return serve();
+    }
+    if let Some(batch) = std::env::var("EFFNET_PROFILE")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        return profile(batch);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
