@@ -98,7 +98,29 @@ const READERS: &[ReaderCase] = &[
         read: read_history,
         mutations: 200,
     },
+    ReaderCase {
+        name: "DICOM",
+        fixtures: dicom_files,
+        read: read_dicom,
+        mutations: 250,
+    },
+    ReaderCase {
+        name: "Keras model",
+        fixtures: keras_model_files,
+        read: read_keras_model,
+        mutations: 150,
+    },
 ];
+
+#[test]
+fn dicom_files_survive_bad_bytes() {
+    fuzz("DICOM");
+}
+
+#[test]
+fn keras_model_files_survive_bad_bytes() {
+    fuzz("Keras model");
+}
 
 #[test]
 fn image_decode_survives_bad_bytes() {
@@ -301,6 +323,46 @@ fn history_json(dir: &Path) -> Vec<PathBuf> {
     let path = dir.join("history.json");
     std::fs::write(&path, history.to_json().unwrap()).unwrap();
     vec![path]
+}
+
+fn dicom_files(dir: &Path) -> Vec<PathBuf> {
+    ["CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/dicom/files")
+                .join(name);
+            std::fs::copy(source, &path).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn read_dicom(path: &Path) -> Result<()> {
+    fracture::dataset::dicom::read_file(path, &Default::default()).map(drop)
+}
+
+fn keras_model_files(dir: &Path) -> Vec<PathBuf> {
+    [
+        "notebook_model.h5",
+        "notebook_model.keras",
+        "notebook_model_tf_keras.h5",
+    ]
+    .iter()
+    .map(|name| {
+        let path = dir.join(name);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keras_head")
+            .join(name);
+        std::fs::copy(source, &path).unwrap();
+        path
+    })
+    .collect()
+}
+
+fn read_keras_model(path: &Path) -> Result<()> {
+    FractureClassifier::open(path, &Device::Cpu).map(drop)
 }
 
 // ------------------------------------------------------------------------------ the harness
