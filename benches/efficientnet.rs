@@ -13,7 +13,9 @@
 //! The timing server reads one command per line on stdin and answers one line on stdout:
 //! `forward B` → wall and CPU milliseconds (all threads, 10 ms resolution) of one fast-path
 //! pass at batch `B`; `candle B` → the same for the candle path; `train B` → one fine-tuning
-//! step at batch `B`; `quit` ends it. Its thread count is rayon's (`RAYON_NUM_THREADS`).
+//! step at batch `B`; `generic B` and `generic-train B` → the candle path on candle's own
+//! layers only ([`LiteOps::Reference`]: grouped `conv2d`, candle_nn's batch norm), forward and
+//! fine-tuning step; `quit` ends it. Its thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
@@ -44,11 +46,12 @@ struct FineTuner {
 }
 
 impl FineTuner {
-    fn new() -> Self {
+    fn new(ops: LiteOps) -> Self {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model =
-            EfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb.clone()).expect("Lite0");
+        let model = EfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb.clone())
+            .expect("Lite0")
+            .with_ops(ops);
         let head = candle_nn::linear(1280, 1, vb.pp("head")).expect("head");
         let trainable = varmap
             .data()
@@ -107,7 +110,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("lite0_224_train_step");
     group.sample_size(10);
-    let mut tuner = FineTuner::new();
+    let mut tuner = FineTuner::new(LiteOps::Fused);
     let (x, y) = (input(8), labels(8));
     group.bench_function("whole_network_adam_b8", |b| b.iter(|| tuner.step(&x, &y)));
     group.finish();
@@ -170,7 +173,10 @@ fn profile(batch: usize) {
 fn serve() {
     let model = network();
     let fast = FastEfficientNetLite::from_model(&model).expect("fast path");
-    let mut tuner = FineTuner::new();
+    let generic = model.clone().with_ops(LiteOps::Reference);
+    let mut tuner = FineTuner::new(LiteOps::Fused);
+    // Made on first use: its optimizer state is another copy of the weights.
+    let mut generic_tuner: Option<FineTuner> = None;
     let stdout = std::io::stdout();
     println!("ready");
     for line in std::io::stdin().lock().lines() {
@@ -196,10 +202,23 @@ fn serve() {
                 tuner.step(&x, &y);
                 t
             }
+            (Some("generic"), Some(b)) => {
+                let x = input(b);
+                let t = (Instant::now(), cpu_seconds());
+                generic.forward_pooled(&x).expect("generic forward");
+                t
+            }
+            (Some("generic-train"), Some(b)) => {
+                let (x, y) = (input(b), labels(b));
+                let tuner = generic_tuner.get_or_insert_with(|| FineTuner::new(LiteOps::Reference));
+                let t = (Instant::now(), cpu_seconds());
+                tuner.step(&x, &y);
+                t
+            }
             (Some("quit"), _) => break,
             _ => {
                 println!(
-                    "error: expected `forward B`, `candle B`, `train B` or `quit`, got {line:?}"
+                    "error: expected `forward B`, `candle B`, `train B`, `generic B`, `generic-train B` or `quit`, got {line:?}"
                 );
                 continue;
             }

@@ -18,7 +18,8 @@ back to back in one process:
 EfficientNetLite; `--static-pad` takes timm's `efficientnet_lite0` instead: the same layers with
 symmetric padding, which ORT and PyTorch run without explicit Pad ops), exported to ONNX, and:
   * ours:   `FastEfficientNetLite` through the timing server of `benches/efficientnet.rs`
-            (and, with --candle, our candle path too);
+            (and, with --candle, our candle path too; with --generic, our candle path on
+            candle's own layers: grouped conv2d, candle_nn's batch norm, forward and training);
   * ORT, torch: as above;
   * train:  whole-network fine-tuning step at --train-batch (BN in training mode, pooled
             features, Linear(1280, 1), BCE with logits, backward, Adam over every parameter),
@@ -207,6 +208,31 @@ def timed(fn):
     return (time.perf_counter() - start) * 1e3, (time.process_time() - cpu) * 1e3
 
 
+def markdown_table(med, batches, train_name, args):
+    """The Lite0 medians as a markdown table, each row with its ratio to ORT (forward) or
+    PyTorch (training step)."""
+    rows = [("Rust, candle's own layers (`LiteOps::Reference`)", "generic"),
+            ("Rust, candle path with the fused ops (`EfficientNetLite`)", "candle"),
+            ("Rust, fast path (`FastEfficientNetLite`)", "ours"),
+            ("ONNX Runtime", "ort"), ("PyTorch (forward: TorchScript frozen; train: eager)", "torch")]
+    cols = [f"forward b{b}" for b in batches]
+    train = not args.no_train
+    if train:
+        cols.append(f"training step b{args.train_batch}")
+    print("\n| system | " + " | ".join(f"{c} (ms)" for c in cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in rows:
+        cells = []
+        for b in batches:
+            v = med.get((key, b))
+            cells.append("-" if v is None else f"{v:.1f} ({v / med[('ort', b)]:.2f}x ORT)")
+        if train:
+            t_key = "ours" if key == "candle" else key
+            v = None if key in ("ours", "ort") else med.get((t_key, train_name))
+            cells.append("-" if v is None else f"{v:.0f} ({v / med[('torch', train_name)]:.2f}x PyTorch)")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=7, help="interleaved rounds (median of these)")
@@ -218,6 +244,12 @@ def main():
                     help="Lite0 only: time timm's symmetric-padding efficientnet_lite0 on the Python side")
     ap.add_argument("--train-batch", type=int, default=8, help="Lite0 only: fine-tuning step batch")
     ap.add_argument("--candle", action="store_true", help="Lite0 only: also time our candle path")
+    ap.add_argument("--generic", action="store_true",
+                    help="Lite0 only: also time the candle path on candle's own layers (slow), "
+                    "forward and fine-tuning step")
+    ap.add_argument("--generic-train-runs", type=int, default=1,
+                    help="with --generic: time its fine-tuning step (about a minute and a half at "
+                    "batch 8 on two threads) in only this many rounds, without warm-up")
     ap.add_argument("--ours", help="command that starts the Rust timing server "
                     "(default: cargo bench --bench fast_forward|efficientnet -q)")
     args = ap.parse_args()
@@ -284,6 +316,9 @@ def main():
     forwards = [("ours", lambda b: ours.ask(f"forward {b}")), ("ort", run_ort), ("torch", run_torch)]
     if lite and args.candle:
         forwards.append(("candle", lambda b: ours.ask(f"candle {b}")))
+    if lite and args.generic:
+        forwards.append(("generic", lambda b: ours.ask(f"generic {b}")))
+    generic_train = lite and args.generic and not args.no_train
 
     # Warm-up: every system, every batch, three times (TorchScript optimizes on its 2nd call).
     for _ in range(3):
@@ -302,6 +337,8 @@ def main():
         if not args.no_train:
             times.setdefault(("ours", train_name), []).append(ours.ask(train_cmd))
             times.setdefault(("torch", train_name), []).append(timed(torch_train_step))
+        if generic_train and r < args.generic_train_runs:
+            times.setdefault(("generic", train_name), []).append(ours.ask(f"generic-{train_cmd}"))
         print(f"round {r + 1}/{args.runs} done", flush=True)
     ours.close()
 
@@ -316,11 +353,21 @@ def main():
             for b in batches:
                 o, x = med[("candle", b)], med[("ort", b)]
                 print(f"our candle path, batch {b}: {o:.1f} ms, candle/ORT {o / x:.3f}")
+        if lite and args.generic:
+            for b in batches:
+                o, x = med[("generic", b)], med[("ort", b)]
+                print(f"our candle path on candle's own layers, batch {b}: {o:.1f} ms, generic/ORT {o / x:.3f}")
         if not args.no_train:
             o, t = med[("ours", train_name)], med[("torch", train_name)]
             what = (f"whole-network fine-tuning step, batch {args.train_batch}" if lite
                     else "frozen-backbone train step, batch 8")
             print(f"{what}: ours {o:.1f} ms, PyTorch eager {t:.1f} ms, ours/PyTorch {o / t:.3f}")
+            if generic_train:
+                g = med[("generic", train_name)]
+                print(f"  on candle's own layers ({args.generic_train_runs} run(s)): {g:.1f} ms, "
+                      f"generic/PyTorch {g / t:.3f}")
+        if lite and i == 0:
+            markdown_table(med, batches, train_name, args)
     print("\nraw wall:", {f"{k[0]}_{k[1]}": [round(v[0], 1) for v in vs] for k, vs in times.items()})
 
 

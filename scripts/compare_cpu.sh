@@ -2,7 +2,7 @@
 # Compare our fast CPU forward (and a training step) with ONNX Runtime and PyTorch, back to back.
 #
 #   scripts/compare_cpu.sh [--runs 7] [--batches 1,8] [--threads 2] [--no-train]
-#   scripts/compare_cpu.sh --model efficientnet-lite0 [--candle] [--train-batch 8] [--static-pad]
+#   scripts/compare_cpu.sh --model efficientnet-lite0 [--candle] [--generic] [--train-batch 8] [--static-pad]
 #
 # Makes a virtual environment (VENV, default target/compare-venv, ignored by git) with torch, timm and
 # onnxruntime from PyPI, builds the timing servers (benches/fast_forward.rs and benches/efficientnet.rs,

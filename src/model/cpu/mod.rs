@@ -49,6 +49,15 @@ impl SharedMut {
     pub(crate) fn ptr(self) -> *mut f32 {
         self.0
     }
+
+    /// Values `start..start + len` of the buffer.
+    ///
+    /// # Safety
+    /// The range is inside the buffer, the buffer outlives `'a`, and no other work item
+    /// touches the range meanwhile.
+    pub(crate) unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
 }
 
 /// Run `f` on the first `len` values of the calling thread's buffer `key` (grown as needed and

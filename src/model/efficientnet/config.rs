@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(c.feature_channels(), 1280);
 /// assert_eq!(c.stage_count(), 7);
 /// assert_eq!(c.parameter_count(), 3_413_024); // no classifier; BN moving statistics included
-/// assert_eq!(c.with_imagenet_classifier().parameter_count(), 4_694_024);
 /// assert_eq!(c.feature_size(224, 224), (7, 7));
+/// assert_eq!(c.with_imagenet_classifier().parameter_count(), 4_694_024);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EfficientNetLiteConfig {

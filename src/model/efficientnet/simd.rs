@@ -1,49 +1,58 @@
-//! Run a loop compiled for the widest vector instructions the CPU has.
+//! Kernels compiled for the widest vector instructions the CPU has.
 //!
 //! The crate is built for the baseline x86-64 (SSE2), so plain loops vectorize to 4 lanes.
-//! [`vectorized`] runs a closure inside a function compiled with AVX-512 or AVX2 + FMA enabled
-//! when the CPU has them (checked once by the standard library and cached), so that the loops
-//! inlined into it use 16 or 8 lanes. Elsewhere it just calls the closure.
+//! [`vectorized!`](crate::model::efficientnet::simd) defines a function that calls an
+//! `#[inline(always)]` kernel from copies compiled with AVX-512 or AVX2 + FMA enabled, and
+//! picks the widest one this CPU has at run time (the standard library checks once and caches
+//! the answer); elsewhere it calls the kernel as it is. The kernel must be `#[inline(always)]`
+//! so that its loops are compiled inside the copies (a closure would stay a separate,
+//! baseline function).
 
-/// Call `f`, compiled for AVX-512 or AVX2 when this CPU has them.
-#[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512(f) };
+/// `vectorized!(pub(crate) fn name(a: A, b: B) -> R => kernel);` defines `name`, which runs
+/// `kernel(a, b)` compiled for AVX-512 or AVX2 + FMA when the CPU has them.
+macro_rules! vectorized {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kernel:path) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $kernel($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $kernel($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub(crate) use vectorized;
 
 #[cfg(test)]
 mod tests {
+    #[inline(always)]
+    fn sum_kernel(xs: &[f32]) -> f32 {
+        xs.iter().sum()
+    }
+
+    vectorized!(fn sum(xs: &[f32]) -> f32 => sum_kernel);
+
     #[test]
-    fn the_closure_runs_once_and_returns_its_value() {
-        let mut calls = 0;
-        let v = super::vectorized(|| {
-            calls += 1;
-            (0..100).map(|i| i as f32).sum::<f32>()
-        });
-        assert_eq!((v, calls), (4950.0, 1));
+    fn the_dispatched_kernel_returns_the_kernels_value() {
+        let xs: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        assert_eq!(sum(&xs), 4950.0);
     }
 }

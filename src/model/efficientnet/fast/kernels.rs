@@ -7,9 +7,9 @@
 //! instruction set the CPU has (`simd::vectorized`).
 
 use crate::error::{Error, Result};
-use crate::model::cpu::team;
-use crate::model::cpu::Nhwc;
+use crate::model::cpu::{team, Nhwc, SharedMut};
 use crate::model::efficientnet::arch::same_padding;
+use crate::model::efficientnet::simd::vectorized;
 use gemm::Parallelism;
 
 /// Channels per accumulator block of the direct kernels.
@@ -28,44 +28,62 @@ pub(crate) enum Epilogue<'a> {
     Residual(&'a [f32]),
 }
 
-/// A raw pointer shared by the work items of one parallel loop, each writing its own rows.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: every parallel loop below writes disjoint rows through the pointer, and the buffer
-// outlives the loop (the loop returns before its caller's borrow ends).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// Rows `start..start + len` of the buffer.
-    ///
-    /// SAFETY: the range is inside the buffer and no other work item touches it.
-    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
+/// `epilogue(v + bias)` over the rows `m0..m1`, columns `n0..n1` of the `n`-column matrix `dst`.
+#[inline(always)]
+fn finish_kernel(
+    dst: SharedMut,
+    n: usize,
+    (m0, m1): (usize, usize),
+    (n0, n1): (usize, usize),
+    bias: &[f32],
+    epilogue: Epilogue<'_>,
+) {
+    let bias = &bias[n0..n1];
+    for r in m0..m1 {
+        // SAFETY: row r, columns n0..n1 of `dst` belong to the calling work item.
+        let row = unsafe { dst.slice(r * n + n0, n1 - n0) };
+        match epilogue {
+            Epilogue::Relu6 => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v = (*v + b).clamp(0.0, 6.0);
+                }
+            }
+            Epilogue::Linear => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+            Epilogue::Residual(shortcut) => {
+                let s = &shortcut[r * n + n0..r * n + n1];
+                for ((v, &b), &x) in row.iter_mut().zip(bias).zip(s) {
+                    *v += b + x;
+                }
+            }
+        }
     }
 }
 
-/// `row = epilogue(row + bias)`, for one output pixel or a run of them (`bias` repeats).
-#[inline(always)]
-fn finish(row: &mut [f32], bias: &[f32], epilogue: Epilogue<'_>, at: usize) {
-    match epilogue {
-        Epilogue::Relu6 => {
-            for (v, &b) in row.iter_mut().zip(bias.iter().cycle()) {
-                *v = (*v + b).clamp(0.0, 6.0);
-            }
-        }
-        Epilogue::Linear => {
-            for (v, &b) in row.iter_mut().zip(bias.iter().cycle()) {
-                *v += b;
-            }
-        }
-        Epilogue::Residual(shortcut) => {
-            let s = &shortcut[at..at + row.len()];
-            for ((v, &b), &x) in row.iter_mut().zip(bias.iter().cycle()).zip(s) {
-                *v += b + x;
-            }
-        }
+vectorized!(fn finish(
+    dst: SharedMut,
+    n: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    bias: &[f32],
+    epilogue: Epilogue<'_>,
+) => finish_kernel);
+
+/// Tile sizes `(rows, columns)` of an `m x n` product on `threads` threads: about four tiles
+/// per thread; layers with few pixels (the late stages, small batches) are split by output
+/// channels first, so that each tile packs only its share of the weights.
+fn tiles(m: usize, n: usize, threads: usize) -> (usize, usize) {
+    let target = 4 * threads;
+    if m >= 64 * target {
+        return (m.div_ceil(target).clamp(16, PW_ROWS), n);
     }
+    let n_split = target.min(n / 64).max(1);
+    let cols = n.div_ceil(n_split).next_multiple_of(16).min(n).max(1);
+    let m_split = target.div_ceil(n.div_ceil(cols)).min(m).max(1);
+    (m.div_ceil(m_split).max(1), cols)
 }
 
 fn too_short(what: &str, need: usize, have: usize) -> Error {
@@ -118,26 +136,27 @@ impl Pointwise {
             check("residual shortcut", s, os.len())?;
         }
         let (m, k, n) = (xs.pixels(), self.c_in, self.c_out);
-        let threads = rayon::current_num_threads().max(1);
-        let rows = m.div_ceil(4 * threads).clamp(16, PW_ROWS).min(m.max(1));
+        let (rows, cols) = tiles(m, n, rayon::current_num_threads().max(1));
+        let (m_tiles, n_tiles) = (m.div_ceil(rows), n.div_ceil(cols));
         let dst = SharedMut(out.as_mut_ptr());
-        team::for_each(m.div_ceil(rows), |t| {
-            let (m0, m1) = (t * rows, ((t + 1) * rows).min(m));
-            // SAFETY: rows m0..m1 of the `m x n` output belong to this item; the input holds
-            // `m x k` values and the weights `k x n` (checked above).
+        team::for_each(m_tiles * n_tiles, |t| {
+            let (m0, n0) = ((t / n_tiles) * rows, (t % n_tiles) * cols);
+            let (m1, n1) = ((m0 + rows).min(m), (n0 + cols).min(n));
+            // SAFETY: tile (m0..m1, n0..n1) of the `m x n` output belongs to this item; the
+            // input holds `m x k` values and the weights `k x n` (checked above).
             unsafe {
                 gemm::gemm(
                     m1 - m0,
-                    n,
+                    n1 - n0,
                     k,
-                    dst.0.add(m0 * n),
+                    dst.0.add(m0 * n + n0),
                     1,
                     n as isize,
                     false,
                     x.as_ptr().add(m0 * k),
                     1,
                     k as isize,
-                    self.weight.as_ptr(),
+                    self.weight.as_ptr().add(n0),
                     1,
                     n as isize,
                     0.0,
@@ -147,11 +166,8 @@ impl Pointwise {
                     false,
                     Parallelism::None,
                 );
-                let tile = dst.slice(m0 * n, (m1 - m0) * n);
-                crate::model::efficientnet::simd::vectorized(|| {
-                    finish(tile, &self.bias, epilogue, m0 * n)
-                });
             }
+            finish(dst, n, (m0, m1), (n0, n1), &self.bias, epilogue);
         });
         Ok(os)
     }
@@ -203,11 +219,21 @@ impl Depthwise {
                         .map(|iy| &x[(b * xs.h + iy) * xs.w * c..(b * xs.h + iy + 1) * xs.w * c])
                 })
                 .collect();
-            crate::model::efficientnet::simd::vectorized(|| self.row(&rows, xs.w, left, out_row));
+            depthwise_row(self, &rows, xs.w, left, out_row);
         });
         Ok(os)
     }
+}
 
+vectorized!(fn depthwise_row(
+    dw: &Depthwise,
+    rows: &[Option<&[f32]>],
+    w: usize,
+    left: usize,
+    out: &mut [f32],
+) => Depthwise::row);
+
+impl Depthwise {
     /// One output row from the `k` input rows it reads (`None`: padding).
     #[inline(always)]
     fn row(&self, rows: &[Option<&[f32]>], w: usize, left: usize, out: &mut [f32]) {
@@ -300,38 +326,61 @@ impl Stem {
             let (b, oy) = (row / os.h, row % os.h);
             // SAFETY: output row `row` belongs to this item.
             let out_row = unsafe { dst.slice(row * os.w * co, os.w * co) };
-            crate::model::efficientnet::simd::vectorized(|| {
-                for (ox, px) in out_row.chunks_exact_mut(co).enumerate() {
-                    px.copy_from_slice(&self.bias);
-                    for ky in 0..k {
-                        let Some(iy) = (oy * Self::STRIDE + ky)
-                            .checked_sub(top)
-                            .filter(|&v| v < xs.h)
-                        else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            let Some(ix) = (ox * Self::STRIDE + kx)
-                                .checked_sub(left)
-                                .filter(|&v| v < xs.w)
-                            else {
-                                continue;
-                            };
-                            let at = ((b * xs.h + iy) * xs.w + ix) * ci;
-                            for (j, &v) in x[at..at + ci].iter().enumerate() {
-                                let w0 = ((ky * k + kx) * ci + j) * co;
-                                for (o, &wt) in px.iter_mut().zip(&self.weight[w0..w0 + co]) {
-                                    *o += v * wt;
-                                }
-                            }
-                        }
-                    }
-                    for o in px.iter_mut() {
-                        *o = o.clamp(0.0, 6.0);
-                    }
-                }
-            });
+            stem_row(self, x, xs, (b, oy), (top, left), out_row);
         });
         Ok(os)
+    }
+}
+
+vectorized!(fn stem_row(
+    stem: &Stem,
+    x: &[f32],
+    xs: Nhwc,
+    at: (usize, usize),
+    pads: (usize, usize),
+    out_row: &mut [f32],
+) => Stem::row);
+
+impl Stem {
+    /// Output row `oy` of image `b` (`at`), with the "SAME" padding's `(top, left)`.
+    #[inline(always)]
+    fn row(
+        &self,
+        x: &[f32],
+        xs: Nhwc,
+        (b, oy): (usize, usize),
+        (top, left): (usize, usize),
+        out_row: &mut [f32],
+    ) {
+        let (k, ci, co) = (Self::K, self.c_in, self.c_out);
+        for (ox, px) in out_row.chunks_exact_mut(co).enumerate() {
+            px.copy_from_slice(&self.bias);
+            for ky in 0..k {
+                let Some(iy) = (oy * Self::STRIDE + ky)
+                    .checked_sub(top)
+                    .filter(|&v| v < xs.h)
+                else {
+                    continue;
+                };
+                for kx in 0..k {
+                    let Some(ix) = (ox * Self::STRIDE + kx)
+                        .checked_sub(left)
+                        .filter(|&v| v < xs.w)
+                    else {
+                        continue;
+                    };
+                    let at = ((b * xs.h + iy) * xs.w + ix) * ci;
+                    for (j, &v) in x[at..at + ci].iter().enumerate() {
+                        let w0 = ((ky * k + kx) * ci + j) * co;
+                        for (o, &wt) in px.iter_mut().zip(&self.weight[w0..w0 + co]) {
+                            *o += v * wt;
+                        }
+                    }
+                }
+            }
+            for o in px.iter_mut() {
+                *o = o.clamp(0.0, 6.0);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 use super::{contiguous_f32, LiteOps};
 use crate::error::Result;
+use crate::model::efficientnet::simd::vectorized;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, ModuleT, Shape, Tensor, Var};
 use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
 use rayon::prelude::*;
@@ -77,6 +78,16 @@ const BLOCK: usize = 4096;
 /// Independent `f32` accumulators (one AVX-512 vector), so that sums vectorize.
 const LANES: usize = 16;
 
+/// The sum of the lanes in `f64`.
+#[inline(always)]
+fn widen_sum(lanes: &[f32; LANES]) -> f64 {
+    let mut total = 0f64;
+    for &v in lanes {
+        total += f64::from(v);
+    }
+    total
+}
+
 /// `sum(f(x))` over `xs`: 16 `f32` lanes per block of [`BLOCK`] values, blocks added in `f64`.
 #[inline(always)]
 fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
@@ -89,8 +100,10 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
                 acc[i] += f(c[i]);
             }
         }
-        let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-        total += acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail);
+        for &v in chunks.remainder() {
+            acc[0] += f(v);
+        }
+        total += widen_sum(&acc);
     }
     total
 }
@@ -103,7 +116,7 @@ fn gradient_sums(
     y: &[f32],
     g: &[f32],
     (mean, inv_std): (f32, f32),
-    masked: impl Fn(f32, f32) -> f32,
+    relu6: bool,
 ) -> (f64, f64) {
     let (mut sg, mut sgx) = (0f64, 0f64);
     for ((xb, yb), gb) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(g.chunks(BLOCK)) {
@@ -113,7 +126,7 @@ fn gradient_sums(
         let mut gc = gb.chunks_exact(LANES);
         for ((xv, yv), gv) in (&mut xc).zip(&mut yc).zip(&mut gc) {
             for i in 0..LANES {
-                let m = masked(gv[i], yv[i]);
+                let m = masked(gv[i], yv[i], relu6);
                 a[i] += m;
                 c[i] += m * (xv[i] - mean) * inv_std;
             }
@@ -124,33 +137,42 @@ fn gradient_sums(
             .zip(yc.remainder())
             .zip(gc.remainder())
         {
-            let m = masked(gv, yv);
+            let m = masked(gv, yv, relu6);
             a[0] += m;
             c[0] += m * (xv - mean) * inv_std;
         }
-        sg += a.iter().map(|&v| f64::from(v)).sum::<f64>();
-        sgx += c.iter().map(|&v| f64::from(v)).sum::<f64>();
+        sg += widen_sum(&a);
+        sgx += widen_sum(&c);
     }
     (sg, sgx)
 }
 
-fn batch_statistics(x: &[f32], p: Planes, eps: f64) -> ChannelStats {
+/// Mean, `1 / sqrt(var + eps)` and biased variance of channel `ch`.
+#[inline(always)]
+fn channel_statistics_kernel(x: &[f32], p: Planes, ch: usize, eps: f64) -> (f32, f32, f32) {
     let count = (p.n * p.hw).max(1) as f64;
+    // Plain loops, not iterator adapters: everything here must inline into the SIMD copies.
+    let mut sum = 0f64;
+    for b in 0..p.n {
+        sum += lane_sum(p.plane(x, b, ch), |v| v);
+    }
+    let mean = sum / count;
+    let m = mean as f32;
+    // Centred second pass: the variance without cancellation.
+    let mut sq = 0f64;
+    for b in 0..p.n {
+        sq += lane_sum(p.plane(x, b, ch), |v| (v - m) * (v - m));
+    }
+    let var = sq / count;
+    (m, (1.0 / (var + eps).sqrt()) as f32, var as f32)
+}
+
+vectorized!(fn channel_statistics(x: &[f32], p: Planes, ch: usize, eps: f64) -> (f32, f32, f32) => channel_statistics_kernel);
+
+fn batch_statistics(x: &[f32], p: Planes, eps: f64) -> ChannelStats {
     let per_channel: Vec<(f32, f32, f32)> = (0..p.c)
         .into_par_iter()
-        .map(|ch| {
-            crate::model::efficientnet::simd::vectorized(|| {
-                let sum: f64 = (0..p.n).map(|b| lane_sum(p.plane(x, b, ch), |v| v)).sum();
-                let mean = sum / count;
-                let m = mean as f32;
-                // Centred second pass: the variance without cancellation.
-                let sq: f64 = (0..p.n)
-                    .map(|b| lane_sum(p.plane(x, b, ch), |v| (v - m) * (v - m)))
-                    .sum();
-                let var = sq / count;
-                (mean as f32, (1.0 / (var + eps).sqrt()) as f32, var as f32)
-            })
-        })
+        .map(|ch| channel_statistics(x, p, ch, eps))
         .collect();
     let mut stats = ChannelStats::default();
     for (m, s, v) in per_channel {
@@ -160,6 +182,94 @@ fn batch_statistics(x: &[f32], p: Planes, eps: f64) -> ChannelStats {
     }
     stats
 }
+
+/// `dst = clamp(src * scale + shift, lo, hi)`.
+#[inline(always)]
+fn normalize_plane_kernel(
+    dst: &mut [f32],
+    src: &[f32],
+    scale: f32,
+    shift: f32,
+    (lo, hi): (f32, f32),
+) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = (v * scale + shift).clamp(lo, hi);
+    }
+}
+
+vectorized!(fn normalize_plane(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, range: (f32, f32)) => normalize_plane_kernel);
+
+/// The output gradient with ReLU6's mask applied (zero where the output was clipped).
+#[inline(always)]
+fn masked(g: f32, y: f32, relu6: bool) -> f32 {
+    if !relu6 || (y > 0.0 && y < 6.0) {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// Per-channel sums of the backward pass over every image of channel `ch`.
+#[inline(always)]
+fn channel_gradient_sums_kernel(
+    (x, y, g): (&[f32], &[f32], &[f32]),
+    p: Planes,
+    ch: usize,
+    stat: (f32, f32),
+    relu6: bool,
+) -> (f64, f64) {
+    let (mut sg, mut sgx) = (0f64, 0f64);
+    for b in 0..p.n {
+        let planes = (p.plane(x, b, ch), p.plane(y, b, ch), p.plane(g, b, ch));
+        let (a, c) = gradient_sums(planes.0, planes.1, planes.2, stat, relu6);
+        sg += a;
+        sgx += c;
+    }
+    (sg, sgx)
+}
+
+vectorized!(fn channel_gradient_sums(
+    tensors: (&[f32], &[f32], &[f32]),
+    p: Planes,
+    ch: usize,
+    stat: (f32, f32),
+    relu6: bool,
+) -> (f64, f64) => channel_gradient_sums_kernel);
+
+/// One plane of the input gradient: `scale * (m - mean_g - xhat * mean_gx)` with batch
+/// statistics, `scale * m` with running ones (`m` the masked output gradient).
+#[inline(always)]
+fn gradient_plane_kernel(
+    dst: &mut [f32],
+    (xs, ys, gs): (&[f32], &[f32], &[f32]),
+    scale: f32,
+    (mean, inv_std): (f32, f32),
+    means: Option<(f32, f32)>,
+    relu6: bool,
+) {
+    match means {
+        Some((mean_g, mean_gx)) => {
+            for (((d, &xv), &yv), &gv) in dst.iter_mut().zip(xs).zip(ys).zip(gs) {
+                let xhat = (xv - mean) * inv_std;
+                *d = scale * (masked(gv, yv, relu6) - mean_g - xhat * mean_gx);
+            }
+        }
+        None => {
+            for ((d, &yv), &gv) in dst.iter_mut().zip(ys).zip(gs) {
+                *d = scale * masked(gv, yv, relu6);
+            }
+        }
+    }
+}
+
+vectorized!(fn gradient_plane(
+    dst: &mut [f32],
+    planes: (&[f32], &[f32], &[f32]),
+    scale: f32,
+    stat: (f32, f32),
+    means: Option<(f32, f32)>,
+    relu6: bool,
+) => gradient_plane_kernel);
 
 impl CustomOp3 for NormalizeOp {
     fn name(&self) -> &'static str {
@@ -211,11 +321,7 @@ impl CustomOp3 for NormalizeOp {
                 let ch = plane % p.c;
                 let scale = gamma[ch] * stats.inv_std[ch];
                 let shift = beta[ch] - stats.mean[ch] * scale;
-                crate::model::efficientnet::simd::vectorized(|| {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v * scale + shift).clamp(lo, hi);
-                    }
-                });
+                normalize_plane(dst, src, scale, shift, (lo, hi));
             });
         if let Ok(mut used) = self.used.lock() {
             *used = stats;
@@ -264,18 +370,6 @@ struct GradientOp {
     sums: Arc<Mutex<(Vec<f32>, Vec<f32>)>>,
 }
 
-impl GradientOp {
-    /// The output gradient with ReLU6's mask applied (zero where the output was clipped).
-    #[inline(always)]
-    fn masked(&self, g: f32, y: f32) -> f32 {
-        if !self.relu6 || (y > 0.0 && y < 6.0) {
-            g
-        } else {
-            0.0
-        }
-    }
-}
-
 impl CustomOp3 for GradientOp {
     fn name(&self) -> &'static str {
         "efficientnet-batch-norm-relu6-grad"
@@ -309,15 +403,7 @@ impl CustomOp3 for GradientOp {
             .into_par_iter()
             .map(|ch| {
                 let stat = (s.mean[ch], s.inv_std[ch]);
-                crate::model::efficientnet::simd::vectorized(|| {
-                    (0..p.n).fold((0f64, 0f64), |(sg, sgx), b| {
-                        let planes = (p.plane(x, b, ch), p.plane(y, b, ch), p.plane(g, b, ch));
-                        let (a, c) = gradient_sums(planes.0, planes.1, planes.2, stat, |gv, yv| {
-                            self.masked(gv, yv)
-                        });
-                        (sg + a, sgx + c)
-                    })
-                })
+                channel_gradient_sums((x, y, g), p, ch, stat, self.relu6)
             })
             .collect();
         let count = (p.n * p.hw).max(1) as f64;
@@ -330,21 +416,11 @@ impl CustomOp3 for GradientOp {
                 let (mean, inv_std) = (s.mean[ch], s.inv_std[ch]);
                 let scale = self.gamma[ch] * inv_std;
                 let (ys, gs) = (p.plane(y, b, ch), p.plane(g, b, ch));
-                crate::model::efficientnet::simd::vectorized(|| {
-                    if self.batch {
-                        let mean_g = (sums[ch].0 / count) as f32;
-                        let mean_gx = (sums[ch].1 / count) as f32;
-                        let xs = p.plane(x, b, ch);
-                        for (((d, &xv), &yv), &gv) in dst.iter_mut().zip(xs).zip(ys).zip(gs) {
-                            let xhat = (xv - mean) * inv_std;
-                            *d = scale * (self.masked(gv, yv) - mean_g - xhat * mean_gx);
-                        }
-                    } else {
-                        for ((d, &yv), &gv) in dst.iter_mut().zip(ys).zip(gs) {
-                            *d = scale * self.masked(gv, yv);
-                        }
-                    }
-                });
+                let means = self
+                    .batch
+                    .then(|| ((sums[ch].0 / count) as f32, (sums[ch].1 / count) as f32));
+                let planes = (p.plane(x, b, ch), ys, gs);
+                gradient_plane(dst, planes, scale, (mean, inv_std), means, self.relu6);
             });
         if let Ok(mut out) = self.sums.lock() {
             *out = (

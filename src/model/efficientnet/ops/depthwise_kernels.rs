@@ -1,10 +1,15 @@
 //! CPU kernels of the depthwise convolution on NCHW `f32` slices: forward, gradient of the
 //! input and gradient of the weights, each parallel over planes or channels.
 //!
-//! Every loop is written over whole rows so that the compiler vectorizes it. A strided row is
-//! first split into its `stride` phases (`phase r` holds the pixels `j * stride + r`), so a tap
-//! of a strided convolution is a contiguous multiply-add too.
+//! Each plane is first copied, zero-padded, into `stride²` phase planes (phase `(ry, rx)` holds
+//! the padded pixels `(i * stride + ry, j * stride + rx)`) of `OW + (k - 1) / stride` columns.
+//! In that layout output pixel `(oy, ox)` reads tap `(ky, kx)` at flat index
+//! `(oy + ky / s) * cols + ox + kx / s` of phase `(ky % s, kx % s)`, so each tap is ONE
+//! contiguous multiply-add (or dot product) over all `OH * cols` outputs of the plane: long
+//! vectorized loops even for 7x7 planes. The extra `(k - 1) / s` columns per row are computed
+//! and dropped (the output gradient is zero there).
 
+use crate::model::efficientnet::simd::vectorized;
 use rayon::prelude::*;
 
 /// Kernel size, stride and the four paddings of one depthwise convolution.
@@ -46,120 +51,235 @@ pub(crate) struct Dims {
     pub(crate) ow: usize,
 }
 
-/// `dst[o] += weight * src[o + shift]` for every `o` with `0 <= o + shift < src.len()`.
-#[inline(always)]
-fn axpy_shifted(dst: &mut [f32], src: &[f32], shift: isize, weight: f32) {
-    let (d0, s0) = if shift < 0 {
-        (shift.unsigned_abs(), 0)
-    } else {
-        (0, shift as usize)
-    };
-    let len = dst
-        .len()
-        .saturating_sub(d0)
-        .min(src.len().saturating_sub(s0));
-    if len == 0 {
-        return;
+/// The phase-plane layout of one plane (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct PhaseLayout {
+    s: usize,
+    k: usize,
+    /// Columns and rows of each phase plane.
+    cols: usize,
+    rows: usize,
+    /// `OH * cols`: the flat outputs of the plane, garbage columns included.
+    flat: usize,
+}
+
+impl PhaseLayout {
+    fn new(d: Dims, g: &DepthwiseGeometry) -> Self {
+        let (s, k) = (g.stride.max(1), g.kernel);
+        let reach = (k - 1) / s;
+        let cols = d.ow + reach;
+        // One more row than the taps reach: the garbage columns of the last output row read
+        // up to `reach` values past it.
+        let rows = d.oh + reach + 1;
+        Self {
+            s,
+            k,
+            cols,
+            rows,
+            flat: d.oh * cols,
+        }
     }
-    for (d, &s) in dst[d0..d0 + len].iter_mut().zip(&src[s0..s0 + len]) {
+
+    fn plane_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Phase index and flat shift of tap `(ky, kx)`.
+    #[inline(always)]
+    fn tap(&self, ky: usize, kx: usize) -> (usize, usize) {
+        let phase = (ky % self.s) * self.s + kx % self.s;
+        (phase, (ky / self.s) * self.cols + kx / self.s)
+    }
+
+    /// For phase row `i` of phase `phase`: the input row it holds (`None`: padding) and the
+    /// span `(j0, ix0, count)` of its columns that hold input columns `ix0, ix0 + s, ...`.
+    #[inline(always)]
+    fn span(
+        &self,
+        phase: usize,
+        i: usize,
+        d: Dims,
+        g: &DepthwiseGeometry,
+    ) -> Option<(usize, usize, usize, usize)> {
+        let (ry, rx) = (phase / self.s, phase % self.s);
+        let iy = (i * self.s + ry).checked_sub(g.top).filter(|&v| v < d.h)?;
+        // Column j holds input column j * s + rx - left.
+        let j0 = g.left.saturating_sub(rx).div_ceil(self.s);
+        let ix0 = (j0 * self.s + rx).checked_sub(g.left)?;
+        let count =
+            d.w.checked_sub(ix0)
+                .map_or(0, |rest| rest.div_ceil(self.s))
+                .min(self.cols.saturating_sub(j0));
+        Some((iy, j0, ix0, count))
+    }
+
+    /// Copy plane `src` (H x W) into the zero-padded phase planes in `buf`.
+    #[inline(always)]
+    fn scatter(&self, src: &[f32], buf: &mut Vec<f32>, d: Dims, g: &DepthwiseGeometry) {
+        let len = self.plane_len();
+        buf.clear();
+        buf.resize(self.s * self.s * len, 0.0);
+        for (phase, plane) in buf.chunks_exact_mut(len).enumerate() {
+            for (i, row) in plane.chunks_exact_mut(self.cols).enumerate() {
+                let Some((iy, j0, ix0, count)) = self.span(phase, i, d, g) else {
+                    continue;
+                };
+                let from = &src[iy * d.w + ix0..(iy + 1) * d.w];
+                let to = &mut row[j0..j0 + count];
+                if self.s == 1 {
+                    to.copy_from_slice(&from[..count]);
+                } else {
+                    // Index arithmetic, not `step_by`: its run-time step costs a division.
+                    for (t, v) in to.iter_mut().enumerate() {
+                        *v = from[t * self.s];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`scatter`](Self::scatter): phase planes back into an H x W plane,
+    /// dropping the padding.
+    #[inline(always)]
+    fn gather(&self, phases: &[f32], dst: &mut [f32], d: Dims, g: &DepthwiseGeometry) {
+        let len = self.plane_len();
+        for (phase, plane) in phases.chunks_exact(len).enumerate() {
+            for (i, row) in plane.chunks_exact(self.cols).enumerate() {
+                let Some((iy, j0, ix0, count)) = self.span(phase, i, d, g) else {
+                    continue;
+                };
+                let to = &mut dst[iy * d.w + ix0..(iy + 1) * d.w];
+                let from = &row[j0..j0 + count];
+                if self.s == 1 {
+                    to[..count].copy_from_slice(from);
+                } else {
+                    for (t, &v) in from.iter().enumerate() {
+                        to[t * self.s] = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lay an `OH x OW` plane out with `cols` columns (zeros in the extra ones).
+    #[inline(always)]
+    fn widen(&self, src: &[f32], buf: &mut Vec<f32>, d: Dims) {
+        buf.clear();
+        buf.resize(self.flat, 0.0);
+        for (dst, row) in buf.chunks_exact_mut(self.cols).zip(src.chunks_exact(d.ow)) {
+            dst[..d.ow].copy_from_slice(row);
+        }
+    }
+}
+
+/// `dst[o] += weight * src[o]` over the shorter of the two.
+#[inline(always)]
+fn axpy(dst: &mut [f32], src: &[f32], weight: f32) {
+    for (d, &s) in dst.iter_mut().zip(src) {
         *d += weight * s;
     }
 }
 
-/// `sum(a[o] * b[o + shift])` over the `o` where both exist.
+/// `sum(a[o] * b[o])` over the shorter of the two, in 16 independent lanes (so that it
+/// vectorizes), accumulated in `f64` per block of 4096.
 #[inline(always)]
-fn dot_shifted(a: &[f32], b: &[f32], shift: isize) -> f32 {
-    let (a0, b0) = if shift < 0 {
-        (shift.unsigned_abs(), 0)
-    } else {
-        (0, shift as usize)
-    };
-    let len = a.len().saturating_sub(a0).min(b.len().saturating_sub(b0));
-    if len == 0 {
-        return 0.0;
-    }
-    // Eight partial sums, so that the loop vectorizes without reassociating one long chain.
-    let mut acc = [0f32; 8];
-    let (a, b) = (&a[a0..a0 + len], &b[b0..b0 + len]);
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let len = a.len().min(b.len());
+    let mut total = 0f64;
+    for (a, b) in a[..len].chunks(4096).zip(b[..len].chunks(4096)) {
+        let mut acc = [0f32; LANES];
+        let mut ca = a.chunks_exact(LANES);
+        let mut cb = b.chunks_exact(LANES);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for i in 0..LANES {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            acc[0] += x * y;
+        }
+        for v in acc {
+            total += f64::from(v);
         }
     }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
+    total
 }
 
-/// Where tap offset `d` (input column `o * s + d` for output column `o`) reads: phase
-/// `d mod s` at shift `floor(d / s)`.
-#[inline(always)]
-fn phase_of(d: isize, s: usize) -> (usize, isize) {
-    let s = s as isize;
-    (d.rem_euclid(s) as usize, d.div_euclid(s))
-}
-
-/// The phases of `row` for stride `s` (1 or 2): the row itself, or its even and odd columns
-/// copied into `buf`.
-#[inline(always)]
-fn phases<'a>(row: &'a [f32], s: usize, buf: &'a mut Vec<f32>) -> [&'a [f32]; 2] {
-    if s == 1 {
-        return [row, &[]];
-    }
-    buf.clear();
-    buf.extend(row.iter().step_by(2));
-    let even = buf.len();
-    buf.extend(row.iter().skip(1).step_by(2));
-    let (a, b) = buf.split_at(even);
-    [a, b]
-}
-
-/// The output row that reads input row `iy` through tap row `ky`, if any:
-/// `oy * s + ky - top == iy`.
-#[inline(always)]
-fn output_row(iy: usize, ky: usize, g: &DepthwiseGeometry, oh: usize) -> Option<usize> {
-    let at = (iy + g.top).checked_sub(ky)?;
-    (at % g.stride == 0)
-        .then_some(at / g.stride)
-        .filter(|&oy| oy < oh)
+/// Scratch buffers of one worker: the phase planes and a widened output plane.
+#[derive(Default)]
+struct Scratch {
+    phases: Vec<f32>,
+    flat: Vec<f32>,
 }
 
 /// Forward: `out[n, c] = sum over taps of weight[c, tap] * padded x[n, c]`, `(N, C, OH, OW)`.
-/// Each input row is split into phases once and added into every output row that reads it.
 pub(crate) fn forward(x: &[f32], weight: &[f32], d: Dims, g: &DepthwiseGeometry) -> Vec<f32> {
-    let (k, s) = (g.kernel, g.stride);
-    let mut out = vec![0f32; d.n * d.c * d.oh * d.ow];
-    let plane_out = (d.oh * d.ow).max(1);
-    out.par_chunks_mut(plane_out)
+    let planes = (d.h * d.w, d.oh * d.ow);
+    map_planes(x, weight, planes, d, g, |src, taps, dst, scratch| {
+        forward_plane(src, taps, dst, scratch, d, g)
+    })
+}
+
+/// `n * c` planes of `dst_len` values in parallel, plane `p` made by
+/// `f(plane p of src, its channel's taps, plane p of the result, scratch)`; `src` holds
+/// `n * c` planes of `src_len` values.
+fn map_planes(
+    src: &[f32],
+    weight: &[f32],
+    (src_len, dst_len): (usize, usize),
+    d: Dims,
+    g: &DepthwiseGeometry,
+    f: impl Fn(&[f32], &[f32], &mut [f32], &mut Scratch) + Sync,
+) -> Vec<f32> {
+    let taps = g.kernel * g.kernel;
+    let mut out = vec![0f32; d.n * d.c * dst_len];
+    out.par_chunks_mut(dst_len.max(1))
         .enumerate()
-        .for_each_init(Vec::new, |buf, (p, dst)| {
+        .for_each_init(Scratch::default, |scratch, (p, dst)| {
             let ch = p % d.c;
-            let src = &x[p * d.h * d.w..(p + 1) * d.h * d.w];
-            let taps = &weight[ch * k * k..(ch + 1) * k * k];
-            crate::model::efficientnet::simd::vectorized(|| {
-                for (iy, row) in src.chunks_exact(d.w).enumerate() {
-                    let ph = phases(row, s, buf);
-                    for ky in 0..k {
-                        let Some(oy) = output_row(iy, ky, g, d.oh) else {
-                            continue;
-                        };
-                        let out_row = &mut dst[oy * d.ow..(oy + 1) * d.ow];
-                        for kx in 0..k {
-                            let (r, shift) = phase_of(kx as isize - g.left as isize, s);
-                            axpy_shifted(out_row, ph[r], shift, taps[ky * k + kx]);
-                        }
-                    }
-                }
-            });
+            let plane = &src[p * src_len..(p + 1) * src_len];
+            f(plane, &weight[ch * taps..(ch + 1) * taps], dst, scratch);
         });
     out
 }
+
+/// One plane of [`forward`].
+#[inline(always)]
+fn forward_plane_kernel(
+    src: &[f32],
+    taps: &[f32],
+    dst: &mut [f32],
+    scratch: &mut Scratch,
+    d: Dims,
+    g: &DepthwiseGeometry,
+) {
+    let l = PhaseLayout::new(d, g);
+    l.scatter(src, &mut scratch.phases, d, g);
+    let len = l.plane_len();
+    let flat = &mut scratch.flat;
+    flat.clear();
+    flat.resize(l.flat, 0.0);
+    for ky in 0..l.k {
+        for kx in 0..l.k {
+            let (phase, shift) = l.tap(ky, kx);
+            let plane = &scratch.phases[phase * len..(phase + 1) * len];
+            axpy(flat, &plane[shift..], taps[ky * l.k + kx]);
+        }
+    }
+    for (row, wide) in dst.chunks_exact_mut(d.ow).zip(flat.chunks_exact(l.cols)) {
+        row.copy_from_slice(&wide[..d.ow]);
+    }
+}
+
+vectorized!(fn forward_plane(
+    src: &[f32],
+    taps: &[f32],
+    dst: &mut [f32],
+    scratch: &mut Scratch,
+    d: Dims,
+    g: &DepthwiseGeometry,
+) => forward_plane_kernel);
 
 /// Gradient of the input: every output gradient spread back over the pixels it read,
 /// `(N, C, H, W)`.
@@ -169,109 +289,109 @@ pub(crate) fn backward_input(
     d: Dims,
     g: &DepthwiseGeometry,
 ) -> Vec<f32> {
-    let k = g.kernel;
-    let mut dx = vec![0f32; d.n * d.c * d.h * d.w];
-    let plane_in = (d.h * d.w).max(1);
-    dx.par_chunks_mut(plane_in).enumerate().for_each_init(
-        Vec::new,
-        |acc: &mut Vec<f32>, (p, dst)| {
-            let ch = p % d.c;
-            let gp = &grad[p * d.oh * d.ow..(p + 1) * d.oh * d.ow];
-            let taps = &weight[ch * k * k..(ch + 1) * k * k];
-            crate::model::efficientnet::simd::vectorized(|| {
-                backward_input_plane(gp, taps, dst, acc, d, g)
-            });
-        },
-    );
-    dx
+    let planes = (d.oh * d.ow, d.h * d.w);
+    map_planes(grad, weight, planes, d, g, |src, taps, dst, scratch| {
+        backward_input_plane(src, taps, dst, scratch, d, g)
+    })
 }
 
-/// One plane of [`backward_input`]: `acc` collects an input row's phases before they are
-/// interleaved into `dst`.
+/// One plane of [`backward_input`]: the output gradient spread into phase planes, which are
+/// then read back without their padding.
 #[inline(always)]
-fn backward_input_plane(
+fn backward_input_plane_kernel(
     gp: &[f32],
     taps: &[f32],
     dst: &mut [f32],
-    acc: &mut Vec<f32>,
+    scratch: &mut Scratch,
     d: Dims,
     g: &DepthwiseGeometry,
 ) {
-    let (k, s) = (g.kernel, g.stride);
-    // Phase r of an input row holds columns j * s + r: ceil((w - r) / s) of them.
-    let lens: Vec<usize> = (0..s).map(|r| d.w.saturating_sub(r).div_ceil(s)).collect();
-    let starts: Vec<usize> = (0..s).map(|r| lens[..r].iter().sum()).collect();
-    for (iy, dst_row) in dst.chunks_exact_mut(d.w).enumerate() {
-        // The output rows that read input row iy: oy * s + ky - top == iy with ky < k.
-        let last = ((iy + g.top) / s).min(d.oh.saturating_sub(1));
-        let first = (iy + g.top + 1).saturating_sub(k).div_ceil(s);
-        if first > last || d.oh == 0 {
-            continue;
-        }
-        acc.clear();
-        acc.resize(d.w, 0.0);
-        for oy in first..=last {
-            let ky = iy + g.top - oy * s;
-            let g_row = &gp[oy * d.ow..(oy + 1) * d.ow];
-            for kx in 0..k {
-                let (r, shift) = phase_of(kx as isize - g.left as isize, s);
-                let phase = &mut acc[starts[r]..starts[r] + lens[r]];
-                // phase[o + shift] += w * g[o]  <=>  phase[j] += w * g[j - shift].
-                axpy_shifted(phase, g_row, -shift, taps[ky * k + kx]);
-            }
-        }
-        if s == 1 {
-            dst_row.copy_from_slice(acc);
-        } else {
-            for (r, (&start, &len)) in starts.iter().zip(&lens).enumerate() {
-                for (j, &v) in acc[start..start + len].iter().enumerate() {
-                    dst_row[j * s + r] = v;
-                }
-            }
+    let l = PhaseLayout::new(d, g);
+    l.widen(gp, &mut scratch.flat, d);
+    let len = l.plane_len();
+    let phases = &mut scratch.phases;
+    phases.clear();
+    phases.resize(l.s * l.s * len, 0.0);
+    for ky in 0..l.k {
+        for kx in 0..l.k {
+            let (phase, shift) = l.tap(ky, kx);
+            let plane = &mut phases[phase * len..(phase + 1) * len];
+            axpy(&mut plane[shift..], &scratch.flat, taps[ky * l.k + kx]);
         }
     }
+    l.gather(phases, dst, d, g);
 }
+
+vectorized!(fn backward_input_plane(
+    gp: &[f32],
+    taps: &[f32],
+    dst: &mut [f32],
+    scratch: &mut Scratch,
+    d: Dims,
+    g: &DepthwiseGeometry,
+) => backward_input_plane_kernel);
 
 /// Gradient of the weights: for each channel and tap, the sum over the batch and the output
 /// pixels of the output gradient times the input pixel the tap read, `(C, 1, k, k)`.
 pub(crate) fn backward_weight(x: &[f32], grad: &[f32], d: Dims, g: &DepthwiseGeometry) -> Vec<f32> {
-    let (k, s) = (g.kernel, g.stride);
+    let k = g.kernel;
     let mut dw = vec![0f32; d.c * k * k];
     dw.par_chunks_mut(k * k)
         .enumerate()
-        .for_each_init(Vec::new, |buf, (ch, taps)| {
-            let total = crate::model::efficientnet::simd::vectorized(|| {
-                let mut total = vec![0f64; k * k];
-                for b in 0..d.n {
-                    let p = b * d.c + ch;
-                    let src = &x[p * d.h * d.w..(p + 1) * d.h * d.w];
-                    let gp = &grad[p * d.oh * d.ow..(p + 1) * d.oh * d.ow];
-                    let mut plane = vec![0f32; k * k];
-                    for (iy, row) in src.chunks_exact(d.w).enumerate() {
-                        let ph = phases(row, s, buf);
-                        for ky in 0..k {
-                            let Some(oy) = output_row(iy, ky, g, d.oh) else {
-                                continue;
-                            };
-                            let g_row = &gp[oy * d.ow..(oy + 1) * d.ow];
-                            for kx in 0..k {
-                                let (r, shift) = phase_of(kx as isize - g.left as isize, s);
-                                plane[ky * k + kx] += dot_shifted(g_row, ph[r], shift);
-                            }
-                        }
-                    }
-                    for (t, v) in total.iter_mut().zip(&plane) {
-                        *t += f64::from(*v);
-                    }
-                }
-                total
-            });
+        .for_each_init(Scratch::default, |scratch, (ch, taps)| {
+            let total = backward_weight_channel(x, grad, ch, scratch, d, g);
             for (t, v) in taps.iter_mut().zip(total) {
                 *t = v as f32;
             }
         });
     dw
 }
+
+/// One channel of [`backward_weight`]: the `k * k` tap gradients summed over the batch.
+#[inline(always)]
+fn backward_weight_channel_kernel(
+    x: &[f32],
+    grad: &[f32],
+    ch: usize,
+    scratch: &mut Scratch,
+    d: Dims,
+    g: &DepthwiseGeometry,
+) -> Vec<f64> {
+    let l = PhaseLayout::new(d, g);
+    let len = l.plane_len();
+    let mut total = vec![0f64; l.k * l.k];
+    for b in 0..d.n {
+        let p = b * d.c + ch;
+        l.scatter(
+            &x[p * d.h * d.w..(p + 1) * d.h * d.w],
+            &mut scratch.phases,
+            d,
+            g,
+        );
+        l.widen(
+            &grad[p * d.oh * d.ow..(p + 1) * d.oh * d.ow],
+            &mut scratch.flat,
+            d,
+        );
+        for ky in 0..l.k {
+            for kx in 0..l.k {
+                let (phase, shift) = l.tap(ky, kx);
+                let plane = &scratch.phases[phase * len..(phase + 1) * len];
+                total[ky * l.k + kx] += dot(&scratch.flat, &plane[shift..]);
+            }
+        }
+    }
+    total
+}
+
+vectorized!(fn backward_weight_channel(
+    x: &[f32],
+    grad: &[f32],
+    ch: usize,
+    scratch: &mut Scratch,
+    d: Dims,
+    g: &DepthwiseGeometry,
+) -> Vec<f64> => backward_weight_channel_kernel);
 
 #[cfg(test)]
 mod tests {
