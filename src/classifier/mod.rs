@@ -22,12 +22,14 @@
 mod builder;
 mod bundle;
 mod evaluation;
+mod explain;
 mod predict;
 mod training;
 
 pub use builder::FractureClassifierBuilder;
 pub use bundle::{BundleManifest, PreprocessSpec, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION};
 pub use evaluation::Evaluation;
+pub use explain::ExplainedImage;
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::dataset::{Label, Split};

@@ -73,6 +73,25 @@ impl FractureClassifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        let batch = self.input_batch(images)?;
+        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
+        Ok(probabilities
+            .into_iter()
+            .map(|p| self.prediction(f64::from(p)))
+            .collect())
+    }
+
+    /// The prediction for a fracture probability at this classifier's threshold.
+    pub(crate) fn prediction(&self, fracture_probability: f64) -> Prediction {
+        Prediction {
+            label: self.label_for(fracture_probability),
+            fracture_probability,
+            threshold: self.threshold,
+        }
+    }
+
+    /// Decoded images as the model's normalized `(N, 3, H, W)` input on its device.
+    pub(crate) fn input_batch(&self, images: &[DynamicImage]) -> Result<Tensor> {
         let buffers = images
             .par_iter()
             .map(|image| {
@@ -82,19 +101,11 @@ impl FractureClassifier {
             .collect::<Result<Vec<_>>>()?;
         let (h, w) = (self.preprocess.height, self.preprocess.width);
         let data: Vec<f32> = buffers.into_iter().flatten().collect();
-        let batch = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
-        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
-        Ok(probabilities
-            .into_iter()
-            .map(|p| {
-                let fracture_probability = f64::from(p);
-                Prediction {
-                    label: self.label_for(fracture_probability),
-                    fracture_probability,
-                    threshold: self.threshold,
-                }
-            })
-            .collect())
+        Ok(Tensor::from_vec(
+            data,
+            (images.len(), 3, h, w),
+            &self.device,
+        )?)
     }
 
     /// Classify every file under `dir` (recursively, in path order), streaming in small
@@ -103,14 +114,7 @@ impl FractureClassifier {
     pub fn classify_dir(&self, dir: impl AsRef<Path>) -> Result<ClassifiedDir> {
         let dir = dir.as_ref();
         let files = list_files(dir)?;
-        let progress = if std::io::stderr().is_terminal() {
-            ProgressBar::new(files.len() as u64)
-        } else {
-            ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::hidden())
-        };
-        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} images {msg}") {
-            progress.set_style(style);
-        }
+        let progress = images_progress(files.len());
         let mut result = ClassifiedDir::default();
         for chunk in files.chunks(DIR_CHUNK) {
             let decoded: Vec<(PathBuf, Result<DynamicImage>)> = chunk
@@ -138,6 +142,19 @@ impl FractureClassifier {
         progress.finish_and_clear();
         Ok(result)
     }
+}
+
+/// A progress bar over `len` images on a terminal (hidden elsewhere), with a message slot.
+pub(crate) fn images_progress(len: usize) -> ProgressBar {
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::hidden())
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} images {msg}") {
+        progress.set_style(style);
+    }
+    progress
 }
 
 /// Every regular file under `dir`, sorted by path.
