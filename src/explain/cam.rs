@@ -135,12 +135,7 @@ impl FromStr for CamMethod {
 
     /// `gradcam`, `hirescam`, `gradcampp` / `gradcam++` (case, `-` and `_` ignored).
     fn from_str(text: &str) -> crate::Result<Self> {
-        let key: String = text
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match key.as_str() {
+        match option_key(text).as_str() {
             "gradcam" => Ok(CamMethod::GradCam),
             "hirescam" => Ok(CamMethod::HiResCam),
             "gradcampp" | "gradcam++" | "gradcamplusplus" => Ok(CamMethod::GradCamPlusPlus),
@@ -204,12 +199,7 @@ impl FromStr for CamTarget {
 
     /// `fracture` or `no_fracture` / `no-fracture` / `nofracture` (case ignored).
     fn from_str(text: &str) -> crate::Result<Self> {
-        let key: String = text
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match key.as_str() {
+        match option_key(text).as_str() {
             "fracture" | "fractured" => Ok(CamTarget::Fracture),
             "nofracture" | "notfractured" => Ok(CamTarget::NoFracture),
             _ => Err(crate::Error::InvalidConfig(format!(
@@ -217,6 +207,14 @@ impl FromStr for CamTarget {
             ))),
         }
     }
+}
+
+/// An option as typed, lower-cased without `-`, `_` and spaces.
+fn option_key(text: &str) -> String {
+    text.chars()
+        .filter(|c| !matches!(c, '-' | '_' | ' '))
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ mod resize;
 
 pub use cam::{CamMethod, CamTarget};
 pub use overlay::{overlay, save_png, turbo, OverlayStyle};
+pub(crate) use resize::map_peak;
 pub use resize::{normalize_by_max, resize_bilinear};
 
 use crate::error::{Error, Result};

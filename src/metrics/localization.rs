@@ -35,6 +35,7 @@
 use super::{bootstrap_mean, BootstrapConfig, Interval};
 use crate::dataset::annotations::BoundingBox;
 use crate::error::{Error, Result};
+use crate::explain::map_peak;
 use crate::image::ImageF32;
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{connected_components, Connectivity};
@@ -124,28 +125,13 @@ pub fn score_map(
     tolerance_px: f64,
     config: &LocalizationConfig,
 ) -> Result<MapScores> {
-    let (height, width) = (map.height, map.width);
-    if map.channels != 1 || map.data.is_empty() || height.checked_mul(width) != Some(map.data.len())
-    {
-        return Err(Error::InvalidInput(format!(
-            "localization needs a non-empty one-channel map, found {}x{}x{}",
-            map.height, map.width, map.channels
-        )));
-    }
+    let width = map.width;
     if boxes.is_empty() {
         return Err(Error::InvalidInput(
             "localization needs at least one box".into(),
         ));
     }
-    let mut peak = 0f32;
-    for &v in &map.data {
-        if !v.is_finite() || v < 0.0 {
-            return Err(Error::InvalidInput(format!(
-                "localization needs finite non-negative map values, found {v}"
-            )));
-        }
-        peak = peak.max(v);
-    }
+    let peak = map_peak(map)?;
     let centre = |i: usize| ((i % width) as f64 + 0.5, (i / width) as f64 + 0.5);
     let (mut tied, mut tied_hits) = (0usize, 0usize);
     let (mut total, mut inside) = (0f64, 0f64);
