@@ -1,9 +1,10 @@
-//! Evaluate a saved bundle on a dataset part: the clinical report, the ROC curve as CSV and as
-//! a PNG plot.
+//! Evaluate a saved bundle (or the Keras notebook's own saved model) on a dataset part: the
+//! clinical report, the ROC curve as CSV and as a PNG plot.
 //!
 //! ```bash
 //! cargo run --release --example evaluate -- BUNDLE_DIR                 # the bundle's own test part
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test
+//! cargo run --release --example evaluate -- best_model.h5 --data FracAtlas --out eval/
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --localization  # + Grad-CAM vs boxes
 //! ```
 
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A folder written by `FractureClassifier::save`.
+    /// A folder written by `FractureClassifier::save`, or the Keras notebook's saved model
+    /// (`.h5` or `.keras`, recognised by content; it holds no split, so pass --data).
     bundle: PathBuf,
     /// A FracAtlas-layout folder to split (default: the split saved in the bundle).
     #[arg(long)]
@@ -28,7 +30,7 @@ struct Args {
     /// Which part to evaluate: train, val or test.
     #[arg(long, default_value = "test")]
     part: String,
-    /// Where to write roc.csv and roc.png (default: the bundle folder).
+    /// Where to write roc.csv and roc.png (default: the bundle folder, or the Keras model's).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Device: cpu, cuda[:N], metal[:N] or best.
@@ -49,13 +51,13 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
-    let mut clf = FractureClassifier::load(&args.bundle, &device)?;
+    let mut clf = FractureClassifier::open(&args.bundle, &device)?;
     let split: Split = match &args.data {
         Some(dir) => FracAtlas::open(dir)?.split(&SplitConfig::default())?,
         None => clf
             .split()
             .cloned()
-            .ok_or("the bundle holds no split: pass --data")?,
+            .ok_or("the model holds no split (a Keras model never does): pass --data")?,
     };
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name).clone();
@@ -75,7 +77,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (labels, scores) = clf.scores(&part)?;
     let roc = RocCurve::new(&labels, &scores)?;
-    let out = args.out.unwrap_or_else(|| args.bundle.clone());
+    let out = args.out.unwrap_or_else(|| match args.bundle.is_dir() {
+        true => args.bundle.clone(),
+        false => args.bundle.parent().map(PathBuf::from).unwrap_or_default(),
+    });
     std::fs::create_dir_all(&out)?;
     write_roc_csv(&roc, &out.join("roc.csv"))?;
     plot_roc(&roc, &out.join("roc.png"))?;

@@ -16,9 +16,8 @@ use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
 use fracture::device::{self, DeviceRequest};
 use fracture::explain::{save_png, CamConfig, CamMethod, CamTarget, OverlayStyle};
+use fracture::progress::Progress;
 use fracture::FractureClassifier;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Write a class-activation overlay per image and print each prediction.
@@ -55,7 +54,7 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
-    let clf = FractureClassifier::load(&args.bundle, &device)?;
+    let clf = FractureClassifier::open(&args.bundle, &device)?;
     let annotations = args
         .annotations
         .as_ref()
@@ -75,15 +74,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opacity: args.opacity,
         ..OverlayStyle::default()
     };
-    let progress = progress_bar(files.len());
+    let progress = Progress::items("explain", files.len() as u64);
     let (mut written, mut skipped) = (0usize, 0usize);
-    for (k, path) in files.iter().enumerate() {
+    for path in &files {
+        progress.inc(1);
         let image = match decode_file(path) {
             Ok(image) => image,
             Err(e) => {
-                say(&progress, format!("skipped {}: {e}", path.display()));
+                progress.suspend(|| eprintln!("skipped {}: {e}", path.display()));
                 skipped += 1;
-                progress.inc(1);
                 continue;
             }
         };
@@ -102,21 +101,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         save_png(&picture, &target)?;
         written += 1;
-        say(
-            &progress,
-            format!(
+        progress.suspend(|| {
+            println!(
                 "{}: {} -> {}",
                 path.display(),
                 explained.prediction,
                 target.display()
-            ),
-        );
-        progress.inc(1);
-        if !std::io::stderr().is_terminal() && (k + 1) % 100 == 0 {
-            eprintln!("{} / {} images", k + 1, files.len());
-        }
+            )
+        });
     }
-    progress.finish_and_clear();
+    progress.finish(&format!("{written} written, {skipped} skipped"));
     println!(
         "{written} overlay(s) of {config} written to {}, {skipped} skipped",
         args.out.display()
@@ -124,40 +118,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Every file under `dir`, recursively, sorted by path.
-fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Every file under `dir`, recursively (links followed), sorted by path.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, walkdir::Error> {
     let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path);
-            }
+    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            files.push(entry.into_path());
         }
     }
-    files.sort();
     Ok(files)
-}
-
-/// A line above the progress bar, or on stdout when there is no bar.
-fn say(progress: &ProgressBar, line: String) {
-    if progress.is_hidden() {
-        println!("{line}");
-    } else {
-        progress.println(line);
-    }
-}
-
-fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} images") {
-        bar.set_style(style);
-    }
-    bar
 }

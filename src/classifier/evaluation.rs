@@ -3,7 +3,7 @@
 //! threshold choice on the validation part.
 
 use super::FractureClassifier;
-use crate::batch::BatchSource;
+use crate::batch::{check_pass, BatchSource};
 use crate::dataset::loader::ImageLoader;
 use crate::dataset::Part;
 use crate::error::Result;
@@ -11,6 +11,7 @@ use crate::metrics::{
     bootstrap_ci, by_subgroup, choose_threshold, BinaryMetrics, BootstrapConfig,
     BootstrapIntervals, SubgroupMetrics, ThresholdRule,
 };
+use crate::progress::Progress;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -77,13 +78,18 @@ impl FractureClassifier {
     fn score_part(&self, part: &Part) -> Result<ScoredPart> {
         let loader = self.loader(part, 16, false, 0)?;
         let (mut labels, mut scores, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        let pass = format!("scoring the {} part", part.name);
+        let progress = Progress::items(&pass, part.len() as u64);
         for batch in loader.batches(0)? {
             let batch = batch?;
             let probabilities: Vec<f32> = self.probabilities(&batch.images)?.to_vec1()?;
             scores.extend(probabilities.into_iter().map(f64::from));
             labels.extend(batch.labels.to_vec1::<f32>()?.into_iter().map(|y| y > 0.5));
+            progress.inc(batch.indices.len() as u64);
             indices.extend(batch.indices);
         }
+        check_pass(&loader, 0, indices.len(), &pass)?;
+        progress.finish_quietly();
         Ok(ScoredPart {
             labels,
             scores,
@@ -108,6 +114,7 @@ impl FractureClassifier {
             .map(|point| point.threshold.clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
             self.threshold = threshold;
+            self.threshold_source = Some(super::ThresholdSource::Validation);
         }
         Ok(chosen)
     }

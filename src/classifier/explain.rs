@@ -2,7 +2,6 @@
 //! ([`crate::explain`]), drawn over the radiograph, and how often they land on annotated
 //! fractures of a dataset part ([`crate::metrics::localization`]).
 
-use super::predict::images_progress;
 use super::{FractureClassifier, Prediction};
 use crate::dataset::annotations::{Annotations, FractureRegion};
 use crate::dataset::decode::decode_file;
@@ -12,6 +11,7 @@ use crate::explain::{explain_batch, overlay, CamConfig, CamMethod, Explanation, 
 use crate::image::ImageF32;
 use crate::metrics::localization::{score_image, ImageLocalization};
 use crate::metrics::{LocalizationConfig, LocalizationReport};
+use crate::progress::Progress;
 use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -170,7 +170,7 @@ impl FractureClassifier {
                 _ => without_annotations.push(sample.path.clone()),
             }
         }
-        let progress = images_progress(todo.len());
+        let progress = Progress::items("localize", todo.len() as u64);
         let (mut scored, mut skipped) = (Vec::new(), Vec::new());
         for chunk in todo.chunks(CHUNK) {
             let decoded: Vec<Result<DynamicImage>> = chunk
@@ -206,9 +206,14 @@ impl FractureClassifier {
                     Err(e) => return Err(e),
                 }
             }
+            progress.set_message(format!("{} skipped", skipped.len()));
             progress.inc(chunk.len() as u64);
         }
-        progress.finish_and_clear();
+        progress.finish(&format!(
+            "{} images scored, {} skipped",
+            scored.len(),
+            skipped.len()
+        ));
         LocalizationReport::new(
             cam.to_string(),
             *config,

@@ -26,6 +26,7 @@
 
 pub mod annotations;
 pub mod decode;
+pub mod dicom;
 pub mod folder;
 pub mod fracatlas;
 pub mod loader;
