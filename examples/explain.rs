@@ -121,7 +121,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Every file under `dir`, recursively (links followed), sorted by path.
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>, walkdir::Error> {
     let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry?;
         if entry.file_type().is_file() {
             files.push(entry.into_path());

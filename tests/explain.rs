@@ -29,8 +29,7 @@ use common::{load_safetensors, read_fixture_config_file, to_nchw};
 /// The shipped Grad-CAM fixture, plus the folder named by `GRADCAM_FIXTURE_DIR` when set
 /// (which must then exist).
 fn fixture_dirs() -> Vec<PathBuf> {
-    let mut dirs =
-        vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras_head/tiny")];
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras_head")];
     if let Ok(extra) = std::env::var("GRADCAM_FIXTURE_DIR") {
         eprintln!("also checking GRADCAM_FIXTURE_DIR={extra}");
         let extra = PathBuf::from(extra);
