@@ -16,6 +16,9 @@ use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// An image to score: its path, its annotated regions and the size they were drawn at.
+type Annotated<'a> = (&'a Path, &'a [FractureRegion], Option<(f64, f64)>);
+
 /// Images explained per step of [`FractureClassifier::localization`].
 const CHUNK: usize = 8;
 
@@ -157,7 +160,7 @@ impl FractureClassifier {
         config.validate()?;
         let cam = CamConfig::new(method);
         let mut without_annotations = Vec::new();
-        let mut todo: Vec<(&Path, &[FractureRegion], Option<(f64, f64)>)> = Vec::new();
+        let mut todo: Vec<Annotated<'_>> = Vec::new();
         for sample in part.samples.iter().filter(|s| s.label == Label::Fractured) {
             match annotations.for_path(&sample.path) {
                 Some(a) if !a.regions.is_empty() => {
