@@ -5,12 +5,14 @@
 //! cargo run --release --example evaluate -- BUNDLE_DIR                 # the bundle's own test part
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test
 //! cargo run --release --example evaluate -- best_model.h5 --data FracAtlas --out eval/
+//! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --localization  # + Grad-CAM vs boxes
 //! ```
 
 use clap::Parser;
-use fracture::dataset::{FracAtlas, PartName, Split, SplitConfig};
+use fracture::dataset::{annotations::Annotations, FracAtlas, PartName, Split, SplitConfig};
 use fracture::device::{self, DeviceRequest};
-use fracture::metrics::RocCurve;
+use fracture::explain::CamMethod;
+use fracture::metrics::{LocalizationConfig, RocCurve};
 use fracture::FractureClassifier;
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
@@ -34,6 +36,16 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
+    /// Also score where class-activation maps land on the annotated fractures (pointing game,
+    /// energy, box IoU, with baselines); needs FracAtlas's `Annotations/` (see --annotations).
+    #[arg(long)]
+    localization: bool,
+    /// The folder holding `Annotations/` for --localization (default: --data).
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// The map scored by --localization: gradcam, hirescam or gradcampp.
+    #[arg(long, default_value = "gradcam")]
+    cam: CamMethod,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +63,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let part = split.part(part_name).clone();
     let evaluation = clf.evaluate(&part)?;
     println!("== {} part: {} images\n{evaluation}", args.part, part.len());
+    if args.localization {
+        let root = args.annotations.as_ref().or(args.data.as_ref()).ok_or(
+            "--localization needs --annotations (or --data): the folder holding Annotations/",
+        )?;
+        let annotations = Annotations::open_fracatlas(root)?;
+        let config = LocalizationConfig::default();
+        println!(
+            "{}",
+            clf.localization(&part, &annotations, args.cam, &config)?
+        );
+    }
 
     let (labels, scores) = clf.scores(&part)?;
     let roc = RocCurve::new(&labels, &scores)?;

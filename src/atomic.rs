@@ -92,6 +92,21 @@ impl AtomicWriter {
     }
 }
 
+/// Write one file atomically at `path`, creating its folder: `write` fills a temporary file
+/// in the same folder, which is then flushed and renamed over `path`.
+pub(crate) fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    AtomicWriter::new(dir, None).write_with(name, write)
+}
+
 /// Make a rename durable (best effort: not every platform can open a folder).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {

@@ -52,6 +52,8 @@
 //! - [`weights`]: where weights come from (files, the hub, seeded random) and their checks.
 //! - [`train`]: the training loop, checkpoints, resume.
 //! - [`metrics`]: sklearn-exact metrics, curves, thresholds, bootstrap intervals.
+//! - [`explain`]: class-activation maps (Grad-CAM family) and overlays; localization scores
+//!   against annotated fractures are in [`metrics::localization`].
 //! - [`classifier`]: the facade and its saved bundle.
 //! - [`progress`]: progress of long work (a bar on a terminal, plain lines in a log).
 
@@ -62,6 +64,7 @@ pub mod classifier;
 pub mod dataset;
 pub mod device;
 pub mod error;
+pub mod explain;
 pub mod image;
 pub mod metrics;
 pub mod model;

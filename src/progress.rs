@@ -156,6 +156,21 @@ impl Progress {
         }
     }
 
+    /// Run `f` (which may print to stdout or stderr) with the bar hidden, so that its output
+    /// does not tear the bar; off a terminal `f` simply runs.
+    ///
+    /// ```
+    /// let progress = fracture::progress::Progress::hidden();
+    /// let n = progress.suspend(|| 2 + 2);
+    /// assert_eq!(n, 4);
+    /// ```
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.mode {
+            Mode::Bar(bar) => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
     /// The work is done: the bar stays with `summary` beside it; off a terminal one line
     /// `label: summary`.
     pub fn finish(&self, summary: &str) {

@@ -22,6 +22,7 @@
 mod builder;
 mod bundle;
 mod evaluation;
+mod explain;
 mod keras;
 mod predict;
 mod training;
@@ -31,6 +32,7 @@ pub use bundle::{
     BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
 };
 pub use evaluation::Evaluation;
+pub use explain::ExplainedImage;
 pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 

@@ -72,6 +72,25 @@ impl FractureClassifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        let batch = self.input_batch(images)?;
+        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
+        Ok(probabilities
+            .into_iter()
+            .map(|p| self.prediction(f64::from(p)))
+            .collect())
+    }
+
+    /// The prediction for a fracture probability at this classifier's threshold.
+    pub(crate) fn prediction(&self, fracture_probability: f64) -> Prediction {
+        Prediction {
+            label: self.label_for(fracture_probability),
+            fracture_probability,
+            threshold: self.threshold,
+        }
+    }
+
+    /// Decoded images as the model's normalized `(N, 3, H, W)` input on its device.
+    pub(crate) fn input_batch(&self, images: &[DynamicImage]) -> Result<Tensor> {
         let buffers = images
             .par_iter()
             .map(|image| {
@@ -81,19 +100,11 @@ impl FractureClassifier {
             .collect::<Result<Vec<_>>>()?;
         let (h, w) = (self.preprocess.height, self.preprocess.width);
         let data: Vec<f32> = buffers.into_iter().flatten().collect();
-        let batch = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
-        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
-        Ok(probabilities
-            .into_iter()
-            .map(|p| {
-                let fracture_probability = f64::from(p);
-                Prediction {
-                    label: self.label_for(fracture_probability),
-                    fracture_probability,
-                    threshold: self.threshold,
-                }
-            })
-            .collect())
+        Ok(Tensor::from_vec(
+            data,
+            (images.len(), 3, h, w),
+            &self.device,
+        )?)
     }
 
     /// Classify every file under `dir` (recursively, following links, in path order),

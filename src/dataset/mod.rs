@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod annotations;
 pub mod decode;
 pub mod dicom;
 pub mod folder;

@@ -10,7 +10,12 @@
 //! Size, brightness, contrast and the distractor are drawn independently of the label, so
 //! neither mean brightness nor image size separates the classes: a model has to find the
 //! fracture line. Every image depends only on `(seed, index)`.
+//!
+//! The lesion of a fractured image is known: one box per bone around the pixels its fracture
+//! gap darkens ([`SyntheticImage::lesions`]). [`SyntheticConfig::generate_to`] writes them in
+//! FracAtlas's COCO layout, so that localization can be scored on generated data.
 
+use super::annotations::{self, BoundingBox};
 use super::{fracatlas, BodyPart, Label, Sample};
 use crate::error::{Error, Result};
 use image::GrayImage;
@@ -61,6 +66,9 @@ pub struct SyntheticImage {
     pub body_part: BodyPart,
     /// The pixels.
     pub image: GrayImage,
+    /// Pixel boxes around the fracture gap, one per bone it crosses (empty when not
+    /// fractured).
+    pub lesions: Vec<BoundingBox>,
 }
 
 /// Everything random about one image, drawn before rendering.
@@ -153,10 +161,16 @@ impl SyntheticConfig {
         self.validate()?;
         let label = self.label(index);
         let (scene, body_part) = self.scene(index);
+        let fractured = label == Label::Fractured;
         Ok(SyntheticImage {
             label,
             body_part,
-            image: render(&scene, label == Label::Fractured),
+            image: render(&scene, fractured),
+            lesions: if fractured {
+                lesion_boxes(&scene)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -174,8 +188,9 @@ impl SyntheticConfig {
     }
 
     /// Write the images in the FracAtlas layout under `dir` (`images/Fractured`,
-    /// `images/Non_fractured`, `dataset.csv`; JPEG quality 95) and return them as samples,
-    /// as [`FracAtlas::open`](super::FracAtlas::open) would read them.
+    /// `images/Non_fractured`, `dataset.csv`; JPEG quality 95; the lesion boxes of the
+    /// fractured images in [`annotations::COCO_JSON`]) and return them as samples, as
+    /// [`FracAtlas::open`](super::FracAtlas::open) would read them.
     pub fn generate_to(&self, dir: impl AsRef<Path>) -> Result<Vec<Sample>> {
         let dir = dir.as_ref();
         let folders = [
@@ -190,9 +205,14 @@ impl SyntheticConfig {
             "image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,\
              fracture_count,frontal,lateral,oblique\n",
         );
+        let mut lesions = Vec::new();
         for index in 0..self.len() {
             let generated = self.image(index)?;
             let name = format!("IMG{index:07}.jpg");
+            if generated.label == Label::Fractured {
+                let (w, h) = generated.image.dimensions();
+                lesions.push((name.clone(), w, h, generated.lesions.clone()));
+            }
             let folder = match generated.label {
                 Label::Fractured => fracatlas::FRACTURED_DIR,
                 Label::NotFractured => fracatlas::NOT_FRACTURED_DIR,
@@ -211,6 +231,7 @@ impl SyntheticConfig {
         }
         let csv_path = dir.join(fracatlas::METADATA_CSV);
         std::fs::write(&csv_path, csv).map_err(|e| Error::io(&csv_path, e))?;
+        annotations::write_coco(&dir.join(annotations::COCO_JSON), &lesions)?;
         Ok(super::FracAtlas::open(dir)?.samples)
     }
 
@@ -318,20 +339,7 @@ fn bone_value(
     band: Option<(f32, f32)>,
     fractured: bool,
 ) -> f32 {
-    let axis = (bone.end.0 - bone.start.0, bone.end.1 - bone.start.1);
-    let length = (axis.0 * axis.0 + axis.1 * axis.1).sqrt().max(1e-3);
-    let (ux, uy) = (axis.0 / length, axis.1 / length);
-    let mid = (
-        (bone.start.0 + bone.end.0) / 2.0,
-        (bone.start.1 + bone.end.1) / 2.0,
-    );
-    let rel = (p.0 - mid.0, p.1 - mid.1);
-    let along = rel.0 * ux + rel.1 * uy;
-    let mut across = -rel.0 * uy + rel.1 * ux;
-
-    // Signed distance to the (tilted, jagged) fracture line across the bone.
-    let line = along - fracture.along - fracture.tilt * across
-        + fracture.amplitude * (fracture.frequency * across + fracture.phase).sin();
+    let (along, mut across, line) = bone_coordinates(bone, p, fracture);
     if fractured && line > 0.0 {
         across -= fracture.displacement;
     }
@@ -344,10 +352,69 @@ fn bone_value(
         value *= 1.0 - 0.12 * (1.0 - t).max(0.0);
     }
     if fractured {
-        let gap = smooth_inside(fracture.width / 2.0 - line.abs(), 1.0);
-        value *= 1.0 - 0.8 * gap;
+        value *= 1.0 - 0.8 * fracture_gap(fracture, line);
     }
     value
+}
+
+/// How much the fracture gap darkens a point at signed distance `line` from the fracture
+/// line (0 outside the gap, 1 well inside).
+fn fracture_gap(fracture: &FractureLine, line: f32) -> f32 {
+    smooth_inside(fracture.width / 2.0 - line.abs(), 1.0)
+}
+
+/// Point `p` in a bone's frame: distance along its axis from its middle, distance across it,
+/// and the signed distance to the (tilted, jagged) fracture line.
+fn bone_coordinates(bone: &Bone, p: (f32, f32), fracture: &FractureLine) -> (f32, f32, f32) {
+    let axis = (bone.end.0 - bone.start.0, bone.end.1 - bone.start.1);
+    let length = (axis.0 * axis.0 + axis.1 * axis.1).sqrt().max(1e-3);
+    let (ux, uy) = (axis.0 / length, axis.1 / length);
+    let mid = (
+        (bone.start.0 + bone.end.0) / 2.0,
+        (bone.start.1 + bone.end.1) / 2.0,
+    );
+    let rel = (p.0 - mid.0, p.1 - mid.1);
+    let along = rel.0 * ux + rel.1 * uy;
+    let across = -rel.0 * uy + rel.1 * ux;
+    let line = along - fracture.along - fracture.tilt * across
+        + fracture.amplitude * (fracture.frequency * across + fracture.phase).sin();
+    (along, across, line)
+}
+
+/// One pixel box per bone around the pixels that its fracture gap darkens (pixel `(x, y)`
+/// covers `[x, x + 1) x [y, y + 1)`).
+fn lesion_boxes(scene: &Scene) -> Vec<BoundingBox> {
+    scene
+        .bones
+        .iter()
+        .filter_map(|bone| {
+            let mut extent: Option<(u32, u32, u32, u32)> = None;
+            for y in 0..scene.height {
+                for x in 0..scene.width {
+                    let p = (x as f32 + 0.5, y as f32 + 0.5);
+                    let (_, mut across, line) = bone_coordinates(bone, p, &scene.fracture);
+                    if line > 0.0 {
+                        across -= scene.fracture.displacement;
+                    }
+                    let inside_bone = smooth_inside(bone.radius - across.abs(), 1.0) > 0.0;
+                    if inside_bone && fracture_gap(&scene.fracture, line) > 0.0 {
+                        extent = Some(match extent {
+                            None => (x, y, x, y),
+                            Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+                        });
+                    }
+                }
+            }
+            extent.map(|(x0, y0, x1, y1)| {
+                BoundingBox::new(
+                    f64::from(x0),
+                    f64::from(y0),
+                    f64::from(x1) + 1.0,
+                    f64::from(y1) + 1.0,
+                )
+            })
+        })
+        .collect()
 }
 
 fn write_jpeg(image: &GrayImage, path: &Path) -> Result<()> {

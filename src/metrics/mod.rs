@@ -31,6 +31,7 @@
 //! ```
 
 mod curves;
+pub mod localization;
 mod report;
 mod uncertainty;
 
@@ -44,9 +45,10 @@ use crate::{Error, Result};
 pub use curves::{
     average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve, ThresholdRule,
 };
+pub use localization::{LocalizationConfig, LocalizationReport};
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
 pub use uncertainty::{
-    bootstrap_ci, calibration_bins, expected_calibration_error, BootstrapConfig,
+    bootstrap_ci, bootstrap_mean, calibration_bins, expected_calibration_error, BootstrapConfig,
     BootstrapIntervals, CalibrationBin, Interval,
 };
 

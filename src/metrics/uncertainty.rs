@@ -34,6 +34,24 @@ impl Default for BootstrapConfig {
     }
 }
 
+impl BootstrapConfig {
+    /// Check that the settings can be used: at least one resample, confidence in `(0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_resamples == 0 {
+            return Err(Error::InvalidInput(
+                "bootstrap: n_resamples must be at least 1".into(),
+            ));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "bootstrap: confidence {} is not in (0, 1)",
+                self.confidence
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A point estimate with a percentile-bootstrap confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Interval {
@@ -111,17 +129,7 @@ pub fn bootstrap_ci(
 ) -> Result<BootstrapIntervals> {
     check_inputs(labels, scores)?;
     check_threshold(threshold)?;
-    if config.n_resamples == 0 {
-        return Err(Error::InvalidInput(
-            "bootstrap: n_resamples must be at least 1".into(),
-        ));
-    }
-    if !(config.confidence > 0.0 && config.confidence < 1.0) {
-        return Err(Error::InvalidInput(format!(
-            "bootstrap: confidence {} is not in (0, 1)",
-            config.confidence
-        )));
-    }
+    config.validate()?;
     let full = ConfusionMatrix::from_scores(labels, scores, threshold)?;
     let estimates = [
         roc_auc(labels, scores)?,
@@ -167,6 +175,58 @@ pub fn bootstrap_ci(
         sensitivity,
         specificity,
     })
+}
+
+/// Percentile-bootstrap interval of the mean of per-case `values` (for example one hit or
+/// miss per image), resampling cases with replacement as [`bootstrap_ci`] does. An error for
+/// no values or a value that is not finite.
+///
+/// ```
+/// use fracture::metrics::{bootstrap_mean, BootstrapConfig};
+/// let hits = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
+/// let ci = bootstrap_mean(&hits, BootstrapConfig::default())?;
+/// assert_eq!(ci.estimate, 0.75);
+/// assert!(ci.lower < 0.75 && 0.75 < ci.upper && ci.upper <= 1.0);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn bootstrap_mean(values: &[f64], config: BootstrapConfig) -> Result<Interval> {
+    config.validate()?;
+    if values.is_empty() {
+        return Err(Error::InvalidInput("bootstrap: no values".into()));
+    }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(Error::InvalidInput(format!(
+            "bootstrap: values must be finite, found {bad}"
+        )));
+    }
+    let n = values.len();
+    let mean = |sum: f64| sum / n as f64;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut means: Vec<f64> = (0..config.n_resamples)
+        .map(|_| {
+            mean(
+                (0..n)
+                    .map(|_| {
+                        values
+                            .get(rng.random_range(0..n))
+                            .copied()
+                            .unwrap_or_default()
+                    })
+                    .sum(),
+            )
+        })
+        .collect();
+    match interval(
+        Metric::Defined(mean(values.iter().sum())),
+        &mut means,
+        config.confidence,
+        Undefined::NoFractured,
+    ) {
+        Metric::Defined(interval) => Ok(interval),
+        Metric::Undefined(_) => Err(Error::Internal(
+            "bootstrap of a mean left no resample".into(),
+        )),
+    }
 }
 
 /// The percentile interval of `values` around a point estimate; `Undefined(reason)` if no

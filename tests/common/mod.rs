@@ -71,8 +71,13 @@ pub struct FixtureConfig {
 }
 
 pub fn read_fixture_config(dir: &Path) -> FixtureConfig {
-    let text = std::fs::read_to_string(dir.join("config.json"))
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("config.json").display()));
+    read_fixture_config_file(&dir.join("config.json"))
+}
+
+/// [`read_fixture_config`] from a file of that format with another name (the Grad-CAM
+/// fixture's `backbone_config.json`).
+pub fn read_fixture_config_file(path: &Path) -> FixtureConfig {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let usizes = |key: &str| -> Vec<usize> {
         json[key]

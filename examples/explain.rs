@@ -1,0 +1,134 @@
+//! Explain a saved classifier's predictions: a class-activation map over each radiograph,
+//! written as a PNG in the original image's coordinates (optionally with the annotated
+//! fracture boxes), for one image or every image of a folder.
+//!
+//! ```bash
+//! cargo run --release --example explain -- BUNDLE_DIR xray.jpg --out maps/
+//! cargo run --release --example explain -- BUNDLE_DIR FracAtlas/images/Fractured --out maps/ \
+//!     --method gradcampp --annotations FracAtlas --limit 20
+//! ```
+//!
+//! A map shows where the features that raised the chosen score are (the fracture logit by
+//! default): what drives the model, not a diagnosis. See the README's "Explanations".
+
+use clap::Parser;
+use fracture::dataset::annotations::Annotations;
+use fracture::dataset::decode::decode_file;
+use fracture::device::{self, DeviceRequest};
+use fracture::explain::{save_png, CamConfig, CamMethod, CamTarget, OverlayStyle};
+use fracture::progress::Progress;
+use fracture::FractureClassifier;
+use std::path::{Path, PathBuf};
+
+/// Write a class-activation overlay per image and print each prediction.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A folder written by `FractureClassifier::save`.
+    bundle: PathBuf,
+    /// An image file, or a folder (every image in it, recursively).
+    input: PathBuf,
+    /// Where to write the overlays (`<image stem>_<method>_<target>.png`).
+    #[arg(long, default_value = "explanations")]
+    out: PathBuf,
+    /// gradcam, hirescam or gradcampp.
+    #[arg(long, default_value = "gradcam")]
+    method: CamMethod,
+    /// fracture (what raised the fracture logit) or no_fracture (what lowered it).
+    #[arg(long, default_value = "fracture")]
+    target: CamTarget,
+    /// A FracAtlas-layout folder whose `Annotations/` boxes are drawn on the overlays.
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Opacity of the map where it peaks (0 to 1).
+    #[arg(long, default_value_t = 0.6)]
+    opacity: f32,
+    /// Explain at most this many images (in path order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Device: cpu, cuda[:N], metal[:N] or best.
+    #[arg(long, default_value = "best")]
+    device: DeviceRequest,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let device = device::select(args.device)?;
+    let clf = FractureClassifier::open(&args.bundle, &device)?;
+    let annotations = args
+        .annotations
+        .as_ref()
+        .map(Annotations::open_fracatlas)
+        .transpose()?;
+    let mut files = if args.input.is_dir() {
+        files_under(&args.input)?
+    } else {
+        vec![args.input.clone()]
+    };
+    files.truncate(args.limit.unwrap_or(usize::MAX));
+    let config = CamConfig {
+        method: args.method,
+        target: args.target,
+    };
+    let style = OverlayStyle {
+        opacity: args.opacity,
+        ..OverlayStyle::default()
+    };
+    let progress = Progress::items("explain", files.len() as u64);
+    let (mut written, mut skipped) = (0usize, 0usize);
+    for path in &files {
+        progress.inc(1);
+        let image = match decode_file(path) {
+            Ok(image) => image,
+            Err(e) => {
+                progress.suspend(|| eprintln!("skipped {}: {e}", path.display()));
+                skipped += 1;
+                continue;
+            }
+        };
+        let explained = clf.explain_image(&image, config)?;
+        let regions = annotations
+            .as_ref()
+            .and_then(|a| a.for_path(path))
+            .map(|a| a.regions.as_slice())
+            .unwrap_or_default();
+        let picture = explained.overlay(&image, regions, &style)?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let target = args.out.join(format!(
+            "{stem}_{}_{}.png",
+            args.method.key(),
+            args.target.key()
+        ));
+        save_png(&picture, &target)?;
+        written += 1;
+        progress.suspend(|| {
+            println!(
+                "{}: {} -> {}",
+                path.display(),
+                explained.prediction,
+                target.display()
+            )
+        });
+    }
+    progress.finish(&format!("{written} written, {skipped} skipped"));
+    println!(
+        "{written} overlay(s) of {config} written to {}, {skipped} skipped",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Every file under `dir`, recursively (links followed), sorted by path.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, walkdir::Error> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
