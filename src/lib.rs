@@ -53,6 +53,7 @@
 //! - [`train`]: the training loop, checkpoints, resume.
 //! - [`metrics`]: sklearn-exact metrics, curves, thresholds, bootstrap intervals.
 //! - [`classifier`]: the facade and its saved bundle.
+//! - [`report`]: the evaluation report, one self-contained HTML page with its charts.
 
 mod atomic;
 pub mod augment;
@@ -65,6 +66,7 @@ pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod report;
 pub mod train;
 pub mod weights;
 

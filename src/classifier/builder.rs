@@ -128,13 +128,15 @@ impl FractureClassifierBuilder {
         let loaded = weights.load(&self.backbone, &self.head, &device, &self.hub)?;
         // The head comes from the file when it has one, else it is freshly initialized (seeded).
         let tensors = loaded.into_tensors()?;
-        FractureClassifier::from_tensors(
+        let mut classifier = FractureClassifier::from_tensors(
             self.backbone,
             self.head,
             tensors,
             self.preprocess,
             self.threshold,
             &device,
-        )
+        )?;
+        classifier.initial_weights = Some(weights.describe());
+        Ok(classifier)
     }
 }
