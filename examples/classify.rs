@@ -3,9 +3,11 @@
 //! ```bash
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg --tta   # test-time augmentation
 //! ```
 
 use clap::Parser;
+use fracture::augment::TtaConfig;
 use fracture::device::{self, DeviceRequest};
 use fracture::FractureClassifier;
 use std::io::Write;
@@ -25,6 +27,10 @@ struct Args {
     /// Override the bundle's decision threshold.
     #[arg(long)]
     threshold: Option<f64>,
+    /// Average the logits over the image, its mirror image and rotations by ±5° (four
+    /// forward passes per image).
+    #[arg(long)]
+    tta: bool,
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
@@ -36,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut clf = FractureClassifier::load(&args.bundle, &device)?;
     if let Some(threshold) = args.threshold {
         clf.set_threshold(threshold)?;
+    }
+    if args.tta {
+        clf.set_tta(TtaConfig::standard())?;
     }
     let (predictions, skipped) = if args.input.is_dir() {
         let result = clf.classify_dir(&args.input)?;

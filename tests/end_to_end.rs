@@ -10,39 +10,12 @@ use fracture::train::TrainConfig;
 use fracture::{FractureClassifier, WeightsSource};
 use std::path::Path;
 
-fn tiny_classifier() -> FractureClassifier {
-    FractureClassifier::builder()
-        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
-        .weights(WeightsSource::Random { seed: 3 })
-        .device(DeviceRequest::Cpu)
-        .image_size(48, 48)
-        .build()
-        .unwrap()
-}
+mod common;
+
+use common::{quick_training, tiny_classifier};
 
 fn synthetic_split(root: &Path) -> Split {
-    SyntheticConfig {
-        n_fractured: 24,
-        n_not_fractured: 24,
-        min_size: 64,
-        max_size: 96,
-        seed: 5,
-        fracture_visibility: 2.5,
-    }
-    .generate_to(root)
-    .unwrap();
-    let data = FracAtlas::open(root).unwrap();
-    data.split(&SplitConfig::default()).unwrap()
-}
-
-fn quick_training() -> TrainConfig {
-    TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        augment: true,
-        progress: false,
-        ..TrainConfig::default()
-    }
+    common::synthetic_split(root, 24)
 }
 
 #[test]
@@ -50,7 +23,7 @@ fn train_save_load_classify_gives_identical_probabilities() {
     let data_dir = tempfile::tempdir().unwrap();
     let split = synthetic_split(data_dir.path());
     let mut clf = tiny_classifier();
-    let history = clf.train(&split, quick_training()).unwrap();
+    let history = clf.train(&split, quick_training(2)).unwrap();
     assert_eq!(history.epochs.len(), 2);
     let evaluation = clf.evaluate(&split.test).unwrap();
     assert!(evaluation.to_string().contains("sensitivity"));

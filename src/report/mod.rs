@@ -35,6 +35,7 @@ mod data;
 mod gallery;
 mod html;
 mod model_card;
+mod sections;
 
 pub use data::{DataSource, GalleryEntry, ModelInfo, PartCounts, ReportData, Summary, SweepPoint};
 pub use gallery::{select_gallery, AnnotationBox, GalleryImage, GalleryKind, Overlay};
