@@ -3,11 +3,8 @@
 
 use candle_core::Device;
 use fracture::dataset::synthetic::SyntheticConfig;
-use fracture::dataset::{FracAtlas, Split, SplitConfig};
-use fracture::device::DeviceRequest;
-use fracture::model::ResNetV2Config;
-use fracture::train::TrainConfig;
-use fracture::{FractureClassifier, WeightsSource};
+use fracture::dataset::Split;
+use fracture::FractureClassifier;
 use std::path::Path;
 
 mod common;

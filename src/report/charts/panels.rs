@@ -1,7 +1,7 @@
 //! The confusion matrix, the reliability diagram before and after calibration, and the
 //! training history.
 
-use super::{legend, marker_style, unit_chart, Chart, DrawResult, BLUE, FAMILY, GREY, ORANGE};
+use super::{legend, unit_chart, Chart, DrawResult, BLUE, FAMILY, GREY, ORANGE};
 use crate::metrics::CalibrationBin;
 use plotters::coord::Shift;
 use plotters::prelude::*;
