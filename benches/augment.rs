@@ -5,12 +5,13 @@
 //! augment` times a real radiograph; without it a synthetic 819x1024 grayscale JPEG (the size
 //! of many FracAtlas images) is used.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use fracture::augment::{
     clahe, warp_into, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape,
 };
 use fracture::image::{ImageF32, SampleTransform};
 use image::imageops::FilterType;
+use std::hint::black_box;
 
 const SIDE: usize = 224;
 
@@ -105,7 +106,7 @@ fn bench(c: &mut Criterion) {
             || image.clone(),
             |img| {
                 index += 1;
-                config.apply(img, 42, 0, index)
+                config.apply(img, 42, 0, index).expect("augment")
             },
             BatchSize::LargeInput,
         )

@@ -1,8 +1,8 @@
 //! Decode + resize + normalize throughput of the dataset loader on real FracAtlas files.
 //!
-//! `FRACATLAS_DIR=/path/to/FracAtlas cargo bench --bench pipeline`. Criterion's
-//! `thrpt` line is in images per second. Without the variable it prints
-//! `SKIPPED: FRACATLAS_DIR not set` and measures nothing.
+//! `cargo bench --bench pipeline` reads `../shared/data/fracatlas`, or the folder in
+//! `FRACATLAS_DIR` when set. Criterion's `thrpt` line is in images per second. Without either
+//! it says so and measures nothing.
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -15,8 +15,12 @@ use std::time::Duration;
 /// Every 32nd image of the dataset (sorted by path): 128 files covering both classes,
 /// all sizes and the truncated ones, as stored on disk.
 fn real_samples() -> Option<Vec<Sample>> {
-    let Some(dir) = std::env::var_os("FRACATLAS_DIR") else {
-        println!("SKIPPED: FRACATLAS_DIR not set");
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fracatlas");
+    let dir = std::env::var_os("FRACATLAS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| shared.is_dir().then_some(shared));
+    let Some(dir) = dir else {
+        println!("no FracAtlas: set FRACATLAS_DIR or run beside ../shared; nothing measured");
         return None;
     };
     let data = FracAtlas::open(&dir).expect("FRACATLAS_DIR is not a FracAtlas folder");

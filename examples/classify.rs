@@ -1,9 +1,11 @@
-//! Classify radiographs with a saved bundle: one file, or every file in a folder.
+//! Classify radiographs with a saved bundle or the Keras notebook's own saved model: one file,
+//! or every file in a folder.
 //!
 //! ```bash
-//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg     # or a DICOM file (.dcm or none)
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg --tta   # test-time augmentation
+//! cargo run --release --example classify -- best_model.h5 xray.jpg     # the notebook's checkpoint
 //! ```
 
 use clap::Parser;
@@ -17,9 +19,11 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A folder written by `FractureClassifier::save` (e.g. by the quickstart).
+    /// A folder written by `FractureClassifier::save` (e.g. by the quickstart), or the Keras
+    /// notebook's saved model (`.h5` or `.keras`, recognised by content; its sigmoid read as
+    /// P(Not_Fractured), as the notebook's class folders make it).
     bundle: PathBuf,
-    /// An image file, or a folder classified recursively.
+    /// An image file (JPEG, PNG, DICOM, ...), or a folder classified recursively.
     input: PathBuf,
     /// Also write the predictions as CSV (path,label,fracture_probability,threshold).
     #[arg(long)]
@@ -39,7 +43,7 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
-    let mut clf = FractureClassifier::load(&args.bundle, &device)?;
+    let mut clf = FractureClassifier::open(&args.bundle, &device)?;
     if let Some(threshold) = args.threshold {
         clf.set_threshold(threshold)?;
     }

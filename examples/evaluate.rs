@@ -1,10 +1,11 @@
-//! Evaluate a saved bundle on a dataset part: the clinical summary on the terminal, and the
-//! evaluation report (`report.html`, self-contained, with its charts as PNG and SVG and its
+//! Evaluate a saved bundle (or the Keras notebook's own saved model) on a dataset part: the
+//! clinical summary on the terminal, and the evaluation report (`report.html`, self-contained, with its charts as PNG and SVG and its
 //! numbers as `metrics.json`) in a folder.
 //!
 //! ```bash
 //! cargo run --release --example evaluate -- BUNDLE_DIR                 # the bundle's own test part
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test --tta
+//! cargo run --release --example evaluate -- best_model.h5 --data FracAtlas --out eval/
 //! ```
 
 use clap::Parser;
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A folder written by `FractureClassifier::save`.
+    /// A folder written by `FractureClassifier::save`, or the Keras notebook's saved model
+    /// (`.h5` or `.keras`, recognised by content; it holds no split, so pass --data).
     bundle: PathBuf,
     /// A FracAtlas-layout folder to split (default: the split saved in the bundle).
     #[arg(long)]
@@ -27,7 +29,8 @@ struct Args {
     /// Which part to evaluate: train, val or test.
     #[arg(long, default_value = "test")]
     part: String,
-    /// Where to write the report (default: BUNDLE_DIR/report).
+    /// Where to write the report (default: BUNDLE_DIR/report, or `report/` beside the Keras
+    /// model).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Average the logits over the image, its mirror image and rotations by ±5° (test-time
@@ -50,7 +53,7 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
-    let mut clf = FractureClassifier::load(&args.bundle, &device)?;
+    let mut clf = FractureClassifier::open(&args.bundle, &device)?;
     let (split, load_report): (Split, Option<LoadReport>) = match &args.data {
         Some(dir) => {
             let data = FracAtlas::open(dir)?;
@@ -59,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => (
             clf.split()
                 .cloned()
-                .ok_or("the bundle holds no split: pass --data")?,
+                .ok_or("the model holds no split (a Keras model never does): pass --data")?,
             None,
         ),
     };
@@ -76,12 +79,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(report) = &load_report {
         source = source.with_load_report(report);
     }
-    let out = args.out.unwrap_or_else(|| args.bundle.join("report"));
-    let files = Report::new(&clf, &evaluation)
+    let out = args.out.unwrap_or_else(|| match args.bundle.is_dir() {
+        true => args.bundle.join("report"),
+        false => args.bundle.with_file_name("report"),
+    });
+    let mut report = Report::new(&clf, &evaluation)
         .data_source(source)
         .bundle(&args.bundle)?
-        .gallery(select_gallery(&evaluation, args.gallery))
-        .write(&out)?;
+        .gallery(select_gallery(&evaluation, args.gallery));
+    if let Some(root) = data_root.as_deref() {
+        report = report.fracatlas_boxes(root)?;
+    }
+    // An explanation method plugs in here: `report = report.overlays(&grad_cam)?;`.
+    let files = report.write(&out)?;
     println!(
         "wrote {} ({} charts as PNG and SVG, numbers in {})",
         files.html.display(),

@@ -2,9 +2,9 @@
 //! the held-out test part and save the bundle.
 //!
 //! ```bash
-//! # The real thing: ImageNet weights converted from Keras, the notebook's settings.
-//! cargo run --release --example train_fracatlas -- --data FracAtlas \
-//!     --weights resnet152v2_imagenet.safetensors --out runs/r152
+//! # The real thing: Keras's ImageNet weights (from ~/.keras/models, or downloaded there), the
+//! # notebook's settings.
+//! cargo run --release --example train_fracatlas -- --data FracAtlas --weights imagenet --out runs/r152
 //! # From random weights, small and fast (under 30 minutes on 2 cores):
 //! cargo run --release --example train_fracatlas -- --data "$FRACATLAS_DIR" --preset small --out runs/small
 //! # Continue an interrupted run:
@@ -43,8 +43,9 @@ struct Args {
     /// Backbone.
     #[arg(long, value_enum, default_value = "resnet152v2")]
     preset: Preset,
-    /// Initial weights: a file (.safetensors or Keras .h5), hub:OWNER/NAME[@REV][:FILE],
-    /// or random[:SEED].
+    /// Initial weights: imagenet (Keras's ResNet152V2 file; imagenet:resnet50v2 etc. for the
+    /// other presets), a file (.safetensors or Keras .h5), hub:OWNER/NAME[@REV][:FILE], or
+    /// random[:SEED].
     #[arg(long, default_value = "random")]
     weights: WeightsSource,
     /// Device: cpu, cuda[:N], metal[:N] or best.

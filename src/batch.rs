@@ -26,6 +26,50 @@ pub trait BatchSource {
     fn num_samples(&self) -> usize;
     /// The batches of one epoch.
     fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>>;
+    /// Samples of `epoch` left out because they could not be read, as reported once the
+    /// epoch's batches have all been taken; 0 for sources that never leave one out.
+    fn skipped_in_epoch(&self, _epoch: u64) -> usize {
+        0
+    }
+}
+
+/// Check that a pass over epoch `epoch` of `source` saw every sample it should have:
+/// `processed` must be [`BatchSource::num_samples`] less [`BatchSource::skipped_in_epoch`].
+/// `pass` names the pass in the error ("validation", "training epoch 3", ...).
+///
+/// A pass that saw nothing because every sample was skipped is an
+/// [`Error::InvalidInput`] (no metric can come of it); any other mismatch is an
+/// [`Error::Internal`] naming the counts (a source that stopped early without saying why).
+///
+/// ```
+/// use fracture::batch::{check_pass, BatchSource, TensorBatches};
+/// use candle_core::{Device, DType, Tensor};
+/// let images = Tensor::zeros((5, 3, 8, 8), DType::F32, &Device::Cpu)?;
+/// let source = TensorBatches::new(images, Tensor::zeros(5, DType::F32, &Device::Cpu)?, 2)?;
+/// assert!(check_pass(&source, 0, 5, "validation").is_ok());
+/// let short = check_pass(&source, 0, 4, "validation").unwrap_err().to_string();
+/// assert!(short.contains("validation") && short.contains("4 of 5"), "{short}");
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn check_pass(
+    source: &dyn BatchSource,
+    epoch: u64,
+    processed: usize,
+    pass: &str,
+) -> Result<()> {
+    let requested = source.num_samples();
+    let skipped = source.skipped_in_epoch(epoch);
+    if processed == 0 && requested > 0 && skipped >= requested {
+        return Err(Error::InvalidInput(format!(
+            "{pass}: none of the {requested} images could be read (all skipped as unreadable; the loader's skipped() lists them with the reasons)"
+        )));
+    }
+    if Some(processed) != requested.checked_sub(skipped) {
+        return Err(Error::Internal(format!(
+            "{pass}: processed {processed} of {requested} samples with {skipped} reported skipped; the data source ended early or repeated samples"
+        )));
+    }
+    Ok(())
 }
 
 /// Batches cut from tensors held in memory, in order (no shuffling).

@@ -77,6 +77,15 @@ pub enum Error {
         message: String,
     },
 
+    /// Downloading a file (other than from the Hugging Face hub) failed or was refused.
+    #[error("download {url}: {message}")]
+    Download {
+        /// The address of the file.
+        url: String,
+        /// What went wrong and what to do about it (the local path involved included).
+        message: String,
+    },
+
     /// A dataset that cannot be opened or used.
     #[error("dataset {path}: {message}")]
     Dataset {

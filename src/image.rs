@@ -66,8 +66,31 @@ impl ImageF32 {
 /// A per-sample transform the loader applies in its parallel decode stage.
 ///
 /// The result must depend only on the image and `(seed, epoch, index)`, never on thread
-/// scheduling, so that training is reproducible whatever the number of threads.
+/// scheduling, so that training is reproducible whatever the number of threads. An error
+/// stops the epoch (it is not a bad file to skip): an image the transform cannot handle means
+/// the transform or its settings are wrong.
+///
+/// ```
+/// use fracture::image::{ImageF32, SampleTransform};
+/// struct Invert;
+/// impl SampleTransform for Invert {
+///     fn apply(&self, mut image: ImageF32, _seed: u64, _epoch: u64, _index: u64) -> fracture::Result<ImageF32> {
+///         image.data.iter_mut().for_each(|v| *v = 255.0 - *v);
+///         Ok(image)
+///     }
+/// }
+/// let out = Invert.apply(ImageF32::new(1, 2, 1, vec![0.0, 55.0])?, 0, 0, 0)?;
+/// assert_eq!(out.data, vec![255.0, 200.0]);
+/// assert!(Invert.validate().is_ok());
+/// # Ok::<(), fracture::Error>(())
+/// ```
 pub trait SampleTransform: Send + Sync {
     /// Transform one image. `index` is the sample's index in its dataset part.
-    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> ImageF32;
+    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> crate::Result<ImageF32>;
+
+    /// Check the transform's settings before any image is loaded; the loader calls it when an
+    /// epoch starts, so a bad setting is an error before any work, not on every image.
+    fn validate(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }

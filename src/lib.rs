@@ -21,8 +21,8 @@
 //! let data = FracAtlas::open(root)?;
 //! // 2. Split it: stratified 70/10/20, byte-identical images kept in one part.
 //! let split = data.split(&SplitConfig::default())?;
-//! // 3. Build a classifier with explicit weights (ImageNet weights for real work:
-//! //    `WeightsSource::file("resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5")`).
+//! // 3. Build a classifier with explicit weights (Keras's ImageNet weights for real work:
+//! //    `WeightsSource::imagenet()`, from ~/.keras/models or downloaded there).
 //! let mut clf = FractureClassifier::builder()
 //!     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8])) // ResNetV2Config::resnet152v2()
 //!     .weights(WeightsSource::Random { seed: 0 })
@@ -53,6 +53,7 @@
 //! - [`train`]: the training loop, checkpoints, resume.
 //! - [`metrics`]: sklearn-exact metrics, curves, thresholds, bootstrap intervals.
 //! - [`classifier`]: the facade and its saved bundle.
+//! - [`progress`]: progress of long work (a bar on a terminal, plain lines in a log).
 //! - [`report`]: the evaluation report, one self-contained HTML page with its charts.
 
 mod atomic;
@@ -67,6 +68,7 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod report;
+pub mod progress;
 pub mod train;
 pub mod weights;
 

@@ -97,9 +97,29 @@ impl Preprocess {
     /// assert_eq!((rgb.height, rgb.width, rgb.channels), (8, 8, 3));
     /// assert!(rgb.data.iter().all(|&v| v == 200.0));
     /// ```
+    ///
+    /// 8-bit images are resized in 8 bits (the values the model was always given). Deeper
+    /// images (16-bit PNG, DICOM's 16-bit display intensity) are resized in `f32` and scaled
+    /// to 0..255 without rounding, so their extra precision reaches the model.
     pub fn resize_rgb(&self, image: &DynamicImage) -> ImageF32 {
         let (w, h) = (self.width as u32, self.height as u32);
-        let data: Vec<f32> = if image.color().has_color() {
+        let deep = !matches!(
+            image,
+            DynamicImage::ImageLuma8(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageRgb8(_)
+                | DynamicImage::ImageRgba8(_)
+        );
+        let data: Vec<f32> = if deep && image.color().has_color() {
+            let rgb = image::imageops::resize(&image.to_rgb32f(), w, h, self.filter);
+            rgb.into_raw().into_iter().map(|v| v * 255.0).collect()
+        } else if deep {
+            let gray = image::imageops::resize(&image.to_luma32f(), w, h, self.filter);
+            gray.into_raw()
+                .into_iter()
+                .flat_map(|v| [v * 255.0; 3])
+                .collect()
+        } else if image.color().has_color() {
             let rgb = image::imageops::resize(&image.to_rgb8(), w, h, self.filter);
             rgb.into_raw().into_iter().map(f32::from).collect()
         } else {

@@ -1,6 +1,9 @@
-//! The real FracAtlas, read from `FRACATLAS_DIR` (`.ci/run` sets it when the shared copy
-//! exists). Expected values come from the dataset's README, not from this crate. Without the
-//! variable the test prints that it skipped.
+//! The real FracAtlas, read from `FRACATLAS_DIR`, or from `../shared/data/fracatlas` when the
+//! variable is not set. Expected values come from the dataset's README, not from this crate.
+//! The tests are ignored by a plain `cargo test` (the images are not shipped); `.ci/run` runs
+//! them, and a folder that is missing then fails them.
+
+mod common;
 
 use fracture::batch::BatchSource;
 use fracture::dataset::loader::{ImageLoader, LoaderConfig};
@@ -9,17 +12,8 @@ use fracture::preprocess::Preprocess;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-fn fracatlas_dir() -> Option<PathBuf> {
-    match std::env::var_os("FRACATLAS_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            // Written to stderr directly (not through `eprintln!`, which the test harness
-            // captures) so that the skip shows in a plain `cargo test` run.
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: FRACATLAS_DIR not set");
-            None
-        }
-    }
+fn fracatlas_dir() -> PathBuf {
+    common::reference_data("FRACATLAS_DIR", "data/fracatlas")
 }
 
 /// Print to stderr past the test harness's capture, so the numbers show in every run.
@@ -33,8 +27,9 @@ fn file_name(path: &std::path::Path) -> String {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/fracatlas (or FRACATLAS_DIR)"]
 fn real_fracatlas_opens_with_its_known_quirks_reported_and_splits_stratified() {
-    let Some(root) = fracatlas_dir() else { return };
+    let root = fracatlas_dir();
     let start = std::time::Instant::now();
     let data = FracAtlas::open(&root).unwrap();
     println!("opened {} in {:?}", root.display(), start.elapsed());
@@ -129,8 +124,9 @@ fn real_fracatlas_opens_with_its_known_quirks_reported_and_splits_stratified() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/fracatlas (or FRACATLAS_DIR)"]
 fn real_fracatlas_exif_rotated_images_come_out_rotated() {
-    let Some(root) = fracatlas_dir() else { return };
+    let root = fracatlas_dir();
     let data = FracAtlas::open(&root).unwrap();
     let mut rotated = 0;
     for sample in &data.samples {

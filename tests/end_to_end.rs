@@ -1,15 +1,15 @@
 //! The crate as a user meets it: synthetic radiographs → train (tiny) → evaluate → save →
 //! load → classify, and the failure modes of bundles and folders.
 
-use candle_core::Device;
-use fracture::dataset::synthetic::SyntheticConfig;
-use fracture::dataset::Split;
-use fracture::FractureClassifier;
-use std::path::Path;
-
 mod common;
 
-use common::{quick_training, tiny_classifier};
+use candle_core::Device;
+use common::{generated_samples, quick_training, tiny_classifier};
+use fracture::classifier::Evaluation;
+use fracture::dataset::synthetic::SyntheticConfig;
+use fracture::dataset::{Label, Split};
+use fracture::FractureClassifier;
+use std::path::Path;
 
 fn synthetic_split(root: &Path) -> Split {
     common::synthetic_split(root, 24)
@@ -23,13 +23,13 @@ fn train_save_load_classify_gives_identical_probabilities() {
     let history = clf.train(&split, quick_training(2)).unwrap();
     assert_eq!(history.epochs.len(), 2);
     let evaluation = clf.evaluate(&split.test).unwrap();
-    assert!(evaluation.to_string().contains("sensitivity"));
 
     let images: Vec<_> = split.test.samples.iter().map(|s| s.path.clone()).collect();
     let before: Vec<f64> = images
         .iter()
         .map(|p| clf.classify_path(p).unwrap().fracture_probability)
         .collect();
+    check_evaluation_against_single_images(&evaluation, &split, &before, clf.threshold());
 
     let bundle = tempfile::tempdir().unwrap();
     clf.save(bundle.path()).unwrap();
@@ -53,6 +53,81 @@ fn train_save_load_classify_gives_identical_probabilities() {
     ] {
         assert!(bundle.path().join(name).is_file(), "{name} missing");
     }
+}
+
+/// The evaluation's counts and rates, recomputed here from the test images classified one by
+/// one (`probabilities`, in part order) and the true labels; its report shows them.
+fn check_evaluation_against_single_images(
+    evaluation: &Evaluation,
+    split: &Split,
+    probabilities: &[f64],
+    threshold: f64,
+) {
+    let fractured: Vec<bool> = split
+        .test
+        .samples
+        .iter()
+        .map(|s| s.label == Label::Fractured)
+        .collect();
+    let count = |truth: bool, called: bool| {
+        fractured
+            .iter()
+            .zip(probabilities)
+            .filter(|&(&y, &p)| y == truth && (p >= threshold) == called)
+            .count()
+    };
+    let (tp, fn_, tn, fp) = (
+        count(true, true),
+        count(true, false),
+        count(false, false),
+        count(false, true),
+    );
+    assert_eq!(tp + fn_ + tn + fp, split.test.len());
+    let m = &evaluation.at_threshold;
+    assert_eq!(m.threshold, threshold);
+    let c = &m.confusion;
+    assert_eq!(
+        (
+            c.true_positives(),
+            c.fractured(),
+            c.true_negatives(),
+            c.not_fractured()
+        ),
+        (tp, tp + fn_, tn, tn + fp)
+    );
+    assert_eq!(m.accuracy, (tp + tn) as f64 / split.test.len() as f64);
+    assert_eq!(m.sensitivity.value(), Some(tp as f64 / (tp + fn_) as f64));
+    assert_eq!(m.specificity.value(), Some(tn as f64 / (tn + fp) as f64));
+    // ROC AUC: the share of (fractured, not fractured) pairs ranked right, ties one half.
+    let (mut won, mut pairs) = (0.0, 0.0);
+    for (i, &pi) in probabilities.iter().enumerate() {
+        for (j, &pj) in probabilities.iter().enumerate() {
+            if fractured[i] && !fractured[j] {
+                pairs += 1.0;
+                won += if pi > pj {
+                    1.0
+                } else if pi == pj {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    let auc = m.roc_auc.value().expect("both classes in the test part");
+    assert!(
+        (auc - won / pairs).abs() < 1e-9,
+        "AUC {auc} vs {}",
+        won / pairs
+    );
+    let text = evaluation.to_string();
+    for line in [
+        format!("({tp} of {} fractures found)", tp + fn_),
+        format!("({tn} of {} not-fractured cases cleared)", tn + fp),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
+    assert!(evaluation.skipped.is_empty(), "{:?}", evaluation.skipped);
 }
 
 fn saved_bundle() -> tempfile::TempDir {
@@ -157,6 +232,128 @@ fn classify_dir_lists_bad_files_and_classifies_the_rest() {
     for (_, p) in &result.predictions {
         assert!((0.0..=1.0).contains(&p.fracture_probability));
     }
+}
+
+/// Two generated images under `dir/images/...`; returns their paths.
+fn two_images(dir: &Path) -> Vec<std::path::PathBuf> {
+    let samples = generated_samples(dir, 1, 64, 64);
+    samples.into_iter().map(|s| s.path).collect()
+}
+
+#[test]
+fn classify_dir_reports_a_link_loop_and_a_broken_link_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = two_images(dir.path());
+    let loop_link = dir.path().join("images/back_to_the_top");
+    std::os::unix::fs::symlink(dir.path(), &loop_link).unwrap();
+    let broken = dir.path().join("zz_nowhere.png");
+    std::os::unix::fs::symlink(dir.path().join("missing.png"), &broken).unwrap();
+
+    let result = tiny_classifier().classify_dir(dir.path()).unwrap();
+    let classified: Vec<_> = result.predictions.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(classified, images, "each image once, in path order");
+    let reason = |path: &Path| {
+        result
+            .skipped
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("{} not in {:?}", path.display(), result.skipped))
+    };
+    assert!(
+        reason(&loop_link).contains("loop"),
+        "{}",
+        reason(&loop_link)
+    );
+    assert!(
+        reason(&broken).contains("cannot be read"),
+        "{}",
+        reason(&broken)
+    );
+}
+
+#[test]
+fn classify_dir_reports_an_unreadable_folder_and_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let images = two_images(dir.path());
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let hidden = locked.join("inside.png");
+    std::fs::copy(&images[0], &hidden).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads a folder whatever its permissions: then the image inside is classified.
+    let readable_anyway = std::fs::read_dir(&locked).is_ok();
+
+    let result = tiny_classifier().classify_dir(dir.path());
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let result = result.unwrap();
+    let classified: Vec<_> = result.predictions.iter().map(|(p, _)| p.clone()).collect();
+    if readable_anyway {
+        assert!(classified.contains(&hidden), "{classified:?}");
+    } else {
+        assert!(
+            result
+                .skipped
+                .iter()
+                .any(|(p, r)| p == &locked && r.contains("cannot be read")),
+            "{:?}",
+            result.skipped
+        );
+    }
+    for image in &images {
+        assert!(
+            classified.contains(image),
+            "{} not classified",
+            image.display()
+        );
+    }
+}
+
+#[test]
+fn resuming_on_another_split_is_refused_and_names_the_first_difference() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let split = synthetic_split(data_dir.path());
+    let checkpoints = tempfile::tempdir().unwrap();
+    let config = fracture::train::TrainConfig {
+        augment: false,
+        ..quick_training(1)
+    };
+    tiny_classifier()
+        .train_with_checkpoints(&split, config, Some(checkpoints.path()))
+        .unwrap();
+    // The classifier records its split in the checkpoint without being asked to.
+    let recorded = checkpoints.path().join("split.csv");
+    assert_eq!(
+        Split::load_manifest(&recorded)
+            .unwrap()
+            .first_difference(&split),
+        None
+    );
+
+    let mut other = split.clone();
+    other.val.samples.swap(0, 1);
+    let err = tiny_classifier()
+        .resume_training(&other, checkpoints.path())
+        .unwrap_err()
+        .to_string();
+    let first = other.val.samples[0].path.display().to_string();
+    assert!(
+        err.contains("differs") && err.contains("val part, sample 1") && err.contains(&first),
+        "{err}"
+    );
+    let mut fewer = split.clone();
+    fewer.train.samples.pop();
+    let err = tiny_classifier()
+        .resume_training(&fewer, checkpoints.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train part"), "{err}");
+    // The same split resumes (the run is complete: nothing left to train).
+    let history = tiny_classifier()
+        .resume_training(&split, checkpoints.path())
+        .unwrap();
+    assert_eq!(history.epochs.len(), 1);
 }
 
 #[test]

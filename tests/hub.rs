@@ -283,3 +283,26 @@ fn a_commit_revision_is_found_in_the_offline_cache() {
     let offline = options(closed_endpoint(), cache.path(), true);
     assert_runs_like_keras(&pinned, &offline);
 }
+
+#[test]
+fn the_token_never_shows_in_debug_output() {
+    let secret = "hf_do_not_print_me_0123456789";
+    let options = HubOptions {
+        endpoint: "http://127.0.0.1:9".into(),
+        cache_dir: std::env::temp_dir(),
+        offline: true,
+        progress: false,
+        token: Some(secret.into()),
+    };
+    let shown = format!("{options:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains(r#"token: Some("<redacted>")"#), "{shown}");
+    let builder = fracture::FractureClassifier::builder().hub_options(options.clone());
+    let shown = format!("{builder:?} {builder:#?}");
+    assert!(!shown.contains(secret), "{shown}");
+    let without = HubOptions {
+        token: None,
+        ..options
+    };
+    assert!(format!("{without:?}").contains("token: None"));
+}

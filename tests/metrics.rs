@@ -1,5 +1,7 @@
 //! The metrics module against scikit-learn (fixture cases) and against hand-worked examples.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use fracture::metrics::{
@@ -223,12 +225,15 @@ fn every_fixture_case_matches_sklearn() {
     check_fixture(&fixture_path());
 }
 
+/// The shared reference cases, or another file named by `METRICS_FIXTURE`
+/// (`METRICS_FIXTURE=/path/to/more_cases.json cargo test --test metrics -- --ignored`).
 #[test]
-fn fixture_named_by_metrics_fixture_env_var_matches_sklearn() {
-    // Optional: METRICS_FIXTURE=/path/to/more_cases.json cargo test --test metrics
-    if let Some(path) = std::env::var_os("METRICS_FIXTURE") {
-        check_fixture(Path::new(&path));
-    }
+#[ignore = "needs ../shared/fixtures/metrics (or METRICS_FIXTURE)"]
+fn the_shared_or_named_fixture_matches_sklearn() {
+    check_fixture(&common::reference_data(
+        "METRICS_FIXTURE",
+        "fixtures/metrics/sklearn_binary.json",
+    ));
 }
 
 #[test]

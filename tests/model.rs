@@ -3,33 +3,10 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2, ResNetV2Config};
-use fracture::weights::keras;
 use std::collections::BTreeMap;
 
-/// Keras's variables of ResNet152V2 (no top), from `weights_152v2_notop.tsv`, mapped to our
-/// names and layouts through the crate's one Keras → candle mapping.
-fn keras_152v2_variables() -> BTreeMap<String, Vec<usize>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/keras_resnet_v2/weights_152v2_notop.tsv"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut vars = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("layer\t"))
-    {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let (layer, weight, shape) = (cols[0], cols[1], cols[3]);
-        let hwio: Vec<usize> = shape.split('x').map(|d| d.parse().unwrap()).collect();
-        let name = keras::candle_name(layer, weight).unwrap();
-        // Apply the mapping to a zero-sized stand-in of the Keras shape to learn ours.
-        let stand_in = Tensor::zeros(hwio.as_slice(), DType::U8, &Device::Cpu).unwrap();
-        let ours = keras::candle_layout(&stand_in).unwrap().dims().to_vec();
-        assert!(vars.insert(name.clone(), ours).is_none(), "{name} twice");
-    }
-    vars
-}
+mod common;
+use common::keras_152v2_variables;
 
 #[test]
 fn resnet152v2_variables_match_keras_one_to_one() {

@@ -5,7 +5,8 @@
 mod common;
 
 use fracture::report::{
-    select_gallery, AnnotationBox, DataSource, GalleryKind, Overlay, Report, REPORT_HTML,
+    fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind,
+    Overlay, Report, REPORT_HTML,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -112,7 +113,7 @@ fn gallery_shows_caller_overlays_and_boxes() {
     let data = tempfile::tempdir().unwrap();
     let (mut clf, split) = common::trained_tiny(data.path(), 24, 1);
     let evaluation = clf.evaluate(&split.test).unwrap();
-    let mut gallery = select_gallery(&evaluation, 2);
+    let gallery = select_gallery(&evaluation, 2);
     assert!(!gallery.is_empty());
     // Most confident first within each kind.
     for kind in GalleryKind::ALL {
@@ -132,16 +133,35 @@ fn gallery_shows_caller_overlays_and_boxes() {
     image::DynamicImage::ImageRgb8(heat)
         .write_to(&mut png, image::ImageFormat::Png)
         .unwrap();
-    gallery[0].overlay = Some(Overlay::Encoded(png.into_inner()));
-    gallery[0].boxes = vec![AnnotationBox {
-        x: 5.0,
-        y: 5.0,
-        width: 30.0,
-        height: 20.0,
-    }];
+    let png = png.into_inner();
+    // The first case's overlay comes through the seam an explanation method plugs into, and
+    // its box from a FracAtlas-style YOLO file (centre 0.5, 0.5, size 0.5 x 0.25).
+    let first = gallery[0].path.clone();
+    let cams = |image: &GalleryImage| -> fracture::Result<Option<Overlay>> {
+        Ok((image.path == first).then(|| Overlay::Encoded(png.clone())))
+    };
+    let yolo = data.path().join("Annotations").join("YOLO");
+    std::fs::create_dir_all(&yolo).unwrap();
+    let stem = first.file_stem().unwrap().to_str().unwrap();
+    std::fs::write(yolo.join(format!("{stem}.txt")), "0 0.5 0.5 0.5 0.25\n").unwrap();
+    let (width, height) = image::image_dimensions(&first).unwrap();
+    let boxes = fracatlas_boxes(data.path(), &first).unwrap();
+    assert_eq!(
+        boxes,
+        vec![AnnotationBox {
+            x: 0.25 * f64::from(width),
+            y: 0.375 * f64::from(height),
+            width: 0.5 * f64::from(width),
+            height: 0.25 * f64::from(height),
+        }]
+    );
     let out = tempfile::tempdir().unwrap();
     let files = Report::new(&clf, &evaluation)
         .gallery(gallery.clone())
+        .overlays(&cams)
+        .unwrap()
+        .fracatlas_boxes(data.path())
+        .unwrap()
         .write(out.path())
         .unwrap();
     let html = std::fs::read_to_string(&files.html).unwrap();
@@ -151,7 +171,15 @@ fn gallery_shows_caller_overlays_and_boxes() {
     assert_eq!(entries.len(), gallery.len());
     assert_eq!(entries[0]["overlay"], true);
     assert_eq!(entries[0]["boxes"], 1);
-    assert!(entries.iter().skip(1).all(|e| e["overlay"] == false));
+    assert!(entries
+        .iter()
+        .skip(1)
+        .all(|e| e["overlay"] == false && e["boxes"] == 0));
+
+    // A YOLO line that is not five numbers is an error naming the file.
+    std::fs::write(yolo.join(format!("{stem}.txt")), "0 0.5 0.5 wide 0.25\n").unwrap();
+    let message = fracatlas_boxes(data.path(), &first).unwrap_err().to_string();
+    assert!(message.contains(&format!("{stem}.txt")) && message.contains("line 1"), "{message}");
 }
 
 #[test]

@@ -1,10 +1,16 @@
 //! Specification of the training loop: learning, freezing, best checkpoint, resume, crash
 //! safety, non-finite losses.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use fracture::augment::AugmentConfig;
 use fracture::batch::{Batch, BatchSource, TensorBatches};
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
+use fracture::image::{ImageF32, SampleTransform};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2Config};
+use fracture::preprocess::Preprocess;
 use fracture::train::{
     predict, BackboneTraining, Checkpoint, EarlyStopping, LrSchedule, SavedConfig, TrainConfig,
     Trainer,
@@ -12,8 +18,11 @@ use fracture::train::{
 use fracture::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const SIZE: usize = 32;
 
@@ -78,6 +87,18 @@ fn synthetic(n: usize, seed: u64) -> (Tensor, Tensor) {
 fn batches(n: usize, seed: u64, batch_size: usize) -> TensorBatches {
     let (images, labels) = synthetic(n, seed);
     TensorBatches::new(images, labels, batch_size).unwrap()
+}
+
+/// A trainer of the tiny backbone, its variables drawn from `seed`.
+fn tiny_trainer(config: TrainConfig, seed: u64) -> Trainer {
+    let backbone = tiny_backbone();
+    Trainer::new(
+        &backbone,
+        seeded_backbone_vars(&backbone, seed),
+        config,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Settings for quick head-only runs; tests change what they exercise.
@@ -215,7 +236,6 @@ impl BatchSource for Faulty<'_> {
 
 #[test]
 fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         epochs: 8,
         backbone: BackboneTraining::All {
@@ -228,13 +248,7 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
         },
         ..quick_config(8)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 1),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 1);
     let train = batches(256, 10, 16);
     let val = batches(64, 11, 32);
     let test = batches(128, 12, 32);
@@ -247,7 +261,13 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
     assert!(auc > 0.9, "test AUC {auc}");
 }
 
-fn frozen_backbone_stays_bit_identical(augment: bool) {
+/// Two epochs with a frozen backbone on `train`: the backbone must come out bit-identical and
+/// the head trained.
+fn frozen_backbone_stays_bit_identical(
+    train: &dyn BatchSource,
+    val: &dyn BatchSource,
+    augment: bool,
+) {
     let backbone = tiny_backbone();
     let backbone_vars = seeded_backbone_vars(&backbone, 2);
     let before = snapshot(&backbone_vars);
@@ -257,8 +277,7 @@ fn frozen_backbone_stays_bit_identical(augment: bool) {
     };
     let mut trainer = Trainer::new(&backbone, backbone_vars, config, &Device::Cpu).unwrap();
     let head_before = snapshot(trainer.head_vars());
-    let data = batches(48, 3, 16);
-    trainer.fit(&data, &data, None).unwrap();
+    trainer.fit(train, val, None).unwrap();
     assert_eq!(snapshot(trainer.backbone_vars()), before);
     assert_ne!(
         snapshot(trainer.head_vars()),
@@ -267,26 +286,201 @@ fn frozen_backbone_stays_bit_identical(augment: bool) {
     );
 }
 
+/// The notebook's augmentation, counting the images it augments.
+#[derive(Default)]
+struct CountingAugment {
+    calls: AtomicUsize,
+}
+
+impl SampleTransform for CountingAugment {
+    fn apply(&self, image: ImageF32, seed: u64, epoch: u64, index: u64) -> Result<ImageF32> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        AugmentConfig::default().apply(image, seed, epoch, index)
+    }
+}
+
+/// Passes another source's batches on, keeping each epoch's images by sample index: what the
+/// trainer saw.
+struct Recording<'a> {
+    inner: &'a dyn BatchSource,
+    seen: RefCell<HashMap<(u64, usize), Vec<f32>>>,
+}
+
+impl BatchSource for Recording<'_> {
+    fn num_samples(&self) -> usize {
+        self.inner.num_samples()
+    }
+
+    fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        Ok(Box::new(self.inner.batches(epoch)?.map(move |batch| {
+            let batch = batch?;
+            for (row, &index) in batch.indices.iter().enumerate() {
+                let image = batch.images.get(row)?.flatten_all()?.to_vec1()?;
+                self.seen.borrow_mut().insert((epoch, index), image);
+            }
+            Ok(batch)
+        })))
+    }
+
+    fn skipped_in_epoch(&self, epoch: u64) -> usize {
+        self.inner.skipped_in_epoch(epoch)
+    }
+}
+
+/// Sixteen generated radiographs behind a shuffling loader of `SIZE` x `SIZE` images.
+fn image_loader(dir: &Path) -> ImageLoader {
+    let samples = common::generated_samples(dir, 8, 40, 56);
+    let preprocess = Preprocess {
+        height: SIZE,
+        width: SIZE,
+        ..Preprocess::default()
+    };
+    let config = LoaderConfig {
+        batch_size: 8,
+        seed: 5,
+        ..LoaderConfig::default()
+    };
+    ImageLoader::new(samples, preprocess, config, Device::Cpu).unwrap()
+}
+
 #[test]
 fn a_frozen_backbone_is_bit_identical_after_training_with_augmentation() {
-    frozen_backbone_stays_bit_identical(true);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = image_loader(dir.path());
+    let counting = Arc::new(CountingAugment::default());
+    let augmented = image_loader(dir.path()).with_transform(counting.clone());
+    let seen = Recording {
+        inner: &augmented,
+        seen: RefCell::default(),
+    };
+    frozen_backbone_stays_bit_identical(&seen, &plain, true);
+
+    // Every training image of both epochs went through the augmentation ...
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 2 * 16);
+    // ... and what the trainer saw is not the plain images, nor the same in both epochs.
+    let plain_images: HashMap<usize, Vec<f32>> = plain
+        .batches(0)
+        .unwrap()
+        .flat_map(|b| {
+            let b = b.unwrap();
+            (0..b.indices.len())
+                .map(|row| {
+                    let image = b.images.get(row).unwrap().flatten_all().unwrap();
+                    (b.indices[row], image.to_vec1().unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let seen = seen.seen.borrow();
+    assert_eq!(seen.len(), 2 * 16);
+    for index in 0..16 {
+        let (first, second) = (&seen[&(0, index)], &seen[&(1, index)]);
+        assert_ne!(
+            first, &plain_images[&index],
+            "sample {index} was not augmented"
+        );
+        assert_ne!(
+            first, second,
+            "sample {index} was augmented alike in both epochs"
+        );
+    }
 }
 
 #[test]
 fn a_frozen_backbone_is_bit_identical_after_training_on_cached_features() {
-    frozen_backbone_stays_bit_identical(false);
+    let data = batches(48, 3, 16);
+    frozen_backbone_stays_bit_identical(&data, &data, false);
+}
+
+/// Claims `missing` more samples than its batches hold: a source that lost some without
+/// reporting them as skipped.
+struct Short<'a> {
+    inner: &'a dyn BatchSource,
+    missing: usize,
+}
+
+impl BatchSource for Short<'_> {
+    fn num_samples(&self) -> usize {
+        self.inner.num_samples() + self.missing
+    }
+
+    fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        self.inner.batches(epoch)
+    }
+}
+
+fn internal_error_text(result: Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(e @ fracture::Error::Internal(_)) => e.to_string(),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pass_that_sees_fewer_samples_than_its_source_holds_is_an_error() {
+    let data = batches(12, 3, 4);
+    let short = Short {
+        inner: &data,
+        missing: 2,
+    };
+    let trainer = |training: BackboneTraining| {
+        let config = TrainConfig {
+            backbone: training,
+            augment: true,
+            ..quick_config(1)
+        };
+        tiny_trainer(config, 4)
+    };
+    let all = BackboneTraining::All {
+        learning_rate: 1e-3,
+    };
+    let cases: [(&str, BackboneTraining, &dyn BatchSource, &dyn BatchSource); 3] = [
+        ("training epoch 1", BackboneTraining::Frozen, &short, &data),
+        ("validation", all.clone(), &data, &short),
+        // A frozen backbone computes the validation features once, through the same check.
+        ("validation", BackboneTraining::Frozen, &data, &short),
+    ];
+    for (pass, training, train, val) in cases {
+        let text = internal_error_text(trainer(training).fit(train, val, None));
+        assert!(
+            text.contains(pass) && text.contains("processed 12 of 14 samples"),
+            "{text}"
+        );
+    }
+    let text = internal_error_text(predict(trainer(all).net(), &short));
+    assert!(text.contains("prediction: processed 12 of 14"), "{text}");
+}
+
+#[test]
+fn validation_on_images_that_all_fail_to_decode_is_an_error_naming_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = image_loader(&dir.path().join("train"));
+    let val = image_loader(&dir.path().join("val"));
+    for sample in val.samples() {
+        std::fs::write(&sample.path, b"not an image").unwrap();
+    }
+    for training in [
+        BackboneTraining::Frozen,
+        BackboneTraining::All {
+            learning_rate: 1e-3,
+        },
+    ] {
+        let config = TrainConfig {
+            backbone: training.clone(),
+            ..quick_config(1)
+        };
+        let mut trainer = tiny_trainer(config, 4);
+        let err = trainer.fit(&train, &val, None).unwrap_err().to_string();
+        assert!(
+            err.contains("validation") && err.contains("none of the 16 images could be read"),
+            "{training:?}: {err}"
+        );
+    }
 }
 
 #[test]
 fn only_head_variables_reach_the_optimizer_when_the_backbone_is_frozen() {
-    let backbone = tiny_backbone();
-    let trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 2),
-        quick_config(1),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let trainer = tiny_trainer(quick_config(1), 2);
     assert_eq!(
         trainer.trainable_variable_names(),
         vec![
@@ -341,13 +535,7 @@ fn the_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
         learning_rate: 3e-2,
         ..quick_config(6)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 6),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 6);
     let train = batches(32, 7, 16);
     let val = batches(32, 8, 16);
     let history = trainer.fit(&train, &val, Some(dir.path())).unwrap();
@@ -373,7 +561,6 @@ fn the_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
 
 #[test]
 fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupted_run() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         backbone: BackboneTraining::LastStages {
             stages: 1,
@@ -388,23 +575,11 @@ fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupt
     let val = batches(32, 10, 16);
 
     let whole_dir = tempfile::tempdir().unwrap();
-    let mut whole = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 11),
-        config.clone(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut whole = tiny_trainer(config.clone(), 11);
     let whole_history = whole.fit(&train, &val, Some(whole_dir.path())).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 11),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut first = tiny_trainer(config, 11);
     let mut interrupted = Faulty::new(&train);
     interrupted.fail_epoch = Some(2);
     assert!(first.fit(&interrupted, &val, Some(dir.path())).is_err());
@@ -421,32 +596,20 @@ fn resuming_after_an_interruption_gives_the_same_final_weights_as_an_uninterrupt
 
 #[test]
 fn a_killed_checkpoint_write_leaves_the_previous_checkpoint_readable() {
-    let backbone = tiny_backbone();
     let data = batches(32, 12, 16);
     let reference = {
-        let mut trainer = Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 13),
-            TrainConfig {
-                restore_best_weights: false,
-                ..quick_config(1)
-            },
-            &Device::Cpu,
-        )
-        .unwrap();
+        let config = TrainConfig {
+            restore_best_weights: false,
+            ..quick_config(1)
+        };
+        let mut trainer = tiny_trainer(config, 13);
         trainer.fit(&data, &data, None).unwrap();
         weights_as_map(&trainer)
     };
     // A checkpoint writes 6 files; kill each of them halfway in turn.
     for file_index in 0..6 {
         let dir = tempfile::tempdir().unwrap();
-        let mut trainer = Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 13),
-            quick_config(2),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let mut trainer = tiny_trainer(quick_config(2), 13);
         trainer.inject_checkpoint_failure(2, file_index);
         assert!(trainer.fit(&data, &data, Some(dir.path())).is_err());
         let leftovers = std::fs::read_dir(dir.path())
@@ -478,7 +641,6 @@ fn a_killed_checkpoint_write_leaves_the_previous_checkpoint_readable() {
 #[test]
 fn a_non_finite_loss_names_epoch_and_batch_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let backbone = tiny_backbone();
     let data = batches(48, 14, 16);
     let mut poisoned = Faulty::new(&data);
     poisoned.nan_at = Some((1, 1));
@@ -486,13 +648,7 @@ fn a_non_finite_loss_names_epoch_and_batch_and_keeps_the_last_checkpoint() {
         augment: true,
         ..quick_config(3)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 15),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 15);
     let err = trainer.fit(&poisoned, &data, Some(dir.path())).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("epoch 2, batch 2"), "{message}");
@@ -507,18 +663,11 @@ fn frozen_run(
     val: &dyn BatchSource,
     augment: bool,
 ) -> HashMap<String, Vec<f32>> {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         augment,
         ..quick_config(3)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 17),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 17);
     trainer.fit(source, val, None).unwrap();
     weights_as_map(&trainer)
 }
@@ -549,13 +698,7 @@ fn a_checkpoint_holds_config_split_manifest_and_history() {
         split_manifest: Some(manifest.clone()),
         ..quick_config(2)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 18),
-        config.clone(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config.clone(), 18);
     let data = batches(32, 19, 16);
     trainer.fit(&data, &data, Some(&run)).unwrap();
     let saved: SavedConfig =
@@ -577,17 +720,8 @@ fn a_checkpoint_holds_config_split_manifest_and_history() {
 #[test]
 fn a_new_run_refuses_a_folder_that_holds_another_run() {
     let dir = tempfile::tempdir().unwrap();
-    let backbone = tiny_backbone();
     let data = batches(16, 20, 16);
-    let new_trainer = || {
-        Trainer::new(
-            &backbone,
-            seeded_backbone_vars(&backbone, 21),
-            quick_config(1),
-            &Device::Cpu,
-        )
-        .unwrap()
-    };
+    let new_trainer = || tiny_trainer(quick_config(1), 21);
     new_trainer().fit(&data, &data, Some(dir.path())).unwrap();
     let err = new_trainer()
         .fit(&data, &data, Some(dir.path()))
@@ -597,7 +731,6 @@ fn a_new_run_refuses_a_folder_that_holds_another_run() {
 
 #[test]
 fn early_stopping_ends_training_when_validation_loss_stops_improving() {
-    let backbone = tiny_backbone();
     let config = TrainConfig {
         // A learning rate this small leaves the validation loss where it is.
         learning_rate: 1e-12,
@@ -607,13 +740,7 @@ fn early_stopping_ends_training_when_validation_loss_stops_improving() {
         }),
         ..quick_config(10)
     };
-    let mut trainer = Trainer::new(
-        &backbone,
-        seeded_backbone_vars(&backbone, 22),
-        config,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut trainer = tiny_trainer(config, 22);
     let data = batches(16, 23, 16);
     let history = trainer.fit(&data, &data, None).unwrap();
     assert_eq!(history.epochs.len(), 3);

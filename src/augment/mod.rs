@@ -24,8 +24,8 @@
 //!
 //! let config = AugmentConfig::default(); // the notebook's generator
 //! let image = ImageF32::new(32, 32, 3, (0..32 * 32 * 3).map(|v| (v % 255) as f32).collect())?;
-//! let a = config.apply(image.clone(), 42, 3, 17);
-//! let b = config.apply(image, 42, 3, 17);
+//! let a = config.apply(image.clone(), 42, 3, 17)?;
+//! let b = config.apply(image, 42, 3, 17)?;
 //! assert_eq!(a, b); // same (seed, epoch, index), same result
 //! # Ok::<(), fracture::Error>(())
 //! ```
@@ -389,23 +389,26 @@ impl AugmentConfig {
 
 /// The loader hook: augment each decoded training image from `(seed, epoch, index)`.
 ///
-/// The trait cannot report errors, so an image whose buffer does not match its dimensions, or
-/// a configuration that fails [`AugmentConfig::validate`], comes back unaugmented; validate
-/// the configuration when building the loader.
+/// [`SampleTransform::validate`] is [`AugmentConfig::validate`]; an image the warp cannot
+/// handle (a buffer that does not match its dimensions) is an error, never passed on
+/// unaugmented.
 ///
 /// Each worker thread keeps one scratch buffer, so in steady state augmenting an image
 /// allocates nothing.
 impl SampleTransform for AugmentConfig {
-    fn apply(&self, mut image: ImageF32, seed: u64, epoch: u64, index: u64) -> ImageF32 {
+    fn apply(&self, mut image: ImageF32, seed: u64, epoch: u64, index: u64) -> Result<ImageF32> {
         let sample = self.sample(seed, epoch, index);
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                // An error leaves the image unchanged (see above).
-                let _ = self.apply_sample_in_place(&sample, &mut image, &mut scratch);
-                image
+                self.apply_sample_in_place(&sample, &mut image, &mut scratch)?;
+                Ok(image)
             }
-            Err(_) => self.apply_sample(&sample, &image).unwrap_or(image),
+            Err(_) => self.apply_sample(&sample, &image),
         })
+    }
+
+    fn validate(&self) -> Result<()> {
+        AugmentConfig::validate(self)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::device::{self, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, HeadConfig, ResNetV2Config};
 use crate::preprocess::Preprocess;
-use crate::weights::{HubOptions, WeightsSource};
+use crate::weights::{HubOptions, KerasCache, WeightsSource};
 
 /// Step-by-step construction of a [`FractureClassifier`].
 ///
@@ -37,6 +37,7 @@ pub struct FractureClassifierBuilder {
     device: DeviceRequest,
     preprocess: Preprocess,
     hub: HubOptions,
+    keras: KerasCache,
     threshold: f64,
 }
 
@@ -49,6 +50,7 @@ impl Default for FractureClassifierBuilder {
             device: DeviceRequest::BestAvailable,
             preprocess: Preprocess::default(),
             hub: HubOptions::from_env(),
+            keras: KerasCache::from_env(),
             threshold: 0.5,
         }
     }
@@ -101,6 +103,14 @@ impl FractureClassifierBuilder {
         self
     }
 
+    /// The Keras cache and expected hashes for [`WeightsSource::KerasImageNet`] (default:
+    /// `$KERAS_HOME/models`, Keras's address and published MD5s). Offline mode and the progress
+    /// bar follow [`FractureClassifierBuilder::hub_options`].
+    pub fn keras_cache(mut self, cache: KerasCache) -> Self {
+        self.keras = cache;
+        self
+    }
+
     /// Probability at or above which an image is called fractured.
     pub fn threshold(mut self, threshold: f64) -> Self {
         self.threshold = threshold;
@@ -116,16 +126,17 @@ impl FractureClassifierBuilder {
     pub fn build(self) -> Result<FractureClassifier> {
         let weights = self.weights.as_ref().ok_or_else(|| {
             Error::InvalidConfig(
-                "no weights chosen: call .weights(...) with WeightsSource::file(path), \
-                 WeightsSource::hub(repo), or WeightsSource::Random { seed } to start from \
-                 untrained weights on purpose"
+                "no weights chosen: call .weights(...) with WeightsSource::imagenet() (Keras's \
+                 ImageNet file), WeightsSource::file(path), WeightsSource::hub(repo), or \
+                 WeightsSource::Random { seed } to start from untrained weights on purpose"
                     .into(),
             )
         })?;
         self.preprocess.validate()?;
         check_threshold(self.threshold)?;
         let device = device::select(self.device)?;
-        let loaded = weights.load(&self.backbone, &self.head, &device, &self.hub)?;
+        let loaded =
+            weights.load_with(&self.backbone, &self.head, &device, &self.hub, &self.keras)?;
         // The head comes from the file when it has one, else it is freshly initialized (seeded).
         let tensors = loaded.into_tensors()?;
         let mut classifier = FractureClassifier::from_tensors(

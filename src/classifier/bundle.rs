@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! model_dir/
-//!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold,
-//!                       temperature, initial weights and training configuration
+//!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold
+//!                       and where it came from, temperature, initial weights and training
+//!                       configuration
 //!   model.safetensors   every variable (backbone at the root, head under `head.`), candle layout
 //!   split.csv           the split the model was trained, validated and tested on (if known)
 //!   history.json        per-epoch training history (if trained)
@@ -117,6 +118,37 @@ impl PreprocessSpec {
     }
 }
 
+/// Where a classifier's decision threshold came from (recorded in `bundle.json` as
+/// `threshold_source`).
+///
+/// ```
+/// use fracture::classifier::ThresholdSource;
+/// assert_eq!(serde_json::to_string(&ThresholdSource::Default).unwrap(), r#""default""#);
+/// assert_eq!(ThresholdSource::of_unchosen(0.5), ThresholdSource::Default);
+/// assert_eq!(ThresholdSource::of_unchosen(0.3), ThresholdSource::Manual);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdSource {
+    /// 0.5, never chosen on data (a fresh or imported classifier).
+    Default,
+    /// Chosen on the validation part (by training, or `choose_threshold`).
+    Validation,
+    /// Set by hand (`set_threshold`, or a builder threshold other than 0.5).
+    Manual,
+}
+
+impl ThresholdSource {
+    /// The source of a threshold that was not chosen on data: `Default` for 0.5, else `Manual`.
+    pub fn of_unchosen(threshold: f64) -> Self {
+        if threshold == 0.5 {
+            Self::Default
+        } else {
+            Self::Manual
+        }
+    }
+}
+
 /// The content of `bundle.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BundleManifest {
@@ -145,6 +177,9 @@ pub struct BundleManifest {
     /// How the model was trained, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainConfig>,
+    /// Where the threshold came from; absent in bundles written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_source: Option<ThresholdSource>,
     /// Optional files present in the bundle (weights are always `model.safetensors`).
     pub files: Vec<String>,
 }
@@ -212,6 +247,7 @@ impl FractureClassifier {
             temperature: self.temperature,
             initial_weights: self.initial_weights.clone(),
             training: self.train_config.clone(),
+            threshold_source: self.threshold_source,
             files,
         };
         writer.write_json(MANIFEST, &manifest)?;
@@ -283,6 +319,7 @@ impl FractureClassifier {
         clf.temperature = manifest.temperature;
         clf.initial_weights = manifest.initial_weights.clone();
         clf.train_config = manifest.training.clone();
+        clf.threshold_source = manifest.threshold_source;
         let has = |name: &str| manifest.files.iter().any(|f| f == name);
         if has(SPLIT) {
             clf.split = Some(Split::load_manifest(dir.join(SPLIT))?);

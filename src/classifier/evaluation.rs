@@ -5,7 +5,7 @@
 
 use super::FractureClassifier;
 use crate::augment::TtaConfig;
-use crate::batch::BatchSource;
+use crate::batch::{check_pass, BatchSource};
 use crate::dataset::loader::ImageLoader;
 use crate::dataset::Part;
 use crate::error::Result;
@@ -14,6 +14,7 @@ use crate::metrics::{
     BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric, SubgroupMetrics,
     ThresholdRule,
 };
+use crate::progress::Progress;
 use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -156,6 +157,8 @@ impl FractureClassifier {
         let loader = self.loader(part, 16, false, 0)?;
         let (mut labels, mut logits, mut indices) = (Vec::new(), Vec::new(), Vec::new());
         let mut plain_logits = self.tta.is_enabled().then(Vec::new);
+        let pass = format!("scoring the {} part", part.name);
+        let progress = Progress::items(&pass, part.len() as u64);
         for batch in loader.batches(0)? {
             let batch = batch?;
             let views = self.view_logits(&batch.images)?;
@@ -164,8 +167,11 @@ impl FractureClassifier {
             }
             logits.extend(super::tta::mean_logits(&views)?);
             labels.extend(batch.labels.to_vec1::<f32>()?.into_iter().map(|y| y > 0.5));
+            progress.inc(batch.indices.len() as u64);
             indices.extend(batch.indices);
         }
+        check_pass(&loader, 0, indices.len(), &pass)?;
+        progress.finish_quietly();
         Ok(ScoredPart {
             labels,
             logits,
@@ -207,6 +213,7 @@ impl FractureClassifier {
             .map(|point| point.threshold.clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
             self.threshold = threshold;
+            self.threshold_source = Some(super::ThresholdSource::Validation);
         }
         Ok(chosen)
     }

@@ -23,13 +23,17 @@ mod builder;
 mod bundle;
 mod calibration;
 mod evaluation;
+mod keras;
 mod predict;
 mod training;
 mod tta;
 
 pub use builder::FractureClassifierBuilder;
-pub use bundle::{BundleManifest, PreprocessSpec, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION};
+pub use bundle::{
+    BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
+};
 pub use evaluation::{CaseScore, Evaluation, TtaComparison};
+pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::augment::TtaConfig;
@@ -67,6 +71,8 @@ pub struct FractureClassifier {
     temperature: f64,
     /// Test-time augmentation of `classify` and `evaluate` (off by default).
     tta: TtaConfig,
+    /// Where the threshold came from (`None`: a bundle written before this was recorded).
+    threshold_source: Option<ThresholdSource>,
     device: Device,
     history: Option<History>,
     split: Option<Split>,
@@ -118,6 +124,7 @@ impl FractureClassifier {
             threshold,
             temperature: 1.0,
             tta: TtaConfig::none(),
+            threshold_source: Some(ThresholdSource::of_unchosen(threshold)),
             device: device.clone(),
             history: None,
             split: None,
@@ -157,10 +164,49 @@ impl FractureClassifier {
         self.threshold
     }
 
-    /// Change the decision threshold.
+    /// Change the decision threshold (its source becomes [`ThresholdSource::Manual`]).
     pub fn set_threshold(&mut self, threshold: f64) -> Result<()> {
         check_threshold(threshold)?;
         self.threshold = threshold;
+        self.threshold_source = Some(ThresholdSource::Manual);
+        Ok(())
+    }
+
+    /// Where the threshold came from: the default 0.5, chosen on the validation part, or set by
+    /// hand; `None` for a bundle written before this was recorded.
+    pub fn threshold_source(&self) -> Option<ThresholdSource> {
+        self.threshold_source
+    }
+
+    /// Whether inference runs the backbone through its CPU fast path (the default on the CPU).
+    pub fn uses_fast_path(&self) -> bool {
+        self.inference.uses_fast_path()
+    }
+
+    /// Run the backbone through its CPU fast path (`true`, the default on the CPU; ignored on
+    /// other devices) or through candle's ops (`false`: to compare the two, or to save the fast
+    /// path's memory).
+    ///
+    /// ```
+    /// use fracture::FractureClassifier;
+    /// use fracture::model::ResNetV2Config;
+    /// let mut clf = FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// assert!(clf.uses_fast_path());
+    /// clf.set_fast_path(false)?;
+    /// assert!(!clf.uses_fast_path());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn set_fast_path(&mut self, enabled: bool) -> Result<()> {
+        let backbone = self.net.backbone.clone();
+        self.inference = if enabled {
+            FrozenBackbone::new(backbone, &self.device)?
+        } else {
+            FrozenBackbone::without_fast_path(backbone)
+        };
         Ok(())
     }
 

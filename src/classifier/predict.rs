@@ -4,12 +4,11 @@ use super::FractureClassifier;
 use crate::dataset::decode::decode_file;
 use crate::dataset::Label;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use candle_core::Tensor;
 use image::DynamicImage;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use std::fmt;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// The classifier's answer for one image.
@@ -96,21 +95,23 @@ impl FractureClassifier {
             .collect())
     }
 
-    /// Classify every file under `dir` (recursively, in path order), streaming in small
-    /// batches with a progress bar on a terminal. Files that are not readable images are
-    /// skipped with the reason; nothing in the folder makes this panic or stop early.
+    /// Classify every file under `dir` (recursively, following links, in path order),
+    /// streaming in small batches, with a progress bar on a terminal (a line every few hundred
+    /// images otherwise). Files that are not readable images, folders that cannot be read and
+    /// links that lead nowhere or back into the tree (a loop) are listed in
+    /// [`ClassifiedDir::skipped`] with the reason; nothing inside the folder makes this panic
+    /// or stop early. Only a `dir` that cannot be read at all is an error.
     pub fn classify_dir(&self, dir: impl AsRef<Path>) -> Result<ClassifiedDir> {
         let dir = dir.as_ref();
-        let files = list_files(dir)?;
-        let progress = if std::io::stderr().is_terminal() {
-            ProgressBar::new(files.len() as u64)
-        } else {
-            ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::hidden())
-        };
-        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} images {msg}") {
-            progress.set_style(style);
+        if !dir.is_dir() {
+            return Err(Error::Dataset {
+                path: dir.to_path_buf(),
+                message: "not a folder (or it cannot be read)".into(),
+            });
         }
         let mut result = ClassifiedDir::default();
+        let files = list_files(dir, &mut result.skipped)?;
+        let progress = Progress::items("classify", files.len() as u64);
         for chunk in files.chunks(DIR_CHUNK) {
             let decoded: Vec<(PathBuf, Result<DynamicImage>)> = chunk
                 .par_iter()
@@ -131,26 +132,48 @@ impl FractureClassifier {
             result
                 .predictions
                 .extend(paths.into_iter().zip(predictions));
-            progress.inc(chunk.len() as u64);
             progress.set_message(format!("{} skipped", result.skipped.len()));
+            progress.inc(chunk.len() as u64);
         }
-        progress.finish_and_clear();
+        progress.finish(&format!(
+            "{} images classified, {} skipped",
+            result.predictions.len(),
+            result.skipped.len()
+        ));
+        result.skipped.sort();
         Ok(result)
     }
 }
 
-/// Every regular file under `dir`, sorted by path.
-fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Every regular file under `dir` (links followed), sorted by path; entries that cannot be
+/// read (a folder without permission, a broken link, a link loop) go to `skipped` with the
+/// reason. An error only when `dir` itself cannot be read.
+fn list_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| Error::io(&folder, e))?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.is_file() {
-                files.push(path);
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
+            Ok(_) => {}
+            Err(e) if e.depth() == 0 => {
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("cannot walk the folder"));
+                return Err(Error::io(dir, source));
+            }
+            Err(e) => {
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                let reason = match e.loop_ancestor() {
+                    Some(ancestor) => format!(
+                        "link loop: leads back to {}, not followed",
+                        ancestor.display()
+                    ),
+                    None => format!(
+                        "cannot be read: {}",
+                        e.io_error()
+                            .map_or_else(|| e.to_string(), ToString::to_string)
+                    ),
+                };
+                skipped.push((path, reason));
             }
         }
     }

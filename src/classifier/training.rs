@@ -7,6 +7,7 @@ use crate::dataset::loader::{ImageLoader, LoaderConfig};
 use crate::dataset::{Part, Split};
 use crate::error::{Error, Result};
 use crate::metrics::ThresholdRule;
+use crate::train::checkpoint::SPLIT_FILE;
 use crate::train::{History, TrainConfig, Trainer};
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
@@ -50,6 +51,7 @@ impl FractureClassifier {
         }
         let (train_loader, val_loader) = self.loaders(split, &config)?;
         let mut trainer = Trainer::new(&self.backbone, backbone_vars, config, &self.device)?;
+        trainer.record_split(split)?;
         let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
         self.adopt(trainer, split, history)
     }
@@ -57,8 +59,27 @@ impl FractureClassifier {
     /// Continue an interrupted [`FractureClassifier::train_with_checkpoints`] run from its
     /// checkpoint folder, on the same split; the result is the same as an uninterrupted run.
     /// The backbone shape and training configuration come from the checkpoint.
+    ///
+    /// `split` must be the one the run started with: it is compared with the checkpoint's
+    /// `split.csv` (paths and labels, part by part), and an error names the first difference.
     pub fn resume_training(&mut self, split: &Split, checkpoint_dir: &Path) -> Result<History> {
+        let recorded = checkpoint_dir.join(SPLIT_FILE);
+        if !recorded.is_file() {
+            return Err(Error::InvalidInput(format!(
+                "{} holds no {SPLIT_FILE}, so the split given cannot be checked against the one the run trained on; \
+                 resume it with Trainer::resume, or start a new run",
+                checkpoint_dir.display()
+            )));
+        }
+        if let Some(difference) = Split::load_manifest(&recorded)?.first_difference(split) {
+            return Err(Error::InvalidInput(format!(
+                "the split given differs from the one the run in {} trained on ({} against the split given): {difference}",
+                checkpoint_dir.display(),
+                recorded.display()
+            )));
+        }
         let mut trainer = Trainer::resume(checkpoint_dir, &self.device)?;
+        trainer.record_split(split)?;
         let config = trainer.config().clone();
         let (train_loader, val_loader) = self.loaders(split, &config)?;
         let history = trainer.fit(&train_loader, &val_loader, Some(checkpoint_dir))?;
@@ -89,6 +110,7 @@ impl FractureClassifier {
             self.threshold,
             &self.device,
         )?;
+        trained.threshold_source = self.threshold_source;
         trained.history = Some(history.clone());
         trained.split = Some(split.clone());
         trained.train_config = Some(trainer.config().clone());

@@ -1,6 +1,7 @@
 //! Decoding one image file the way radiographs need it: the format is recognised from the
 //! content (not the extension), EXIF orientation is applied, and a JPEG cut short before its
-//! end-of-image marker is read leniently.
+//! end-of-image marker is read leniently. DICOM files go to [`super::dicom`] (first frame,
+//! display pipeline applied, 16-bit grayscale or RGB).
 //!
 //! image 0.25's JPEG decoder (zune-jpeg) already decodes all 59 truncated FracAtlas files,
 //! filling the missing tail itself. Should it reject a truncated file, the end-of-image
@@ -14,8 +15,8 @@ use std::path::Path;
 /// JPEG end-of-image marker.
 const JPEG_EOI: [u8; 2] = [0xFF, 0xD9];
 
-/// Decode a file: format from content, EXIF orientation applied, truncated JPEGs read
-/// leniently. Any failure is an [`Error::Image`] naming the file.
+/// Decode a file: format from content (DICOM included), EXIF orientation applied, truncated
+/// JPEGs read leniently. Any failure is an [`Error::Image`] naming the file.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -40,8 +41,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(image_error("empty file (0 bytes)".into()));
     }
-    let format = image::guess_format(bytes)
-        .map_err(|_| image_error("not an image (content matches no known image format)".into()))?;
+    if super::dicom::is_dicom(bytes) {
+        return super::dicom::decode_first_frame(bytes, path);
+    }
+    let format = image::guess_format(bytes).map_err(|_| {
+        image_error("not an image (content matches no known image format, DICOM included)".into())
+    })?;
     match decode_oriented(bytes, format) {
         Ok(img) => Ok(img),
         Err(first) if format == ImageFormat::Jpeg && is_truncated_jpeg(bytes) => {

@@ -10,7 +10,9 @@
 //! `(seed, epoch, index)`, so batches are identical whatever the number of threads.
 //!
 //! A file that cannot be decoded is skipped (its batch is one image shorter) and recorded in
-//! [`ImageLoader::skipped`], with its path and the reason; it never panics.
+//! [`ImageLoader::skipped`], with its path and the reason; consumers check each pass against
+//! [`crate::batch::check_pass`]. Any other error (a transform's, a panic in the background
+//! thread) reaches the consumer as an `Err`: an epoch never ends early without one.
 
 use super::{Part, Sample, SkippedFile};
 use crate::batch::{Batch, BatchSource};
@@ -22,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 /// Batching, shuffling and parallelism of an [`ImageLoader`].
@@ -187,7 +189,7 @@ impl Inner {
         })?;
         let mut image = self.preprocess.load(&sample.path)?;
         if let Some(transform) = transform {
-            image = transform.apply(image, self.config.seed, epoch, index as u64);
+            image = transform.apply(image, self.config.seed, epoch, index as u64)?;
         }
         self.preprocess.normalize_chw(&image)
     }
@@ -264,19 +266,34 @@ impl Inner {
 
 /// The batches of one epoch, produced ahead by a background thread.
 struct EpochBatches {
-    receiver: Receiver<Result<CpuBatch>>,
+    receiver: Receiver<Result<Option<CpuBatch>>>,
     device: Device,
     height: usize,
     width: usize,
+    /// Set after the end marker or an error: the iterator has nothing more to give.
+    done: bool,
 }
 
 impl Iterator for EpochBatches {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let cpu = match self.receiver.recv().ok()? {
-            Ok(cpu) => cpu,
-            Err(e) => return Some(Err(e)),
+        if self.done {
+            return None;
+        }
+        // The producer sends every batch, then an end marker; a channel that closes without
+        // one means the producer died, which must not look like a short epoch.
+        let received = self.receiver.recv();
+        self.done = !matches!(received, Ok(Ok(Some(_))));
+        let cpu = match received {
+            Ok(Ok(Some(cpu))) => cpu,
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => return Some(Err(e)),
+            Err(_) => {
+                return Some(Err(Error::Internal(
+                    "the loader's prefetch thread stopped before the end of the epoch".into(),
+                )))
+            }
         };
         let n = cpu.indices.len();
         let make = || -> Result<Batch> {
@@ -301,23 +318,24 @@ impl BatchSource for ImageLoader {
     }
 
     fn batches(&self, epoch: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        if let Some(transform) = &self.transform {
+            transform.validate()?;
+        }
         let inner = Arc::clone(&self.inner);
         let transform = self.transform.clone();
         let (sender, receiver) = sync_channel(inner.config.prefetch.max(1));
         std::thread::Builder::new()
             .name("fracture-prefetch".into())
             .spawn(move || {
-                let order = inner.epoch_order(epoch);
-                for indices in order.chunks(inner.config.batch_size) {
-                    let item = match inner.load_batch(indices, epoch, transform.as_deref()) {
-                        Ok(Some(batch)) => Ok(batch),
-                        Ok(None) => continue,
-                        Err(e) => Err(e),
-                    };
-                    let failed = item.is_err();
-                    if sender.send(item).is_err() || failed {
-                        return; // consumer gone, or a fatal error was delivered
-                    }
+                // A panic (in a transform, a decoder, ...) becomes an error for the consumer.
+                let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    inner.produce_epoch(epoch, transform.as_deref(), &sender)
+                }));
+                if let Err(payload) = produced {
+                    let _ = sender.send(Err(Error::Internal(format!(
+                        "loading epoch {epoch} panicked: {}",
+                        panic_message(payload.as_ref())
+                    ))));
                 }
             })
             .map_err(|e| Error::InvalidConfig(format!("cannot start prefetch thread: {e}")))?;
@@ -326,6 +344,51 @@ impl BatchSource for ImageLoader {
             device: self.device.clone(),
             height: self.inner.preprocess.height,
             width: self.inner.preprocess.width,
+            done: false,
         }))
     }
+
+    fn skipped_in_epoch(&self, epoch: u64) -> usize {
+        let skipped = match self.inner.skipped.lock() {
+            Ok(map) => map.keys().copied().collect::<Vec<_>>(),
+            Err(poisoned) => poisoned.into_inner().keys().copied().collect(),
+        };
+        let visited: std::collections::HashSet<usize> =
+            self.inner.epoch_order(epoch).into_iter().collect();
+        skipped.iter().filter(|i| visited.contains(i)).count()
+    }
+}
+
+impl Inner {
+    /// Send the batches of `epoch`, then the end marker; stop early when the consumer is gone
+    /// or after delivering a fatal error.
+    fn produce_epoch(
+        &self,
+        epoch: u64,
+        transform: Option<&dyn SampleTransform>,
+        sender: &SyncSender<Result<Option<CpuBatch>>>,
+    ) {
+        let order = self.epoch_order(epoch);
+        for indices in order.chunks(self.config.batch_size) {
+            let item = match self.load_batch(indices, epoch, transform) {
+                Ok(Some(batch)) => Ok(Some(batch)),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if sender.send(item).is_err() || failed {
+                return;
+            }
+        }
+        let _ = sender.send(Ok(None));
+    }
+}
+
+/// The text of a panic payload (`panic!` with a message gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -98,7 +98,9 @@ impl Row {
         let m = s.metadata.as_ref();
         Row {
             part: part.name().into(),
-            path: s.path.clone(),
+            // Relative paths would be read back against the manifest's folder: write them
+            // absolute.
+            path: std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()),
             label: s.label.name().into(),
             sha256: s.hash.to_string(),
             width: s.dimensions.map(|d| d.0),
@@ -151,11 +153,17 @@ impl Row {
 impl Split {
     /// Write the split as a CSV manifest (see the module docs for the columns).
     ///
-    /// Paths are written as held by the samples (absolute for datasets opened by this
-    /// crate's readers), so the manifest can live anywhere, e.g. next to a checkpoint.
+    /// Paths are written absolute (relative ones are made absolute against the current
+    /// folder), so the manifest can live anywhere, e.g. next to a checkpoint.
     pub fn save_manifest(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut writer = csv::Writer::from_path(path).map_err(|e| csv_error(path, e))?;
+        let bytes = self.manifest_bytes(path)?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+
+    /// The manifest [`Split::save_manifest`] writes, as bytes (`path` names it in errors).
+    pub(crate) fn manifest_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
         for part in self.parts() {
             for s in &part.samples {
                 writer
@@ -163,7 +171,55 @@ impl Split {
                     .map_err(|e| csv_error(path, e))?;
             }
         }
-        writer.flush().map_err(|e| Error::io(path, e))
+        writer
+            .into_inner()
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    }
+
+    /// Where this split and `other` first differ, comparing each part's samples in order by
+    /// path (made absolute) and label; `None` when they list the same images with the same
+    /// labels. The message gives this split's side first (`A against B`). Content hashes and
+    /// metadata are not compared.
+    ///
+    /// ```
+    /// use fracture::dataset::synthetic::SyntheticConfig;
+    /// use fracture::dataset::{FracAtlas, SplitConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// SyntheticConfig { n_fractured: 5, n_not_fractured: 5, ..Default::default() }.generate_to(dir.path())?;
+    /// let data = FracAtlas::open(dir.path())?;
+    /// let split = data.split(&SplitConfig::default())?;
+    /// assert_eq!(split.first_difference(&split.clone()), None);
+    /// let other = data.split(&SplitConfig { seed: 7, ..SplitConfig::default() })?;
+    /// assert!(split.first_difference(&other).unwrap().contains("part"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn first_difference(&self, other: &Split) -> Option<String> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        for (mine, theirs) in self.parts().into_iter().zip(other.parts()) {
+            for (i, (a, b)) in mine.samples.iter().zip(&theirs.samples).enumerate() {
+                let (pa, pb) = (absolute(&a.path), absolute(&b.path));
+                if pa != pb || a.label != b.label {
+                    return Some(format!(
+                        "{} part, sample {}: {} ({}) against {} ({})",
+                        mine.name,
+                        i + 1,
+                        pa.display(),
+                        a.label,
+                        pb.display(),
+                        b.label
+                    ));
+                }
+            }
+            if mine.samples.len() != theirs.samples.len() {
+                return Some(format!(
+                    "{} part: {} samples against {}",
+                    mine.name,
+                    mine.samples.len(),
+                    theirs.samples.len()
+                ));
+            }
+        }
+        None
     }
 
     /// Read a split written by [`Split::save_manifest`]. The images are not opened; any

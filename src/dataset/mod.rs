@@ -25,6 +25,7 @@
 //! ```
 
 pub mod decode;
+pub mod dicom;
 pub mod folder;
 pub mod fracatlas;
 pub mod loader;

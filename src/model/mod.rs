@@ -1,5 +1,6 @@
 //! The network: backbones ([`Backbone`], configured by [`BackboneConfig`]: Keras's ResNetV2),
-//! the binary classification head ([`ClassifierHead`]) and the two together ([`FractureNet`]).
+//! the binary classification head ([`ClassifierHead`]) and the two together ([`FractureNet`]);
+//! Keras's ImageNet top on a backbone ([`ImageNetClassifier`]) to check ImageNet weights.
 //!
 //! Tensors are NCHW `f32`. Each backbone keeps its own variable names (ResNetV2: Keras layer
 //! names with candle's variable names, `conv2_block1_preact_bn.running_mean`); the head lives
@@ -10,6 +11,7 @@
 mod backbone;
 mod cpu;
 mod head;
+mod imagenet;
 mod inference;
 mod init;
 mod network;
@@ -19,6 +21,7 @@ mod variables;
 pub(crate) use backbone::deserialize_backbone_config;
 pub use backbone::{global_average_pool, Backbone, BackboneConfig};
 pub use head::{ClassifierHead, HeadConfig};
+pub use imagenet::ImageNetClassifier;
 pub use inference::FrozenBackbone;
 pub use init::init_variables;
 pub use network::FractureNet;

@@ -52,8 +52,45 @@ pub enum Overlay {
     File(PathBuf),
 }
 
-/// A rectangle in the pixel coordinates of the image file as it is stored (left, top,
-/// width, height), e.g. a radiologist's fracture box.
+/// Where a gallery case's explanation overlay comes from: the seam between the report and
+/// an explanation method (Grad-CAM or another). [`super::Report::overlays`] asks it once per
+/// gallery case; `Ok(None)` leaves that case without an overlay. Any
+/// `Fn(&GalleryImage) -> Result<Option<Overlay>>` is one.
+///
+/// ```
+/// use fracture::report::{GalleryImage, Overlay, OverlaySource};
+/// // An explanation method that has pictures for some files only.
+/// let heat_maps = |image: &GalleryImage| -> fracture::Result<Option<Overlay>> {
+///     let picture = image.path.with_extension("cam.png");
+///     Ok(picture.is_file().then(|| Overlay::File(picture)))
+/// };
+/// let case = GalleryImage {
+///     path: "IMG0000019.jpg".into(),
+///     kind: fracture::report::GalleryKind::FalseNegative,
+///     fractured: true,
+///     probability: 0.1,
+///     overlay: None,
+///     boxes: Vec::new(),
+/// };
+/// assert_eq!(heat_maps.overlay(&case)?, None);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub trait OverlaySource {
+    /// The overlay of `image`, if there is one.
+    fn overlay(&self, image: &GalleryImage) -> Result<Option<Overlay>>;
+}
+
+impl<F> OverlaySource for F
+where
+    F: Fn(&GalleryImage) -> Result<Option<Overlay>>,
+{
+    fn overlay(&self, image: &GalleryImage) -> Result<Option<Overlay>> {
+        self(image)
+    }
+}
+
+/// A rectangle in the pixel coordinates of the image as decoded (EXIF orientation applied;
+/// left, top, width, height), e.g. a radiologist's fracture box.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnnotationBox {
     /// Left edge, pixels.
@@ -132,6 +169,66 @@ pub fn select_gallery(evaluation: &Evaluation, per_kind: usize) -> Vec<GalleryIm
         }));
     }
     gallery
+}
+
+/// The fracture boxes FracAtlas's annotators drew on `image`, from
+/// `root/Annotations/YOLO/<file stem>.txt` (one `class cx cy w h` line per box, coordinates
+/// as fractions of the image's width and height); no boxes when the file is absent (FracAtlas
+/// has none for images without a fracture). A line that is not five numbers is an error
+/// naming the file and the line.
+///
+/// ```
+/// let root = tempfile::tempdir()?;
+/// let image = root.path().join("IMG0000001.jpg");
+/// image::GrayImage::new(200, 100).save(&image)?;
+/// std::fs::create_dir_all(root.path().join("Annotations/YOLO"))?;
+/// std::fs::write(root.path().join("Annotations/YOLO/IMG0000001.txt"), "0 0.5 0.5 0.2 0.4\n")?;
+/// let boxes = fracture::report::fracatlas_boxes(root.path(), &image)?;
+/// assert_eq!((boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height), (80.0, 30.0, 40.0, 40.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn fracatlas_boxes(root: &Path, image: &Path) -> Result<Vec<AnnotationBox>> {
+    let Some(stem) = image.file_stem() else {
+        return Ok(Vec::new());
+    };
+    let mut name = stem.to_os_string();
+    name.push(".txt");
+    let path = root.join("Annotations").join("YOLO").join(name);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let decoded = decode_file(image)?;
+    let (width, height) = (f64::from(decoded.width()), f64::from(decoded.height()));
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let numbers: Vec<f64> = line
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<std::result::Result<_, _>>()
+                .unwrap_or_default();
+            match numbers.as_slice() {
+                [_, cx, cy, w, h] if [cx, cy, w, h].iter().all(|v| v.is_finite()) => {
+                    Ok(AnnotationBox {
+                        x: (cx - w / 2.0) * width,
+                        y: (cy - h / 2.0) * height,
+                        width: w * width,
+                        height: h * height,
+                    })
+                }
+                _ => Err(Error::Format {
+                    path: path.clone(),
+                    message: format!("line {}: not `class cx cy w h`: {line:?}", i + 1),
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Longest side of a gallery thumbnail, pixels.

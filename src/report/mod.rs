@@ -38,7 +38,10 @@ mod model_card;
 mod sections;
 
 pub use data::{DataSource, GalleryEntry, ModelInfo, PartCounts, ReportData, Summary, SweepPoint};
-pub use gallery::{select_gallery, AnnotationBox, GalleryImage, GalleryKind, Overlay};
+pub use gallery::{
+    fracatlas_boxes, select_gallery, AnnotationBox, GalleryImage, GalleryKind, Overlay,
+    OverlaySource,
+};
 
 use crate::atomic::AtomicWriter;
 use crate::classifier::{Evaluation, FractureClassifier};
@@ -110,11 +113,15 @@ impl<'a> Report<'a> {
         self
     }
 
-    /// The saved bundle the classifier was loaded from: its folder and the SHA-256 of its
-    /// weights go into the provenance section. An error if `model.safetensors` cannot be read.
-    pub fn bundle(mut self, dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        let weights = dir.join("model.safetensors");
+    /// The saved model the classifier was opened from (a bundle folder or a Keras model file):
+    /// its path and the SHA-256 of its weights (the bundle's `model.safetensors`, or the Keras
+    /// file itself) go into the provenance section. An error if the weights cannot be read.
+    pub fn bundle(mut self, path: impl AsRef<Path>) -> Result<Self> {
+        let dir = path.as_ref();
+        let weights = match dir.is_dir() {
+            true => dir.join("model.safetensors"),
+            false => dir.to_path_buf(),
+        };
         let mut file = std::fs::File::open(&weights).map_err(|e| Error::io(&weights, e))?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&weights, e))?;
@@ -128,6 +135,40 @@ impl<'a> Report<'a> {
     pub fn gallery(mut self, images: Vec<GalleryImage>) -> Self {
         self.gallery = Some(images);
         self
+    }
+
+    /// An explanation overlay for every gallery case `source` has one for (the gallery is
+    /// [`select_gallery`]'s unless [`Report::gallery`] was called before). This is where an
+    /// explanation method (Grad-CAM) plugs in: implement [`OverlaySource`] for it, or pass a
+    /// closure.
+    ///
+    /// ```no_run
+    /// # let (clf, evaluation): (fracture::FractureClassifier, fracture::classifier::Evaluation) = todo!();
+    /// use fracture::report::{GalleryImage, Overlay, Report};
+    /// let cams = |image: &GalleryImage| -> fracture::Result<Option<Overlay>> {
+    ///     Ok(Some(Overlay::File(image.path.with_extension("cam.png"))))
+    /// };
+    /// Report::new(&clf, &evaluation).overlays(&cams)?.write("report")?;
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn overlays(mut self, source: &dyn OverlaySource) -> Result<Self> {
+        let mut gallery = self.gallery_images();
+        for image in &mut gallery {
+            image.overlay = source.overlay(image)?;
+        }
+        self.gallery = Some(gallery);
+        Ok(self)
+    }
+
+    /// The annotation boxes of every gallery case from a FracAtlas folder's
+    /// `Annotations/YOLO` ([`fracatlas_boxes`]; the gallery as in [`Report::overlays`]).
+    pub fn fracatlas_boxes(mut self, root: impl AsRef<Path>) -> Result<Self> {
+        let mut gallery = self.gallery_images();
+        for image in &mut gallery {
+            image.boxes = fracatlas_boxes(root.as_ref(), &image.path)?;
+        }
+        self.gallery = Some(gallery);
+        Ok(self)
     }
 
     /// One more limitation for the model card, in plain words.

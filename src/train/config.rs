@@ -52,7 +52,8 @@ pub struct TrainConfig {
     /// Seed of the head's initial weights and of the dropout masks (epoch `e` draws from
     /// `(seed, e)` only, so a resumed run repeats an uninterrupted one).
     pub seed: u64,
-    /// Draw a progress bar with the live loss on stderr (hidden when stderr is not a terminal).
+    /// Report progress on stderr: a bar with the live loss on a terminal, otherwise (a log
+    /// file) one line per epoch with losses, accuracies, validation AUC, time and ETA.
     pub progress: bool,
     /// A split manifest (CSV) copied into every checkpoint as `split.csv`, so a checkpoint
     /// says which images it was trained and validated on.

@@ -1,6 +1,6 @@
 //! Running a network over a [`BatchSource`] in inference mode and collecting what metrics need.
 
-use crate::batch::BatchSource;
+use crate::batch::{check_pass, BatchSource};
 use crate::error::Result;
 use crate::model::FractureNet;
 
@@ -56,6 +56,7 @@ pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Prediction
         out.labels.extend(batch.labels.to_vec1::<f32>()?);
         out.indices.extend(batch.indices);
     }
+    check_pass(source, 0, out.indices.len(), "prediction")?;
     Ok(out)
 }
 

@@ -34,45 +34,94 @@ pub const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a,
 /// ```
 pub fn read_keras_h5(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
     let path = path.as_ref();
-    let format_error = |message: String| Error::Format {
-        path: path.to_path_buf(),
-        message,
-    };
-    // hdf5-pure returns errors for the malformed files we tried; the guard keeps a bug in a
-    // third-party parser from taking the caller's process down on a hostile file.
-    let read = std::panic::catch_unwind(|| read_file(path));
-    let tensors = match read {
-        Ok(result) => result.map_err(format_error)?,
-        Err(_) => return Err(format_error(
-            "the HDF5 reader failed on this file (it is malformed or uses an unsupported feature)"
-                .into(),
-        )),
-    };
+    let tensors = with_h5(path, None, read_root)?;
     if tensors.is_empty() {
-        return Err(format_error(
-            "no Keras weights found: expected a root `layer_names` attribute (Keras 2 / legacy \
-             .h5) or a `layers/.../vars` tree (Keras 3 .weights.h5)"
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: "no Keras weights found: expected a root `layer_names` attribute (Keras 2 / \
+                      legacy .h5) or a `layers/.../vars` tree (Keras 3 .weights.h5)"
                 .into(),
-        ));
+        });
     }
     Ok(tensors)
 }
 
+/// Open an HDF5 file (from `bytes` when given, else from `path`) and run `read` on it; any
+/// failure, a panic of the third-party parser included, becomes an [`Error::Format`] naming
+/// `path` (the guard keeps a bug in the parser from taking the caller's process down on a
+/// hostile file).
+pub(crate) fn with_h5<T>(
+    path: &Path,
+    bytes: Option<Vec<u8>>,
+    read: impl FnOnce(&File, Limit) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let format_error = |message: String| Error::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?,
+        };
+        // Keras never compresses weights: no dataset holds more values than the file has
+        // bytes, which bounds what a damaged size field can make us allocate.
+        let limit = Limit {
+            max_values: bytes.len(),
+        };
+        let length = bytes.len() as u64;
+        let file = File::from_bytes(bytes)
+            .map_err(|e| format!("not a readable HDF5 file (truncated or damaged?): {e}"))?;
+        // The superblock records where the file ends: a shorter file was cut off, even when
+        // the part still there (weights before optimizer state) would read.
+        let superblock = file.superblock();
+        let end = superblock
+            .eof_address
+            .checked_add(superblock.base_address.get())
+            .ok_or("the HDF5 superblock's end-of-file address overflows (damaged?)")?;
+        if end > length {
+            return Err(format!(
+                "truncated: the file has {length} bytes, its HDF5 superblock says {end}"
+            ));
+        }
+        read(&file, limit)
+    }));
+    match guarded {
+        Ok(result) => result.map_err(format_error),
+        Err(_) => Err(format_error(
+            "the HDF5 reader failed on this file (it is malformed or uses an unsupported feature)"
+                .into(),
+        )),
+    }
+}
+
+/// A string attribute of the root group (`model_config`, `keras_version`), if present.
+pub(crate) fn root_string(file: &File, name: &str) -> std::result::Result<Option<String>, String> {
+    Ok(string_list(&file.root(), name)?
+        .and_then(|mut values| (values.len() == 1).then(|| values.remove(0))))
+}
+
 type Found = HashMap<String, Tensor>;
 
-fn read_file(path: &Path) -> std::result::Result<Found, String> {
-    let file = File::open(path).map_err(|e| format!("not a readable HDF5 file: {e}"))?;
+/// The most values a dataset of the file being read may declare.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    max_values: usize,
+}
+
+/// Every weight of a file in any of the three layouts, keyed `layer/weight`.
+pub(crate) fn read_root(file: &File, limit: Limit) -> std::result::Result<Found, String> {
     let root = file.root();
     let groups = root.groups().map_err(|e| e.to_string())?;
     let mut found = Found::new();
     if string_list(&root, "layer_names")?.is_some() {
-        read_legacy(&root, &mut found)?;
+        read_legacy(&root, limit, &mut found)?;
     } else if groups.iter().any(|g| g == "model_weights") {
         let weights = root.group("model_weights").map_err(|e| e.to_string())?;
-        read_legacy(&weights, &mut found)?;
+        read_legacy(&weights, limit, &mut found)?;
     } else if groups.iter().any(|g| g == "layers") {
         let layers = root.group("layers").map_err(|e| e.to_string())?;
-        read_keras3(&layers, "layers", &mut found)?;
+        read_keras3(&layers, "layers", limit, &mut found)?;
     }
     Ok(found)
 }
@@ -118,7 +167,7 @@ fn strings_of(value: &AttrValue) -> Vec<String> {
 }
 
 /// Keras 2 / legacy layout: `layer_names` on `group`, `weight_names` on each layer group.
-fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), String> {
+fn read_legacy(group: &Group, limit: Limit, found: &mut Found) -> std::result::Result<(), String> {
     let layers = string_list(group, "layer_names")?
         .ok_or("the weights group has no `layer_names` attribute")?;
     for layer in layers {
@@ -130,7 +179,7 @@ fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), Stri
             let dataset = layer_group
                 .dataset(&weight_name)
                 .map_err(|e| format!("{layer}/{weight_name}: {e}"))?;
-            let tensor = read_dataset(&dataset, &format!("{layer}/{weight_name}"))?;
+            let tensor = read_dataset(&dataset, &format!("{layer}/{weight_name}"), limit)?;
             // Nested models list `inner_layer/kernel:0` under the outer layer: the innermost
             // layer name is the one we match on.
             let key = weight_name.strip_suffix(":0").unwrap_or(&weight_name);
@@ -143,17 +192,84 @@ fn read_legacy(group: &Group, found: &mut Found) -> std::result::Result<(), Stri
     Ok(())
 }
 
+/// One `vars` group of a Keras 3 `.weights.h5` file.
+pub(crate) struct Keras3Vars {
+    /// Its folder below `layers/` (`conv2d_1`: Keras names it after the layer's class and its
+    /// position in the model, not after the layer).
+    pub path: String,
+    /// The layer's name, when the writer recorded it (the `name` attribute).
+    pub name: Option<String>,
+    /// The variables in `vars/0`, `vars/1`, ... order.
+    pub tensors: Vec<Tensor>,
+}
+
+/// Every non-empty `vars` group below `layers/`, keyed by where it is rather than by name.
+pub(crate) fn read_keras3_vars(
+    file: &File,
+    limit: Limit,
+) -> std::result::Result<Vec<Keras3Vars>, String> {
+    let root = file.root();
+    if !root
+        .groups()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|g| g == "layers")
+    {
+        return Err("no `layers` group (not a Keras 3 .weights.h5 file)".into());
+    }
+    let mut out = Vec::new();
+    let layers = root.group("layers").map_err(|e| e.to_string())?;
+    collect_vars(&layers, "", limit, &mut out)?;
+    Ok(out)
+}
+
+fn collect_vars(
+    group: &Group,
+    at: &str,
+    limit: Limit,
+    out: &mut Vec<Keras3Vars>,
+) -> std::result::Result<(), String> {
+    for child in group.groups().map_err(|e| format!("layers/{at}: {e}"))? {
+        let child_group = group
+            .group(&child)
+            .map_err(|e| format!("layers/{at}/{child}: {e}"))?;
+        if child == "vars" {
+            let tensors = numbered_tensors(&child_group, &format!("layers/{at}/vars"), limit)?;
+            if !tensors.is_empty() {
+                let name = string_list(&child_group, "name")?.and_then(|n| n.into_iter().next());
+                out.push(Keras3Vars {
+                    path: at.to_string(),
+                    name,
+                    tensors,
+                });
+            }
+        } else {
+            let child_at = match at {
+                "" => child,
+                _ => format!("{at}/{child}"),
+            };
+            collect_vars(&child_group, &child_at, limit, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Keras 3 native layout: every `vars` group below `layers/`, named by its `name` attribute.
-fn read_keras3(group: &Group, at: &str, found: &mut Found) -> std::result::Result<(), String> {
+fn read_keras3(
+    group: &Group,
+    at: &str,
+    limit: Limit,
+    found: &mut Found,
+) -> std::result::Result<(), String> {
     for child in group.groups().map_err(|e| format!("{at}: {e}"))? {
         let child_group = group
             .group(&child)
             .map_err(|e| format!("{at}/{child}: {e}"))?;
         let child_at = format!("{at}/{child}");
         if child == "vars" {
-            read_vars(&child_group, at, &child_at, found)?;
+            read_vars(&child_group, at, &child_at, limit, found)?;
         } else {
-            read_keras3(&child_group, &child_at, found)?;
+            read_keras3(&child_group, &child_at, limit, found)?;
         }
     }
     Ok(())
@@ -163,35 +279,16 @@ fn read_vars(
     vars: &Group,
     layer_at: &str,
     at: &str,
+    limit: Limit,
     found: &mut Found,
 ) -> std::result::Result<(), String> {
-    let mut indexed = Vec::new();
-    for name in vars.datasets().map_err(|e| format!("{at}: {e}"))? {
-        let index: usize = name.parse().map_err(|_| {
-            format!("{at}/{name}: expected a numbered variable (vars/0, vars/1, ...)")
-        })?;
-        indexed.push((index, name));
-    }
-    if indexed.is_empty() {
+    let tensors = numbered_tensors(vars, at, limit)?;
+    if tensors.is_empty() {
         return Ok(());
     }
-    indexed.sort();
     let layer = string_list(vars, "name")?
         .and_then(|names| names.into_iter().next())
         .unwrap_or_else(|| layer_at.rsplit('/').next().unwrap_or(layer_at).to_string());
-    let mut tensors = Vec::with_capacity(indexed.len());
-    for (position, (index, name)) in indexed.iter().enumerate() {
-        if *index != position {
-            return Err(format!(
-                "{at}: variables are not numbered 0..{}",
-                indexed.len()
-            ));
-        }
-        let dataset = vars
-            .dataset(name)
-            .map_err(|e| format!("{at}/{name}: {e}"))?;
-        tensors.push(read_dataset(&dataset, &format!("{at}/{name}"))?);
-    }
     let ranks: Vec<usize> = tensors.iter().map(Tensor::rank).collect();
     // A layer ResNetV2 does not have keeps positional names (`layer/vars/0`); the loader
     // reports it as unexpected rather than refusing the file.
@@ -206,6 +303,36 @@ fn read_vars(
     Ok(())
 }
 
+/// The datasets `0`, `1`, ... of a `vars` group, in numeric order.
+fn numbered_tensors(
+    vars: &Group,
+    at: &str,
+    limit: Limit,
+) -> std::result::Result<Vec<Tensor>, String> {
+    let mut indexed = Vec::new();
+    for name in vars.datasets().map_err(|e| format!("{at}: {e}"))? {
+        let index: usize = name.parse().map_err(|_| {
+            format!("{at}/{name}: expected a numbered variable (vars/0, vars/1, ...)")
+        })?;
+        indexed.push((index, name));
+    }
+    indexed.sort();
+    let mut tensors = Vec::with_capacity(indexed.len());
+    for (position, (index, name)) in indexed.iter().enumerate() {
+        if *index != position {
+            return Err(format!(
+                "{at}: variables are not numbered 0..{}",
+                indexed.len()
+            ));
+        }
+        let dataset = vars
+            .dataset(name)
+            .map_err(|e| format!("{at}/{name}: {e}"))?;
+        tensors.push(read_dataset(&dataset, &format!("{at}/{name}"), limit)?);
+    }
+    Ok(tensors)
+}
+
 fn insert_unique(
     found: &mut Found,
     key: String,
@@ -218,13 +345,24 @@ fn insert_unique(
     Ok(())
 }
 
-fn read_dataset(dataset: &hdf5_pure::Dataset, at: &str) -> std::result::Result<Tensor, String> {
+fn read_dataset(
+    dataset: &hdf5_pure::Dataset,
+    at: &str,
+    limit: Limit,
+) -> std::result::Result<Tensor, String> {
     let shape: Vec<usize> = dataset
         .shape()
         .map_err(|e| format!("{at}: {e}"))?
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| format!("{at}: dimension {d} too large")))
         .collect::<std::result::Result<_, _>>()?;
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= limit.max_values)
+        .ok_or_else(|| {
+            format!("{at}: shape {shape:?} holds more values than the file has bytes (damaged?)")
+        })?;
     let dtype = dataset.dtype().map_err(|e| format!("{at}: {e}"))?;
     let values: Vec<f32> = match dtype {
         hdf5_pure::DType::F32 => dataset.read_f32().map_err(|e| format!("{at}: {e}"))?,
@@ -240,7 +378,6 @@ fn read_dataset(dataset: &hdf5_pure::Dataset, at: &str) -> std::result::Result<T
             ))
         }
     };
-    let expected: usize = shape.iter().product();
     if values.len() != expected {
         return Err(format!(
             "{at}: {} values for shape {shape:?} ({expected} expected)",

@@ -28,7 +28,16 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// };
 /// assert!(options.offline);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows `token: Some("<redacted>")`, never the token itself, so options (and the
+/// classifier builder holding them) can be logged.
+///
+/// ```
+/// use fracture::weights::HubOptions;
+/// let options = HubOptions { token: Some("hf_secret".into()), ..HubOptions::from_env() };
+/// let shown = format!("{options:?}");
+/// assert!(shown.contains("<redacted>") && !shown.contains("hf_secret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct HubOptions {
     /// Base URL: files are fetched from `{endpoint}/{repo}/resolve/{revision}/{file}`.
     pub endpoint: String,
@@ -40,6 +49,36 @@ pub struct HubOptions {
     pub progress: bool,
     /// Access token for private or gated repositories.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// The same fields, the token replaced by a placeholder.
+        #[derive(Debug)]
+        #[allow(dead_code)] // the fields are read by the derived `Debug` only
+        struct HubOptions<'a> {
+            endpoint: &'a str,
+            cache_dir: &'a std::path::Path,
+            offline: bool,
+            progress: bool,
+            token: Option<&'a str>,
+        }
+        let Self {
+            endpoint,
+            cache_dir,
+            offline,
+            progress,
+            token,
+        } = self;
+        let shown = HubOptions {
+            endpoint,
+            cache_dir,
+            offline: *offline,
+            progress: *progress,
+            token: token.as_ref().map(|_| "<redacted>"),
+        };
+        shown.fmt(f)
+    }
 }
 
 impl Default for HubOptions {

@@ -13,20 +13,29 @@
 //!   Keras HDF5 ([`h5`]), Keras-layout safetensors, or our safetensors (memory-mapped).
 //! * [`hub`] downloads into the standard Hugging Face cache; [`HubOptions`] reads `HF_HOME`,
 //!   `HF_ENDPOINT`, `HF_HUB_OFFLINE` and `HF_TOKEN`.
+//! * [`keras_model`] imports a whole saved Keras model (the notebook's `.h5` / `.keras`): the
+//!   architecture from its own config, the head found by structure.
+//! * [`keras_imagenet`] finds Keras's own ImageNet files in the Keras cache or downloads them
+//!   into it ([`KerasCache`]), checked against Keras's published MD5.
 //! * [`save_network`] writes backbone + head as safetensors in our naming, with the
 //!   configuration and crate version in the metadata.
 //! * Every load is checked ([`ValidationReport`]): missing or misshapen variables are an error
 //!   listing the first names with expected and found shapes and the count of each problem.
 
+mod download;
 pub mod h5;
 pub mod hub;
 pub mod keras;
+pub mod keras_imagenet;
+pub mod keras_model;
 mod read;
 mod save;
 mod source;
 mod validate;
 
+pub use download::file_md5;
 pub use hub::HubOptions;
+pub use keras_imagenet::{KerasCache, KerasImageNet, ResNetV2Preset, KERAS_IMAGENET_MD5};
 pub use read::{
     read_tensors, sniff_format, LoadedWeights, WeightsFormat, FORMAT_KEY, FORMAT_VALUE,
 };

@@ -102,10 +102,12 @@ fn read_safetensors_header(path: &Path) -> Result<SafetensorsHeader> {
     file.read_exact(&mut len)
         .map_err(|e| format_error(format!("truncated safetensors header: {e}")))?;
     let n = u64::from_le_bytes(len);
-    // safetensors caps headers at 100 MB; refuse before allocating.
-    if n > 100_000_000 {
+    // The header must fit in the file (and safetensors caps it at 100 MB): refuse a damaged
+    // length before allocating for it.
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if n > 100_000_000 || n > file_len.saturating_sub(8) {
         return Err(format_error(format!(
-            "safetensors header of {n} bytes is too large"
+            "truncated safetensors header: it declares {n} bytes, the file has {file_len}"
         )));
     }
     let mut header = vec![0u8; n as usize];

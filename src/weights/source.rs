@@ -1,11 +1,13 @@
 //! [`WeightsSource`]: where a network's weights come from, and building the network from them.
 
 use super::hub::{self, HubOptions};
+use super::keras_imagenet::{KerasCache, KerasImageNet, ResNetV2Preset};
 use super::read::{read_tensors, LoadedWeights};
 use super::validate::ValidationReport;
 use crate::error::{Error, Result};
 use crate::model::{
-    init_variables, Backbone, BackboneConfig, ClassifierHead, FractureNet, HeadConfig, VariableSpec,
+    init_variables, Backbone, BackboneConfig, ClassifierHead, FractureNet, HeadConfig,
+    ImageNetClassifier, VariableSpec,
 };
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -19,13 +21,17 @@ use std::path::PathBuf;
 /// [`super::save_network`]), which are memory-mapped: do not modify such a file while a network
 /// built from it is alive.
 ///
+/// [`WeightsSource::imagenet`] is Keras's own ImageNet file of ResNet152V2, found in the Keras
+/// cache or downloaded into it ([`KerasCache`]).
+///
 /// ```
 /// use fracture::weights::WeightsSource;
+/// let keras = WeightsSource::imagenet();
 /// let imagenet = WeightsSource::hub("org/resnet152v2-imagenet");
 /// let local = WeightsSource::file("resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5");
 /// let random = WeightsSource::Random { seed: 42 };
 /// assert!(matches!(imagenet, WeightsSource::Hub { ref revision, .. } if revision == "main"));
-/// # let _ = (local, random);
+/// # let _ = (keras, local, random);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightsSource {
@@ -40,6 +46,10 @@ pub enum WeightsSource {
     },
     /// A local file.
     File(PathBuf),
+    /// Keras's own ImageNet weights of a ResNetV2 preset, from the Keras cache
+    /// (`$KERAS_HOME/models`) or downloaded into it, checked against Keras's MD5
+    /// ([`KerasCache::fetch`]).
+    KerasImageNet(KerasImageNet),
     /// Random weights, reproducible: the same seed gives the same weights on every run and
     /// device (drawn on the CPU with ChaCha8). Kernels are Glorot-uniform as in Keras, biases
     /// and BN offsets zero, BN scales and variances one, means zero.
@@ -67,6 +77,17 @@ impl WeightsSource {
         Self::File(path.into())
     }
 
+    /// Keras's ImageNet weights of ResNet152V2 without the top, what the notebook's
+    /// `ResNet152V2(weights="imagenet", include_top=False)` loads.
+    ///
+    /// ```
+    /// use fracture::weights::{KerasImageNet, ResNetV2Preset, WeightsSource};
+    /// assert_eq!(WeightsSource::imagenet(), WeightsSource::KerasImageNet(KerasImageNet::notop(ResNetV2Preset::ResNet152V2)));
+    /// ```
+    pub fn imagenet() -> Self {
+        Self::KerasImageNet(KerasImageNet::notop(ResNetV2Preset::ResNet152V2))
+    }
+
     /// How this source is named in errors and reports.
     pub fn describe(&self) -> String {
         match self {
@@ -76,12 +97,23 @@ impl WeightsSource {
                 file,
             } => format!("hub {repo}@{revision}/{file}"),
             Self::File(path) => path.display().to_string(),
+            Self::KerasImageNet(weights) => weights.describe(),
             Self::Random { seed } => format!("random(seed {seed})"),
         }
     }
 
-    /// The local path of the weights file (downloading it for `Hub`), `None` for `Random`.
+    /// The local path of the weights file (downloading it for `Hub` and `KerasImageNet`, the
+    /// latter into [`KerasCache::from_env`]), `None` for `Random`.
     pub fn resolve(&self, options: &HubOptions) -> Result<Option<PathBuf>> {
+        self.resolve_with(options, &KerasCache::from_env())
+    }
+
+    /// [`WeightsSource::resolve`] with an explicit Keras cache.
+    pub fn resolve_with(
+        &self,
+        options: &HubOptions,
+        keras: &KerasCache,
+    ) -> Result<Option<PathBuf>> {
         Ok(match self {
             Self::Hub {
                 repo,
@@ -89,6 +121,7 @@ impl WeightsSource {
                 file,
             } => Some(hub::fetch(repo, revision, file, options)?),
             Self::File(path) => Some(path.clone()),
+            Self::KerasImageNet(weights) => Some(keras.fetch(*weights, options)?),
             Self::Random { .. } => None,
         })
     }
@@ -121,20 +154,23 @@ impl WeightsSource {
         device: &Device,
         options: &HubOptions,
     ) -> Result<LoadedNetwork> {
+        self.load_with(backbone, head, device, options, &KerasCache::from_env())
+    }
+
+    /// [`WeightsSource::load`] with an explicit Keras cache (for [`WeightsSource::KerasImageNet`]).
+    pub fn load_with(
+        &self,
+        backbone: impl Into<BackboneConfig>,
+        head: &HeadConfig,
+        device: &Device,
+        options: &HubOptions,
+        keras: &KerasCache,
+    ) -> Result<LoadedNetwork> {
         let backbone = &backbone.into();
         backbone.validate()?;
         let (weights, head_seed) = match self {
             Self::Random { seed } => (random_weights(backbone, *seed, device)?, *seed),
-            _ => {
-                let path = self.resolve(options)?.ok_or_else(|| {
-                    Error::InvalidConfig(format!("{} has no file", self.describe()))
-                })?;
-                let mut weights = read_tensors(&path, device)?;
-                if let Self::Hub { .. } = self {
-                    weights.rename_source(format!("{} ({})", self.describe(), path.display()));
-                }
-                (weights, 0)
-            }
+            _ => (self.read(device, options, keras)?, 0),
         };
         let head_specs = head.variables(backbone.feature_channels());
         let head_present = head_specs
@@ -146,7 +182,9 @@ impl WeightsSource {
         if head_loaded {
             expected.extend(head_specs.iter().cloned());
         }
-        let report = weights.validate(&expected)?;
+        let report = weights
+            .validate(&expected)
+            .map_err(|e| self.explain_mismatch(backbone, e))?;
         Ok(LoadedNetwork {
             backbone_config: backbone.clone(),
             head_config: head.clone(),
@@ -156,6 +194,112 @@ impl WeightsSource {
             report,
             weights,
         })
+    }
+}
+
+impl WeightsSource {
+    /// The file's tensors (not `Random`), named after the source in errors.
+    fn read(&self, device: &Device, hub: &HubOptions, keras: &KerasCache) -> Result<LoadedWeights> {
+        let path = self
+            .resolve_with(hub, keras)?
+            .ok_or_else(|| Error::InvalidConfig(format!("{} has no file", self.describe())))?;
+        let mut weights = read_tensors(&path, device)?;
+        if matches!(self, Self::Hub { .. } | Self::KerasImageNet(_)) {
+            weights.rename_source(format!("{} ({})", self.describe(), path.display()));
+        }
+        Ok(weights)
+    }
+
+    /// A validation error, with a hint when Keras's ImageNet file of one preset meets another
+    /// backbone.
+    fn explain_mismatch(&self, backbone: &BackboneConfig, error: Error) -> Error {
+        let (
+            Self::KerasImageNet(weights),
+            Error::Weights {
+                source_name,
+                message,
+            },
+        ) = (self, &error)
+        else {
+            return error;
+        };
+        let preset = weights.model.config();
+        if backbone
+            .as_resnet_v2()
+            .is_some_and(|c| c.blocks == preset.blocks)
+        {
+            return error;
+        }
+        Error::Weights {
+            source_name: source_name.clone(),
+            message: format!(
+                "{message} (these are the weights of ResNetV2 {:?}; the backbone is {})",
+                preset.blocks,
+                backbone.describe()
+            ),
+        }
+    }
+
+    /// Load Keras's ImageNet classifier from a "top" file (backbone, `avg_pool`, `predictions`):
+    /// the backbone's variables and `predictions.{weight,bias}` must all be present with
+    /// matching shapes (the class count is the file's).
+    ///
+    /// ```no_run
+    /// use fracture::model::ResNetV2Config;
+    /// use fracture::weights::{HubOptions, KerasCache, KerasImageNet, ResNetV2Preset, WeightsSource};
+    /// use fracture::preprocess::Preprocess;
+    /// let top = WeightsSource::KerasImageNet(KerasImageNet::top(ResNetV2Preset::ResNet152V2));
+    /// let clf = top.load_imagenet_classifier(ResNetV2Config::resnet152v2(), &candle_core::Device::Cpu,
+    ///     &HubOptions::from_env(), &KerasCache::from_env())?;
+    /// let photo = image::open("dog.jpg").unwrap();
+    /// println!("{:?}", clf.top_k(&photo, &Preprocess::default(), 5)?); // (ImageNet class, probability)
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn load_imagenet_classifier(
+        &self,
+        backbone: impl Into<BackboneConfig>,
+        device: &Device,
+        hub: &HubOptions,
+        keras: &KerasCache,
+    ) -> Result<ImageNetClassifier> {
+        let backbone = &backbone.into();
+        backbone.validate()?;
+        let weights = match self {
+            Self::Random { .. } => return Err(Error::InvalidConfig(
+                "an ImageNet classifier needs weights with a `predictions` layer, not random ones"
+                    .into(),
+            )),
+            _ => self.read(device, hub, keras)?,
+        };
+        let classes = match weights
+            .shapes()
+            .get("predictions.weight")
+            .map(Vec::as_slice)
+        {
+            Some([classes, _]) => *classes,
+            other => {
+                return Err(Error::Weights {
+                    source_name: weights.source_name().to_string(),
+                    message: format!(
+                        "no ImageNet top: expected a `predictions` dense layer (Keras's \"top\" \
+                         file, not the \"notop\" one), found {}",
+                        other.map_or("none".to_string(), |s| format!("shape {s:?}"))
+                    ),
+                })
+            }
+        };
+        let mut expected = backbone.variables();
+        let channels = backbone.feature_channels();
+        for (name, shape) in [("weight", vec![classes, channels]), ("bias", vec![classes])] {
+            expected.push(VariableSpec {
+                name: format!("predictions.{name}"),
+                shape,
+            });
+        }
+        weights
+            .validate(&expected)
+            .map_err(|e| self.explain_mismatch(backbone, e))?;
+        ImageNetClassifier::new(backbone, classes, weights.into_var_builder(), device)
     }
 }
 
@@ -269,7 +413,9 @@ impl std::str::FromStr for WeightsSource {
     type Err = Error;
 
     /// Parse a command-line description: `random`, `random:SEED`,
-    /// `hub:OWNER/NAME[@REVISION][:FILE]`, or a path to a file.
+    /// `hub:OWNER/NAME[@REVISION][:FILE]`, `imagenet` (Keras's ResNet152V2 file, no top),
+    /// `imagenet:MODEL[:top]` (`resnet50v2`, `resnet101v2` or `resnet152v2`), or a path to a
+    /// file.
     ///
     /// ```
     /// use fracture::WeightsSource;
@@ -278,6 +424,11 @@ impl std::str::FromStr for WeightsSource {
     /// assert_eq!("random:7".parse::<WeightsSource>()?, WeightsSource::Random { seed: 7 });
     /// assert_eq!("w.safetensors".parse::<WeightsSource>()?, WeightsSource::file("w.safetensors"));
     /// assert!("random:x".parse::<WeightsSource>().is_err());
+    /// assert_eq!("imagenet".parse::<WeightsSource>()?, WeightsSource::imagenet());
+    /// use fracture::weights::{KerasImageNet, ResNetV2Preset};
+    /// assert_eq!("imagenet:resnet50v2:top".parse::<WeightsSource>()?,
+    ///            WeightsSource::KerasImageNet(KerasImageNet::top(ResNetV2Preset::ResNet50V2)));
+    /// assert!("imagenet:resnet18".parse::<WeightsSource>().is_err());
     /// # Ok::<(), fracture::Error>(())
     /// ```
     fn from_str(text: &str) -> Result<Self> {
@@ -289,6 +440,12 @@ impl std::str::FromStr for WeightsSource {
                 Error::InvalidConfig(format!("bad seed in {text:?}: expected random:NUMBER"))
             })?;
             return Ok(Self::Random { seed });
+        }
+        if text == "imagenet" {
+            return Ok(Self::imagenet());
+        }
+        if let Some(spec) = text.strip_prefix("imagenet:") {
+            return parse_imagenet(text, spec);
         }
         if let Some(spec) = text.strip_prefix("hub:") {
             let (repo_rev, file) = match spec.split_once(':') {
@@ -312,4 +469,24 @@ impl std::str::FromStr for WeightsSource {
         }
         Ok(Self::File(PathBuf::from(text)))
     }
+}
+
+/// `MODEL[:top|:notop]` after `imagenet:`.
+fn parse_imagenet(text: &str, spec: &str) -> Result<WeightsSource> {
+    let (model, top) = match spec.split_once(':') {
+        Some((model, "top")) => (model, true),
+        Some((model, "notop")) => (model, false),
+        Some(_) => (spec, false),
+        None => (spec, false),
+    };
+    let model = ResNetV2Preset::from_name(model).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "bad ImageNet weights {text:?}: expected imagenet:MODEL[:top] with MODEL one of {}",
+            ResNetV2Preset::ALL.map(|p| p.keras_name()).join(", ")
+        ))
+    })?;
+    Ok(WeightsSource::KerasImageNet(KerasImageNet {
+        model,
+        include_top: top,
+    }))
 }

@@ -21,14 +21,44 @@ pub fn tiny_config() -> ResNetV2Config {
     ResNetV2Config::custom(vec![2, 2, 2, 2], vec![4, 8, 16, 32])
 }
 
-/// The shipped fixture, plus the folder named by `KERAS_FIXTURE_DIR` when set.
+/// The shipped fixture, plus the folder named by `KERAS_FIXTURE_DIR` when set (it must exist:
+/// a set variable that points nowhere fails the test).
 pub fn keras_fixture_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![tiny_fixture_dir()];
-    if let Ok(extra) = std::env::var("KERAS_FIXTURE_DIR") {
-        eprintln!("also checking KERAS_FIXTURE_DIR={extra}");
-        dirs.push(PathBuf::from(extra));
+    if let Some(extra) = std::env::var_os("KERAS_FIXTURE_DIR") {
+        let extra = PathBuf::from(extra);
+        assert!(
+            extra.is_dir(),
+            "KERAS_FIXTURE_DIR={} is not a folder",
+            extra.display()
+        );
+        eprintln!("also checking KERAS_FIXTURE_DIR={}", extra.display());
+        dirs.push(extra);
     }
     dirs
+}
+
+/// Reference data a test needs that is too large (or too many) to ship: the path in the
+/// environment variable `var` when it is set, else `../shared/<shared>` beside the crate (CI
+/// always has it). Either way it must exist: a missing folder or file fails the test, it is
+/// never skipped. Tests that call this are `#[ignore = "needs ../shared/..."]` and
+/// `.ci/run` runs them.
+pub fn reference_data(var: &str, shared: &str) -> PathBuf {
+    let (path, from) = match std::env::var_os(var) {
+        Some(value) => (PathBuf::from(value), format!("{var} (set)")),
+        None => (
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared")
+                .join(shared),
+            format!("../shared/{shared} ({var} not set)"),
+        ),
+    };
+    assert!(
+        path.exists(),
+        "{} from {from} does not exist: set {var} to the data, or run where ../shared is",
+        path.display()
+    );
+    path
 }
 
 /// A fixture's model configuration and input size, read from its `config.json`.
@@ -84,19 +114,47 @@ pub fn tiny_fixture_io() -> (Tensor, Tensor) {
     (to_nchw(&io["input"]), io["output"].clone())
 }
 
-/// Largest absolute elementwise difference of two tensors of the same shape.
+/// The largest of `values`; NaN when any value is NaN (an `f32::max` fold would drop it and
+/// let a NaN pass a comparison). `-inf` for no values.
+pub fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
+    let mut largest = f32::NEG_INFINITY;
+    for v in values {
+        if v.is_nan() {
+            return f32::NAN;
+        }
+        largest = largest.max(v);
+    }
+    largest
+}
+
+/// The smallest and largest of `values`; panics naming `what` when one is NaN or there are
+/// none.
+pub fn min_max(values: &[f64], what: &str) -> (f64, f64) {
+    assert!(!values.is_empty(), "{what}: no values");
+    if let Some(i) = values.iter().position(|v| v.is_nan()) {
+        panic!("{what}: NaN at index {i}");
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// Largest `|a - b|` over two slices of the same length; NaN when any difference is NaN.
+pub fn max_abs_diff_values(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    nan_max(a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+}
+
+/// Largest absolute elementwise difference of two tensors of the same shape; NaN when any
+/// difference is NaN.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_abs_diff_values(&values(a), &values(b))
+}
+
+/// Every value of a tensor, flattened.
+pub fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// NHWC → NCHW.
@@ -110,6 +168,7 @@ pub fn to_nhwc(t: &Tensor) -> Tensor {
 }
 
 /// Assert `|actual - expected| <= atol + rtol * |expected|` elementwise; report the worst.
+/// A NaN anywhere (in either) fails.
 pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, rtol: f32) {
     assert_eq!(
         actual.dims(),
@@ -118,18 +177,28 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, r
         actual.dims(),
         expected.dims()
     );
-    let a: Vec<f32> = actual.flatten_all().unwrap().to_vec1().unwrap();
-    let e: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
+    assert_close_values(name, &values(actual), &values(expected), atol, rtol);
+}
+
+/// [`assert_close`] for slices.
+pub fn assert_close_values(name: &str, a: &[f32], e: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        a.len(),
+        e.len(),
+        "{name}: {} values vs {} expected",
+        a.len(),
+        e.len()
+    );
     let mut worst = (0.0f32, 0usize);
     let mut failures = 0usize;
-    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+    for (i, (x, y)) in a.iter().zip(e).enumerate() {
         let diff = (x - y).abs();
-        // NaN counts as a failure and as the worst difference.
+        // Written so that NaN (in `x`, `y` or `diff`) is outside, and the worst.
         let within = diff <= atol + rtol * y.abs();
         if !within {
             failures += 1;
         }
-        if diff.is_nan() || diff > worst.0 {
+        if !worst.0.is_nan() && (diff.is_nan() || diff > worst.0) {
             worst = (diff, i);
         }
     }
@@ -145,9 +214,40 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, atol: f32, r
         a.len(),
         worst.0,
         worst.1,
-        a[worst.1],
-        e[worst.1]
+        a.get(worst.1).copied().unwrap_or(f32::NAN),
+        e.get(worst.1).copied().unwrap_or(f32::NAN)
     );
+}
+
+/// `per_class` generated radiographs of each class, sides of `min_size..=max_size` pixels, in
+/// a FracAtlas-layout folder `dir` (with its `dataset.csv`); the samples, in folder order.
+pub fn generated_samples(
+    dir: &Path,
+    per_class: usize,
+    min_size: u32,
+    max_size: u32,
+) -> Vec<fracture::dataset::Sample> {
+    fracture::dataset::synthetic::SyntheticConfig {
+        n_fractured: per_class,
+        n_not_fractured: per_class,
+        min_size,
+        max_size,
+        ..Default::default()
+    }
+    .generate_to(dir)
+    .unwrap()
+}
+
+/// A classifier small enough to build, train and save in a moment: a two-stack ResNetV2 on
+/// seeded random weights, 48x48 inputs, on the CPU.
+pub fn tiny_classifier() -> fracture::FractureClassifier {
+    fracture::FractureClassifier::builder()
+        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+        .weights(fracture::WeightsSource::Random { seed: 3 })
+        .device(fracture::device::DeviceRequest::Cpu)
+        .image_size(48, 48)
+        .build()
+        .unwrap()
 }
 
 /// A tensor of `shape` filled with values uniform in `[lo, hi)` from a ChaCha stream keyed by
@@ -167,16 +267,35 @@ pub fn seeded_centered(shape: &[usize], std: f32, seed: u64) -> Tensor {
     seeded_uniform(shape, -half_width, half_width, seed)
 }
 
-/// A tiny ResNetV2 classifier on random weights (seed 3), 48x48 input, on the CPU.
-pub fn tiny_classifier() -> fracture::FractureClassifier {
-    fracture::FractureClassifier::builder()
-        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
-        .weights(fracture::WeightsSource::Random { seed: 3 })
-        .device(fracture::device::DeviceRequest::Cpu)
-        .image_size(48, 48)
-        .build()
-        .unwrap()
+/// Keras's variables of ResNet152V2 (no top), from `weights_152v2_notop.tsv`, mapped to our
+/// names and layouts through the crate's one Keras → candle mapping.
+pub fn keras_152v2_variables() -> std::collections::BTreeMap<String, Vec<usize>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keras_resnet_v2/weights_152v2_notop.tsv"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut vars = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("layer\t"))
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (layer, weight, shape) = (cols[0], cols[1], cols[3]);
+        let hwio: Vec<usize> = shape.split('x').map(|d| d.parse().unwrap()).collect();
+        let name = fracture::weights::keras::candle_name(layer, weight).unwrap();
+        // Apply the mapping to a zero-sized stand-in of the Keras shape to learn ours.
+        let stand_in =
+            Tensor::zeros(hwio.as_slice(), candle_core::DType::U8, &Device::Cpu).unwrap();
+        let ours = fracture::weights::keras::candle_layout(&stand_in)
+            .unwrap()
+            .dims()
+            .to_vec();
+        assert!(vars.insert(name.clone(), ours).is_none(), "{name} twice");
+    }
+    vars
 }
+
 
 /// Synthetic radiographs (`per_class` of each class, seed 5) generated into `root`, opened and
 /// split 70/10/20.

@@ -84,18 +84,41 @@ impl ResNetV2Config {
         }
     }
 
-    /// Check that the configuration can be built.
+    /// Check that the configuration can be built, within sizes no real network exceeds (a
+    /// configuration read from a damaged file must not make the crate build a billion
+    /// layers).
     ///
     /// ```
     /// use fracture::model::ResNetV2Config;
     /// assert!(ResNetV2Config::custom(vec![1, 2], vec![4, 8]).validate().is_err());
+    /// assert!(ResNetV2Config::custom(vec![2, 99_999], vec![4, 8]).validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<()> {
+        /// Far beyond any ResNet (ResNet152V2: 4 stacks of at most 36 blocks, 2048 channels).
+        const MAX_STACKS: usize = 64;
+        const MAX_BLOCKS: usize = 1024;
+        const MAX_CHANNELS: usize = 1 << 16;
         let n = self.blocks.len();
         if n == 0 {
             return Err(Error::InvalidConfig(
                 "ResNetV2 needs at least one stack".into(),
             ));
+        }
+        let widest = self
+            .filters
+            .iter()
+            .map(|&f| f.checked_mul(self.expansion))
+            .chain([Some(self.stem_filters), Some(self.in_channels)])
+            .try_fold(0usize, |m, c| c.map(|c| m.max(c)));
+        if n > MAX_STACKS
+            || self.blocks.iter().any(|&b| b > MAX_BLOCKS)
+            || widest.is_none_or(|c| c > MAX_CHANNELS)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "ResNetV2 of {n} stacks with {:?} blocks and widths {:?} x {} is too large \
+                 (at most {MAX_STACKS} stacks of {MAX_BLOCKS} blocks and {MAX_CHANNELS} channels)",
+                self.blocks, self.filters, self.expansion
+            )));
         }
         if self.filters.len() != n || self.strides.len() != n {
             return Err(Error::InvalidConfig(format!(

@@ -2,14 +2,14 @@
 
 use super::feature_cache::FeatureCache;
 use super::{PassMetrics, Trainer};
-use crate::batch::BatchSource;
+use crate::batch::{check_pass, BatchSource};
 use crate::error::{Error, Result};
 use crate::model::global_average_pool;
+use crate::progress::Progress;
 use crate::train::config::BackboneTraining;
 use crate::train::evaluate::{accuracy, roc_auc};
 use crate::train::loss::{bce_with_logits, bce_with_logits_per_sample};
 use candle_core::{DType, Tensor};
-use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -19,7 +19,7 @@ impl Trainer {
         source: &dyn BatchSource,
         epoch: usize,
         cache: Option<&FeatureCache>,
-        progress: &ProgressBar,
+        progress: &Progress,
     ) -> Result<PassMetrics> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(epoch as u64 + 1);
@@ -57,6 +57,12 @@ impl Trainer {
             progress.inc(n as u64);
             progress.set_message(format!("loss {:.4}", loss_sum / count.max(1) as f64));
         }
+        check_pass(
+            source,
+            epoch as u64,
+            count,
+            &format!("training epoch {}", epoch + 1),
+        )?;
         Ok(PassMetrics {
             loss: loss_sum / count.max(1) as f64,
             accuracy: accuracy(&logits_all, &labels_all)?,
@@ -108,7 +114,9 @@ impl Trainer {
             logits_all.extend(logits.to_vec1::<f32>()?);
             labels_all.extend(labels.to_vec1::<f32>()?);
         }
-        let loss = loss_sum / count.max(1) as f64;
+        // Every validation image unreadable must not pass as loss 0 (the best epoch ever).
+        check_pass(source, 0, count, "validation")?;
+        let loss = loss_sum / count as f64;
         if !loss.is_finite() {
             return Err(Error::Training(format!(
                 "non-finite validation loss ({loss}) after epoch {}: training stopped; the checkpoint of epoch {} is left as it was",

@@ -1,7 +1,7 @@
 //! [`FeatureCache`]: the pooled features of a frozen backbone, computed once per sample and
 //! reused every epoch when the images do not change (no augmentation).
 
-use crate::batch::BatchSource;
+use crate::batch::{check_pass, BatchSource};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ impl FeatureCache {
         pooled_features: &dyn Fn(&Tensor) -> Result<Tensor>,
         source: &dyn BatchSource,
         device: &Device,
+        pass: &str,
     ) -> Result<Self> {
         let mut parts = Vec::new();
         let mut position = HashMap::new();
@@ -36,6 +37,7 @@ impl FeatureCache {
             }
             parts.push(features.detach());
         }
+        check_pass(source, 0, row as usize, pass)?;
         let rows = Tensor::cat(&parts, 0)?;
         Ok(Self { rows, position })
     }

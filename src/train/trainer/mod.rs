@@ -7,20 +7,21 @@ mod save;
 mod variables;
 
 use super::adam::Adam;
-use super::checkpoint::{model_file_name, STATE_FILE};
+use super::checkpoint::{model_file_name, SPLIT_FILE, STATE_FILE};
 use super::config::{BackboneTraining, TrainConfig};
 use super::history::{EpochRecord, History};
 use super::schedule::ScheduleState;
 use crate::batch::BatchSource;
+use crate::dataset::Split;
 use crate::error::{Error, Result};
 use crate::model::{Backbone, BackboneConfig, ClassifierHead, FractureNet, FrozenBackbone};
+use crate::progress::{format_duration, Progress};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use feature_cache::FeatureCache;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use variables::{
     backbone_learning_rate, backbone_optimizer, check_backbone_vars, init_head, named_vars,
 };
@@ -105,6 +106,8 @@ pub struct Trainer {
     /// The frozen backbone as inference runs it (the fast path on the CPU), planned when
     /// `fit` starts.
     frozen: Option<FrozenBackbone>,
+    /// The split manifest given by [`Trainer::record_split`], written into every checkpoint.
+    split_manifest: Option<Vec<u8>>,
 }
 
 impl Trainer {
@@ -160,6 +163,7 @@ impl Trainer {
             resumed_from: None,
             injected_failure: None,
             frozen: None,
+            split_manifest: None,
         })
     }
 
@@ -217,6 +221,14 @@ impl Trainer {
             .collect()
     }
 
+    /// Write `split` as `split.csv` into every checkpoint (instead of copying
+    /// [`TrainConfig::split_manifest`]), so that the checkpoint says which images it was
+    /// trained and validated on and a resume can check it is given the same ones.
+    pub fn record_split(&mut self, split: &Split) -> Result<()> {
+        self.split_manifest = Some(split.manifest_bytes(Path::new(SPLIT_FILE))?);
+        Ok(())
+    }
+
     /// Make the checkpoint write of `epoch` (1-based) fail halfway through its
     /// `file_index`-th file (0-based), leaving a truncated temporary file as a killed
     /// process would. For crash-safety tests only.
@@ -264,6 +276,7 @@ impl Trainer {
                 &|x| self.frozen_pooled(x),
                 val,
                 &self.device,
+                "validation",
             )?)
         } else {
             None
@@ -289,21 +302,12 @@ impl Trainer {
                     &|x| self.frozen_pooled(x),
                     train,
                     &self.device,
+                    "training",
                 )?);
             }
-            let progress = self.progress_bar(train.num_samples(), epoch);
+            let progress = self.progress(train.num_samples(), epoch);
             let trained = self.train_epoch(train, epoch, train_cache.as_ref(), &progress)?;
             let validated = self.validate(val, val_cache.as_ref())?;
-            progress.finish_with_message(format!(
-                "loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} val_auc {}",
-                trained.loss,
-                trained.accuracy,
-                validated.loss,
-                validated.accuracy,
-                validated
-                    .auc
-                    .map_or_else(|| "-".to_string(), |a| format!("{a:.4}"))
-            ));
             let record = EpochRecord {
                 epoch: epoch + 1,
                 train_loss: trained.loss,
@@ -316,6 +320,7 @@ impl Trainer {
                 backbone_learning_rate: backbone_lr,
                 seconds: started.elapsed().as_secs_f64(),
             };
+            progress.finish(&epoch_summary(&record, self.eta(&record)));
             self.finish_epoch(record, checkpoint_dir)?;
         }
         if self.config.restore_best_weights {
@@ -388,18 +393,31 @@ impl Trainer {
         Ok(())
     }
 
-    fn progress_bar(&self, samples: usize, epoch: usize) -> ProgressBar {
+    /// The progress of one epoch: a bar on a terminal, one line per epoch otherwise.
+    fn progress(&self, samples: usize, epoch: usize) -> Progress {
         if !self.config.progress {
-            return ProgressBar::hidden();
+            return Progress::hidden();
         }
-        let bar = ProgressBar::new(samples as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
-        {
-            bar.set_style(style.progress_chars("=> "));
+        let label = format!("Epoch {}/{}", epoch + 1, self.config.epochs);
+        Progress::new(label, samples as u64, None)
+    }
+
+    /// Time the remaining epochs should take at the mean pace of the epochs done so far (this
+    /// one included); `None` after the last epoch.
+    fn eta(&self, latest: &EpochRecord) -> Option<Duration> {
+        let left = self.config.epochs.checked_sub(latest.epoch)?;
+        if left == 0 {
+            return None;
         }
-        bar.set_prefix(format!("Epoch {}/{}", epoch + 1, self.config.epochs));
-        bar
+        let seconds: Vec<f64> = self
+            .history
+            .epochs
+            .iter()
+            .chain([latest])
+            .map(|r| r.seconds)
+            .collect();
+        let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
+        Duration::try_from_secs_f64(mean * left as f64).ok()
     }
 
     /// Every variable of both maps, by name.
@@ -423,6 +441,26 @@ impl Trainer {
     }
 }
 
+/// What the progress report says about a finished epoch: losses, accuracies, validation AUC,
+/// its duration and the estimated time left.
+fn epoch_summary(record: &EpochRecord, eta: Option<Duration>) -> String {
+    let auc = record
+        .val_auc
+        .map_or_else(|| "undefined".to_string(), |a| format!("{a:.4}"));
+    let mut line = format!(
+        "train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4} AUC {auc}, {}",
+        record.train_loss,
+        record.train_accuracy,
+        record.val_loss,
+        record.val_accuracy,
+        format_duration(Duration::try_from_secs_f64(record.seconds).unwrap_or_default()),
+    );
+    if let Some(eta) = eta {
+        line.push_str(&format!(", ETA {}", format_duration(eta)));
+    }
+    line
+}
+
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
@@ -431,5 +469,35 @@ impl std::fmt::Debug for Trainer {
             .field("epochs_done", &self.epochs_done)
             .field("best_epoch", &self.best_epoch())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_line_has_losses_auc_duration_and_eta() {
+        let record = EpochRecord {
+            epoch: 3,
+            train_loss: 0.41234,
+            train_accuracy: 0.8,
+            train_auc: Some(0.9),
+            val_loss: 0.39,
+            val_accuracy: 0.83,
+            val_auc: Some(0.81234),
+            learning_rate: 1e-4,
+            backbone_learning_rate: None,
+            seconds: 41.4,
+        };
+        assert_eq!(
+            epoch_summary(&record, Some(Duration::from_secs(902))),
+            "train loss 0.4123 acc 0.8000, val loss 0.3900 acc 0.8300 AUC 0.8123, 41 s, ETA 15 min 02 s"
+        );
+        let single_class = EpochRecord {
+            val_auc: None,
+            ..record
+        };
+        assert!(epoch_summary(&single_class, None).ends_with("AUC undefined, 41 s"));
     }
 }

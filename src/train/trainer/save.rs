@@ -39,7 +39,9 @@ impl Trainer {
             backbone: self.backbone_config.clone(),
         };
         writer.write_json(CONFIG_FILE, &saved_config)?;
-        if let Some(split) = &self.config.split_manifest {
+        if let Some(bytes) = &self.split_manifest {
+            writer.write_bytes(SPLIT_FILE, bytes)?;
+        } else if let Some(split) = &self.config.split_manifest {
             // A resumed run whose manifest has moved keeps the copy it already has.
             match std::fs::read(split) {
                 Ok(bytes) => writer.write_bytes(SPLIT_FILE, &bytes)?,

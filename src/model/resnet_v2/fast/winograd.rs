@@ -344,8 +344,18 @@ mod tests {
                 Epilogue::Bias
             };
             conv(&plan, &x, xs, &mut want, epilogue).unwrap();
+            // NaN marks outputs Winograd never wrote: any left must fail, so the maximum
+            // below (which would drop a NaN) only ever sees finite values.
             let mut got = vec![f32::NAN; want.len()];
             run(&wk, &bias, relu, &x, xs, &mut got, r);
+            for (what, values) in [("Winograd", &got), ("im2col", &want)] {
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    panic!(
+                        "{n}x{h}x{w}x{ci}->{co}, r={r}: {what} output {i} is {}",
+                        values[i]
+                    );
+                }
+            }
             let worst = got
                 .iter()
                 .zip(&want)

@@ -1,0 +1,139 @@
+//! Opening the reference notebook's own saved Keras model (`ModelCheckpoint`'s `*.h5`, or a
+//! `*.keras` file) as a [`FractureClassifier`], and opening "a model" given as either a bundle
+//! folder or such a file.
+//!
+//! ```no_run
+//! use fracture::{FractureClassifier, classifier::KerasImport};
+//! let clf = FractureClassifier::from_keras_model("best_model.h5", &KerasImport::default())?;
+//! println!("{}", clf.classify_path("xray.jpg")?);       // P(fracture), whatever the notebook's classes
+//! clf.save("bundle_dir")?;                              // threshold 0.5, marked as not chosen on data
+//! # Ok::<(), fracture::Error>(())
+//! ```
+
+use super::{FractureClassifier, ThresholdSource};
+use crate::device::{self, DeviceRequest};
+use crate::error::Result;
+use crate::preprocess::{FilterType, Normalization, Preprocess};
+use crate::weights::keras_model::{read_keras_model, KerasModelOptions, SigmoidOutput};
+use candle_core::Device;
+use std::path::Path;
+
+/// How to import a saved Keras model ([`FractureClassifier::from_keras_model`]).
+///
+/// The defaults are the reference notebook's: its sigmoid is P(Not_Fractured) (the class
+/// folders sorted alphabetically make `Fractured` class 0), images scaled with Keras's
+/// `resnet_v2` `x / 127.5 - 1`. The file cannot tell how images were scaled in training (a
+/// generator's `rescale=1/255` is not saved): set `normalization` to match yours.
+///
+/// ```
+/// use fracture::classifier::KerasImport;
+/// use fracture::weights::keras_model::SigmoidOutput;
+/// let options = KerasImport { sigmoid: SigmoidOutput::Fractured, ..KerasImport::default() };
+/// assert!(options.fast_path);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct KerasImport {
+    /// What the model's sigmoid is the probability of (default: Not_Fractured, the notebook's).
+    pub sigmoid: SigmoidOutput,
+    /// The compute device (default: the best available).
+    pub device: DeviceRequest,
+    /// Use the backbone's CPU fast path on the CPU (default) or candle's ops.
+    pub fast_path: bool,
+    /// Value scaling of the input (default: Keras's `resnet_v2` `x / 127.5 - 1`).
+    pub normalization: Normalization,
+    /// Resize filter (default: bilinear, `Triangle`).
+    pub filter: FilterType,
+    /// Input (height, width) for a model whose config leaves it open (default 224 x 224);
+    /// a model with a fixed input size always gets its own.
+    pub image_size_if_open: (usize, usize),
+}
+
+impl Default for KerasImport {
+    fn default() -> Self {
+        let preprocess = Preprocess::default();
+        Self {
+            sigmoid: SigmoidOutput::default(),
+            device: DeviceRequest::BestAvailable,
+            fast_path: true,
+            normalization: preprocess.normalization,
+            filter: preprocess.filter,
+            image_size_if_open: (preprocess.height, preprocess.width),
+        }
+    }
+}
+
+impl FractureClassifier {
+    /// Open a saved Keras model: a legacy HDF5 full model of Keras 2 (tf_keras) or Keras 3, or
+    /// a Keras 3 `.keras` zip, recognised by content. Its own config must describe a ResNetV2
+    /// backbone with Keras's layer names and the notebook's head (`GlobalAveragePooling2D →
+    /// Dense(relu) → Dropout → Dense(1, sigmoid)`, found by structure); its input size becomes
+    /// the classifier's image size; optimizer state is ignored.
+    ///
+    /// The classifier always reports P(fracture): with the default
+    /// [`SigmoidOutput::NotFractured`] the final layer is flipped. The threshold is 0.5, and a
+    /// saved bundle records that it was not chosen on validation data
+    /// ([`ThresholdSource::Default`]).
+    ///
+    /// ```
+    /// use fracture::{FractureClassifier, classifier::KerasImport};
+    /// use fracture::device::DeviceRequest;
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_head/notebook_model.h5");
+    /// let options = KerasImport { device: DeviceRequest::Cpu, ..KerasImport::default() };
+    /// let clf = FractureClassifier::from_keras_model(path, &options)?;
+    /// assert_eq!((clf.preprocess().height, clf.preprocess().width), (160, 128));
+    /// assert_eq!(clf.threshold(), 0.5);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn from_keras_model(path: impl AsRef<Path>, options: &KerasImport) -> Result<Self> {
+        let device = device::select(options.device)?;
+        Self::import_keras(path.as_ref(), options, &device)
+    }
+
+    fn import_keras(path: &Path, options: &KerasImport, device: &Device) -> Result<Self> {
+        let model = read_keras_model(
+            path,
+            &KerasModelOptions {
+                sigmoid: options.sigmoid,
+            },
+        )?;
+        let (height, width) = model.image_size.unwrap_or(options.image_size_if_open);
+        let preprocess = Preprocess {
+            height,
+            width,
+            filter: options.filter,
+            normalization: options.normalization,
+        };
+        preprocess.validate()?;
+        let tensors = model
+            .tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(device)?)))
+            .collect::<Result<_>>()?;
+        let mut clf =
+            Self::from_tensors(model.backbone, model.head, tensors, preprocess, 0.5, device)?;
+        clf.threshold_source = Some(ThresholdSource::Default);
+        if !options.fast_path {
+            clf.set_fast_path(false)?;
+        }
+        Ok(clf)
+    }
+
+    /// Open "a model": a bundle folder ([`FractureClassifier::load`]) or a saved Keras model
+    /// file ([`FractureClassifier::from_keras_model`] with the notebook's defaults), told apart
+    /// by what is at `path`.
+    ///
+    /// ```
+    /// use fracture::FractureClassifier;
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras_head/notebook_model.keras");
+    /// let clf = FractureClassifier::open(path, &candle_core::Device::Cpu)?;
+    /// assert_eq!(clf.preprocess().height, 160);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Self::load(path, device);
+        }
+        Self::import_keras(path, &KerasImport::default(), device)
+    }
+}
