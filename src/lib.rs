@@ -67,8 +67,8 @@ pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
-pub mod report;
 pub mod progress;
+pub mod report;
 pub mod train;
 pub mod weights;
 

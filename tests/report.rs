@@ -5,8 +5,8 @@
 mod common;
 
 use fracture::report::{
-    fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind,
-    Overlay, Report, REPORT_HTML,
+    fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind, Overlay,
+    Report, REPORT_HTML,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -178,8 +178,13 @@ fn gallery_shows_caller_overlays_and_boxes() {
 
     // A YOLO line that is not five numbers is an error naming the file.
     std::fs::write(yolo.join(format!("{stem}.txt")), "0 0.5 0.5 wide 0.25\n").unwrap();
-    let message = fracatlas_boxes(data.path(), &first).unwrap_err().to_string();
-    assert!(message.contains(&format!("{stem}.txt")) && message.contains("line 1"), "{message}");
+    let message = fracatlas_boxes(data.path(), &first)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&format!("{stem}.txt")) && message.contains("line 1"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -229,7 +229,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px soli
 th{background:#f0f3f6}td.name,th.name{text-align:left}.ci{color:#555}\
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:12px}\
 figure{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;background:#fcfcfc}\
-figure img{display:block;margin:0 auto 4px}figcaption{font-size:12px;word-break:break-all}\
+figure img{display:block;margin:0 auto 4px}figcaption{font-size:12px;overflow-wrap:anywhere}\
 .pair{display:flex;gap:4px;justify-content:center}.pair img{max-width:49%}\
 .warn{color:#a33}ul{margin:4px 0 8px;padding-left:22px}li{margin:3px 0}p{margin:6px 0;font-size:14px;line-height:1.45}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 14px;font-size:13px}dt{font-weight:bold}dd{margin:0}";

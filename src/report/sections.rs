@@ -426,7 +426,7 @@ pub(super) fn gallery_section(gallery: &[GalleryImage], n: &Numbers<'_>) -> Resu
             };
             let _ = write!(
                 out,
-                "<figure><div class=\"pair\">{picture}{overlay}</div><figcaption>{} — {}, probability {}</figcaption></figure>",
+                "<figure><div class=\"pair\">{picture}{overlay}</div><figcaption>{}<br>{}, probability {}</figcaption></figure>",
                 escape(&name),
                 if image.fractured { "fractured" } else { "not fractured" },
                 n.show(&format!("/gallery/{index}/probability"), Format::Decimal3)?

@@ -296,7 +296,6 @@ pub fn keras_152v2_variables() -> std::collections::BTreeMap<String, Vec<usize>>
     vars
 }
 
-
 /// Synthetic radiographs (`per_class` of each class, seed 5) generated into `root`, opened and
 /// split 70/10/20.
 pub fn synthetic_split(root: &Path, per_class: usize) -> fracture::dataset::Split {

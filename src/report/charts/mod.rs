@@ -168,7 +168,7 @@ pub(super) fn marker_style(index: usize) -> (RGBColor, &'static str) {
     if index == 0 {
         (RED, "threshold")
     } else {
-        (PURPLE, "0.5")
+        (PURPLE, "notebook's")
     }
 }
 

@@ -175,11 +175,19 @@ impl Chart for TrainingChart<'_> {
             .filter(|v| v.is_finite())
             .collect();
         let top = losses.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 1.1;
-        let panels: [(&DrawingArea<DB, Shift>, &str, f64, [Series; 2]); 2] = [
+        let panels: [(
+            &DrawingArea<DB, Shift>,
+            &str,
+            f64,
+            SeriesLabelPosition,
+            [Series; 2],
+        ); 2] = [
             (
                 &left,
                 "loss (cross-entropy)",
                 top,
+                // Losses fall: the lower left is free.
+                SeriesLabelPosition::LowerLeft,
                 [
                     ("training loss", BLUE, |e| Some(e.train_loss)),
                     ("validation loss", ORANGE, |e| Some(e.val_loss)),
@@ -189,13 +197,15 @@ impl Chart for TrainingChart<'_> {
                 &right,
                 "ROC AUC",
                 1.0001,
+                // AUCs rise: the upper left is free.
+                SeriesLabelPosition::UpperLeft,
                 [
                     ("training AUC", BLUE, |e| e.train_auc),
                     ("validation AUC", ORANGE, |e| e.val_auc),
                 ],
             ),
         ];
-        for (area, what, top, series) in panels {
+        for (area, what, top, position, series) in panels {
             let mut chart = ChartBuilder::on(area)
                 .caption(what, (FAMILY, 18))
                 .margin(12)
@@ -205,6 +215,7 @@ impl Chart for TrainingChart<'_> {
             chart
                 .configure_mesh()
                 .x_desc("epoch")
+                .x_label_formatter(&|v| format!("{v:.0}"))
                 .y_desc(what)
                 .label_style((FAMILY, 13))
                 .axis_desc_style((FAMILY, 14))
@@ -237,7 +248,7 @@ impl Chart for TrainingChart<'_> {
                     .label(format!("best epoch {best}"))
                     .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GREY));
             }
-            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+            legend(&mut chart, position)?;
         }
         Ok(())
     }
