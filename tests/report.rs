@@ -11,21 +11,6 @@ use fracture::report::{
 use serde_json::Value;
 use std::path::Path;
 
-const SECTIONS: [&str; 12] = [
-    "headline",
-    "curves",
-    "confusion",
-    "threshold-sweep",
-    "calibration",
-    "tta",
-    "subgroups",
-    "training",
-    "split",
-    "provenance",
-    "gallery",
-    "model-card",
-];
-
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -41,7 +26,7 @@ fn report_has_every_section_inline_images_and_charts_beside_it() {
         .write(out.path())
         .unwrap();
     let html = std::fs::read_to_string(&files.html).unwrap();
-    for id in SECTIONS {
+    for id in common::REPORT_SECTIONS {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
             "section {id} missing"

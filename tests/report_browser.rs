@@ -18,21 +18,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 12] = [
-    "headline",
-    "curves",
-    "confusion",
-    "threshold-sweep",
-    "calibration",
-    "tta",
-    "subgroups",
-    "training",
-    "split",
-    "provenance",
-    "gallery",
-    "model-card",
-];
-
 fn chromium() -> PathBuf {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return PathBuf::from(path);
@@ -160,7 +145,7 @@ fn problems(dom: &str, console: &[String], metrics: &Value) -> Vec<String> {
     for message in console {
         found.push(format!("console: {message}"));
     }
-    for id in SECTIONS {
+    for id in common::REPORT_SECTIONS {
         if !dom.contains(&format!("<section id=\"{id}\">")) {
             found.push(format!("section {id} missing"));
         }

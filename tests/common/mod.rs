@@ -370,3 +370,19 @@ pub fn stated_confusion(metrics: &serde_json::Value) -> [u64; 4] {
     ]
     .map(|k| confusion[k].as_u64().unwrap())
 }
+
+/// The sections a report page must have, by `id`, in page order.
+pub const REPORT_SECTIONS: [&str; 12] = [
+    "headline",
+    "curves",
+    "confusion",
+    "threshold-sweep",
+    "calibration",
+    "tta",
+    "subgroups",
+    "training",
+    "split",
+    "provenance",
+    "gallery",
+    "model-card",
+];

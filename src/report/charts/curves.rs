@@ -142,7 +142,7 @@ impl Chart for SweepChart<'_> {
             "threshold on the fracture probability",
             "value",
         )?;
-        let series: [(&str, RGBColor, fn(&SweepPoint) -> Option<f64>); 4] = [
+        let series: [SweepSeries; 4] = [
             ("sensitivity", BLUE, |p| p.sensitivity),
             ("specificity", ORANGE, |p| p.specificity),
             ("PPV (precision)", GREEN, |p| p.ppv),
@@ -185,3 +185,6 @@ impl Chart for SweepChart<'_> {
         legend(&mut chart, SeriesLabelPosition::MiddleRight)
     }
 }
+
+/// One line of the threshold sweep: its label, colour and value at a point.
+type SweepSeries = (&'static str, RGBColor, fn(&SweepPoint) -> Option<f64>);

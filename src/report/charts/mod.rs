@@ -172,19 +172,19 @@ pub(super) fn marker_style(index: usize) -> (RGBColor, &'static str) {
     }
 }
 
+/// A chart with `f64` axes.
+pub(super) type UnitChart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 pub(super) fn unit_chart<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     caption: &str,
     x_desc: &str,
     y_desc: &str,
-) -> std::result::Result<
-    ChartContext<
-        'a,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    DrawingAreaErrorKind<DB::ErrorType>,
-> {
+) -> std::result::Result<UnitChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(root)
         .caption(caption, (FAMILY, 20))

@@ -1,7 +1,7 @@
 //! The confusion matrix, the reliability diagram before and after calibration, and the
 //! training history.
 
-use super::{legend, unit_chart, Chart, DrawResult, BLUE, FAMILY, GREY, ORANGE};
+use super::{legend, unit_chart, Chart, DrawResult, UnitChart, BLUE, FAMILY, GREY, ORANGE};
 use crate::metrics::CalibrationBin;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -133,17 +133,7 @@ impl Chart for ReliabilityChart<'_> {
                 .iter()
                 .map(|b| (b.mean_score, b.fraction_fractured))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )?;
+            line_with_dots(&mut chart, points, color, label, 4)?;
         }
         legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
@@ -175,13 +165,7 @@ impl Chart for TrainingChart<'_> {
             .filter(|v| v.is_finite())
             .collect();
         let top = losses.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 1.1;
-        let panels: [(
-            &DrawingArea<DB, Shift>,
-            &str,
-            f64,
-            SeriesLabelPosition,
-            [Series; 2],
-        ); 2] = [
+        let panels: [Panel<'_, DB>; 2] = [
             (
                 &left,
                 "loss (cross-entropy)",
@@ -227,17 +211,7 @@ impl Chart for TrainingChart<'_> {
                     .filter_map(|e| Some((e.epoch as f64, value(e)?)))
                     .filter(|p| p.1.is_finite())
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                chart.draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )?;
+                line_with_dots(&mut chart, points, color, label, 3)?;
             }
             if let Some(best) = best {
                 chart
@@ -254,8 +228,37 @@ impl Chart for TrainingChart<'_> {
     }
 }
 
+/// One training panel: where, what, the top of its y axis, its legend's corner, its lines.
+type Panel<'x, DB> = (
+    &'x DrawingArea<DB, Shift>,
+    &'static str,
+    f64,
+    SeriesLabelPosition,
+    [Series; 2],
+);
+
 type Series = (
     &'static str,
     RGBColor,
     fn(&crate::train::EpochRecord) -> Option<f64>,
 );
+
+/// A labelled line through `points` with a dot of `radius` pixels on each.
+fn line_with_dots<'a, DB: DrawingBackend + 'a>(
+    chart: &mut UnitChart<'a, DB>,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: impl Into<String>,
+    radius: i32,
+) -> DrawResult<DB> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, radius, color.filled())),
+    )?;
+    Ok(())
+}
