@@ -4,10 +4,12 @@
 //! ```bash
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg     # or a DICOM file (.dcm or none)
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
+//! cargo run --release --example classify -- BUNDLE_DIR xray.jpg --tta   # test-time augmentation
 //! cargo run --release --example classify -- best_model.h5 xray.jpg     # the notebook's checkpoint
 //! ```
 
 use clap::Parser;
+use fracture::augment::TtaConfig;
 use fracture::device::{self, DeviceRequest};
 use fracture::FractureClassifier;
 use std::io::Write;
@@ -29,6 +31,10 @@ struct Args {
     /// Override the bundle's decision threshold.
     #[arg(long)]
     threshold: Option<f64>,
+    /// Average the logits over the image, its mirror image and rotations by ±5° (four
+    /// forward passes per image).
+    #[arg(long)]
+    tta: bool,
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
@@ -40,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut clf = FractureClassifier::open(&args.bundle, &device)?;
     if let Some(threshold) = args.threshold {
         clf.set_threshold(threshold)?;
+    }
+    if args.tta {
+        clf.set_tta(TtaConfig::standard())?;
     }
     let (predictions, skipped) = if args.input.is_dir() {
         let result = clf.classify_dir(&args.input)?;

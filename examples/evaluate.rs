@@ -1,23 +1,28 @@
 //! Evaluate a saved bundle (or the Keras notebook's own saved model) on a dataset part: the
-//! clinical report, the ROC curve as CSV and as a PNG plot.
+//! clinical summary on the terminal, and the evaluation report (`report.html`, self-contained, with its charts as PNG and SVG and its
+//! numbers as `metrics.json`) in a folder.
 //!
 //! ```bash
 //! cargo run --release --example evaluate -- BUNDLE_DIR                 # the bundle's own test part
-//! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test
+//! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test --tta
 //! cargo run --release --example evaluate -- best_model.h5 --data FracAtlas --out eval/
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --localization  # + Grad-CAM vs boxes
 //! ```
 
 use clap::Parser;
-use fracture::dataset::{annotations::Annotations, FracAtlas, PartName, Split, SplitConfig};
+use fracture::augment::TtaConfig;
+use fracture::dataset::decode::decode_file;
+use fracture::dataset::{
+    annotations::Annotations, FracAtlas, LoadReport, PartName, Split, SplitConfig,
+};
 use fracture::device::{self, DeviceRequest};
-use fracture::explain::CamMethod;
-use fracture::metrics::{LocalizationConfig, RocCurve};
+use fracture::explain::{CamConfig, CamMethod, OverlayStyle};
+use fracture::metrics::LocalizationConfig;
+use fracture::report::{select_gallery, DataSource, GalleryImage, Overlay, Report};
 use fracture::FractureClassifier;
-use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 
-/// Print the report of a saved classifier on one part of a split and write its ROC curve.
+/// Print the metrics of a saved classifier on one part of a split and write its report.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -30,9 +35,22 @@ struct Args {
     /// Which part to evaluate: train, val or test.
     #[arg(long, default_value = "test")]
     part: String,
-    /// Where to write roc.csv and roc.png (default: the bundle folder, or the Keras model's).
+    /// Where to write the report (default: BUNDLE_DIR/report, or `report/` beside the Keras
+    /// model).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Average the logits over the image, its mirror image and rotations by ±5° (test-time
+    /// augmentation), and report the AUC difference against the image alone.
+    #[arg(long)]
+    tta: bool,
+    /// Gallery cases of each kind (most confident false negatives, false positives, true
+    /// positives).
+    #[arg(long, default_value_t = 4)]
+    gallery: usize,
+    /// The data source named in the model card: `fracatlas`, `synthetic`, any other text, or
+    /// `auto` (FracAtlas when the data folder has FracAtlas's `Annotations/`, else its path).
+    #[arg(long, default_value = "auto")]
+    source: String,
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
@@ -43,24 +61,36 @@ struct Args {
     /// The folder holding `Annotations/` for --localization (default: --data).
     #[arg(long)]
     annotations: Option<PathBuf>,
-    /// The map scored by --localization: gradcam, hirescam or gradcampp.
+    /// The map scored by --localization and drawn in the report's gallery: gradcam,
+    /// hirescam or gradcampp.
     #[arg(long, default_value = "gradcam")]
     cam: CamMethod,
+    /// Leave the class-activation overlays out of the report's gallery.
+    #[arg(long)]
+    no_overlays: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
     let mut clf = FractureClassifier::open(&args.bundle, &device)?;
-    let split: Split = match &args.data {
-        Some(dir) => FracAtlas::open(dir)?.split(&SplitConfig::default())?,
-        None => clf
-            .split()
-            .cloned()
-            .ok_or("the model holds no split (a Keras model never does): pass --data")?,
+    let (split, load_report): (Split, Option<LoadReport>) = match &args.data {
+        Some(dir) => {
+            let data = FracAtlas::open(dir)?;
+            (data.split(&SplitConfig::default())?, Some(data.report))
+        }
+        None => (
+            clf.split()
+                .cloned()
+                .ok_or("the model holds no split (a Keras model never does): pass --data")?,
+            None,
+        ),
     };
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name).clone();
+    if args.tta {
+        clf.set_tta(TtaConfig::standard())?;
+    }
     let evaluation = clf.evaluate(&part)?;
     println!("== {} part: {} images\n{evaluation}", args.part, part.len());
     if args.localization {
@@ -75,78 +105,77 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let (labels, scores) = clf.scores(&part)?;
-    let roc = RocCurve::new(&labels, &scores)?;
+    let data_root = args.data.clone().or_else(|| data_root_of(&split));
+    let mut source = data_source(&args.source, data_root.as_deref());
+    if let Some(report) = &load_report {
+        source = source.with_load_report(report);
+    }
     let out = args.out.unwrap_or_else(|| match args.bundle.is_dir() {
-        true => args.bundle.clone(),
-        false => args.bundle.parent().map(PathBuf::from).unwrap_or_default(),
+        true => args.bundle.join("report"),
+        false => args.bundle.with_file_name("report"),
     });
-    std::fs::create_dir_all(&out)?;
-    write_roc_csv(&roc, &out.join("roc.csv"))?;
-    plot_roc(&roc, &out.join("roc.png"))?;
+    let mut report = Report::new(&clf, &evaluation)
+        .data_source(source)
+        .bundle(&args.bundle)?
+        .gallery(select_gallery(&evaluation, args.gallery));
+    if let Some(root) = data_root.as_deref() {
+        report = report.fracatlas_boxes(root)?;
+    }
+    if !args.no_overlays {
+        // Grad-CAM (or --cam) beside each gallery thumbnail, with the annotated fractures
+        // outlined when the data folder has FracAtlas's annotations.
+        let annotations = match args.annotations.as_ref().or(data_root.as_ref()) {
+            Some(root) if root.join("Annotations").is_dir() => {
+                Some(Annotations::open_fracatlas(root)?)
+            }
+            _ => None,
+        };
+        let grad_cam = |case: &GalleryImage| -> fracture::Result<Option<Overlay>> {
+            let image = decode_file(&case.path)?;
+            let explained = clf.explain_image(&image, CamConfig::new(args.cam))?;
+            let regions = annotations
+                .as_ref()
+                .and_then(|a| a.for_path(&case.path))
+                .map(|a| a.regions.clone())
+                .unwrap_or_default();
+            let picture = explained.overlay(&image, &regions, &OverlayStyle::default())?;
+            let mut png = Vec::new();
+            picture
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| fracture::Error::InvalidInput(format!("overlay PNG: {e}")))?;
+            Ok(Some(Overlay::Encoded(png)))
+        };
+        report = report.overlays(&grad_cam)?;
+    }
+    let files = report.write(&out)?;
     println!(
-        "wrote {} and {}",
-        out.join("roc.csv").display(),
-        out.join("roc.png").display()
+        "wrote {} ({} charts as PNG and SVG, numbers in {})",
+        files.html.display(),
+        files.charts.len() / 2,
+        files.metrics.display()
     );
     Ok(())
 }
 
-fn write_roc_csv(roc: &RocCurve, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let mut writer = csv::Writer::from_path(path)?;
-    writer.write_record(["threshold", "false_positive_rate", "true_positive_rate"])?;
-    for ((t, fpr), tpr) in roc.thresholds().iter().zip(roc.fpr()).zip(roc.tpr()) {
-        writer.write_record([t.to_string(), fpr.to_string(), tpr.to_string()])?;
-    }
-    writer.flush()?;
-    Ok(())
+/// The folder holding `dataset.csv` above the split's first image, if any.
+fn data_root_of(split: &Split) -> Option<PathBuf> {
+    let first = split.parts().into_iter().find_map(|p| p.samples.first())?;
+    first
+        .path
+        .ancestors()
+        .find(|dir| dir.join("dataset.csv").is_file())
+        .map(Path::to_path_buf)
 }
 
-/// A 400x400 plot: grid, chance diagonal (grey) and the ROC curve (blue); x = false positive
-/// rate, y = true positive rate (sensitivity).
-fn plot_roc(roc: &RocCurve, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    const SIZE: u32 = 400;
-    const MARGIN: f64 = 20.0;
-    let span = f64::from(SIZE) - 2.0 * MARGIN;
-    let to_px = |x: f64, y: f64| (MARGIN + x * span, f64::from(SIZE) - MARGIN - y * span);
-    let mut img = RgbImage::from_pixel(SIZE, SIZE, Rgb([255, 255, 255]));
-    for i in 0..=10 {
-        let v = f64::from(i) / 10.0;
-        let grey = Rgb([225, 225, 225]);
-        line(&mut img, to_px(v, 0.0), to_px(v, 1.0), grey);
-        line(&mut img, to_px(0.0, v), to_px(1.0, v), grey);
-    }
-    line(&mut img, to_px(0.0, 0.0), to_px(1.0, 0.0), Rgb([0, 0, 0]));
-    line(&mut img, to_px(0.0, 0.0), to_px(0.0, 1.0), Rgb([0, 0, 0]));
-    line(
-        &mut img,
-        to_px(0.0, 0.0),
-        to_px(1.0, 1.0),
-        Rgb([160, 160, 160]),
-    );
-    let points: Vec<(f64, f64)> = roc
-        .fpr()
-        .iter()
-        .copied()
-        .zip(roc.tpr().iter().copied())
-        .collect();
-    for w in points.windows(2) {
-        let (a, b) = (to_px(w[0].0, w[0].1), to_px(w[1].0, w[1].1));
-        for d in [-1.0, 0.0, 1.0] {
-            line(&mut img, (a.0 + d, a.1), (b.0 + d, b.1), Rgb([20, 80, 200]));
-        }
-    }
-    img.save(path)?;
-    Ok(())
-}
-
-fn line(img: &mut RgbImage, from: (f64, f64), to: (f64, f64), color: Rgb<u8>) {
-    let steps = ((to.0 - from.0).abs().max((to.1 - from.1).abs()).ceil() as usize).max(1);
-    for s in 0..=steps {
-        let t = s as f64 / steps as f64;
-        let (x, y) = (from.0 + t * (to.0 - from.0), from.1 + t * (to.1 - from.1));
-        if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
-            img.put_pixel(x as u32, y as u32, color);
-        }
+fn data_source(choice: &str, root: Option<&Path>) -> DataSource {
+    match choice {
+        "fracatlas" => DataSource::fracatlas(),
+        "synthetic" => DataSource::synthetic(),
+        "auto" => match root {
+            Some(dir) if dir.join("Annotations").is_dir() => DataSource::fracatlas(),
+            Some(dir) => DataSource::named(dir.display().to_string()),
+            None => DataSource::named("not recorded"),
+        },
+        other => DataSource::named(other),
     }
 }

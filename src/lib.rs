@@ -56,6 +56,7 @@
 //!   against annotated fractures are in [`metrics::localization`].
 //! - [`classifier`]: the facade and its saved bundle.
 //! - [`progress`]: progress of long work (a bar on a terminal, plain lines in a log).
+//! - [`report`]: the evaluation report, one self-contained HTML page with its charts.
 
 mod atomic;
 pub mod augment;
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod progress;
+pub mod report;
 pub mod train;
 pub mod weights;
 

@@ -4,37 +4,15 @@
 mod common;
 
 use candle_core::Device;
-use common::{generated_samples, tiny_classifier};
+use common::{generated_samples, quick_training, tiny_classifier};
 use fracture::classifier::Evaluation;
 use fracture::dataset::synthetic::SyntheticConfig;
-use fracture::dataset::{FracAtlas, Label, Split, SplitConfig};
-use fracture::train::TrainConfig;
+use fracture::dataset::{Label, Split};
 use fracture::FractureClassifier;
 use std::path::Path;
 
 fn synthetic_split(root: &Path) -> Split {
-    SyntheticConfig {
-        n_fractured: 24,
-        n_not_fractured: 24,
-        min_size: 64,
-        max_size: 96,
-        seed: 5,
-        fracture_visibility: 2.5,
-    }
-    .generate_to(root)
-    .unwrap();
-    let data = FracAtlas::open(root).unwrap();
-    data.split(&SplitConfig::default()).unwrap()
-}
-
-fn quick_training() -> TrainConfig {
-    TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        augment: true,
-        progress: false,
-        ..TrainConfig::default()
-    }
+    common::synthetic_split(root, 24)
 }
 
 #[test]
@@ -42,7 +20,7 @@ fn train_save_load_classify_gives_identical_probabilities() {
     let data_dir = tempfile::tempdir().unwrap();
     let split = synthetic_split(data_dir.path());
     let mut clf = tiny_classifier();
-    let history = clf.train(&split, quick_training()).unwrap();
+    let history = clf.train(&split, quick_training(2)).unwrap();
     assert_eq!(history.epochs.len(), 2);
     let evaluation = clf.evaluate(&split.test).unwrap();
 
@@ -337,10 +315,9 @@ fn resuming_on_another_split_is_refused_and_names_the_first_difference() {
     let data_dir = tempfile::tempdir().unwrap();
     let split = synthetic_split(data_dir.path());
     let checkpoints = tempfile::tempdir().unwrap();
-    let config = TrainConfig {
-        epochs: 1,
+    let config = fracture::train::TrainConfig {
         augment: false,
-        ..quick_training()
+        ..quick_training(1)
     };
     tiny_classifier()
         .train_with_checkpoints(&split, config, Some(checkpoints.path()))

@@ -33,11 +33,13 @@
 mod affine;
 mod clahe;
 mod intensity;
+mod tta;
 mod warp;
 
 pub use affine::{AffineMatrix, AffineParams, FillMode};
 pub use clahe::{clahe, ClaheConfig};
 pub use intensity::{adjust_brightness, adjust_contrast, adjust_gamma, IntensityConfig};
+pub use tta::{warp_planes, TtaConfig};
 pub use warp::{warp, warp_into, ImageShape, Pixel};
 
 use crate::error::{Error, Result};

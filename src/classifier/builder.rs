@@ -139,13 +139,15 @@ impl FractureClassifierBuilder {
             weights.load_with(&self.backbone, &self.head, &device, &self.hub, &self.keras)?;
         // The head comes from the file when it has one, else it is freshly initialized (seeded).
         let tensors = loaded.into_tensors()?;
-        FractureClassifier::from_tensors(
+        let mut classifier = FractureClassifier::from_tensors(
             self.backbone,
             self.head,
             tensors,
             self.preprocess,
             self.threshold,
             &device,
-        )
+        )?;
+        classifier.initial_weights = Some(weights.describe());
+        Ok(classifier)
     }
 }

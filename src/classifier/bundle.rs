@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! model_dir/
-//!   bundle.json         format, crate version, backbone and head configs, preprocessing,
-//!                       threshold and where it came from
+//!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold
+//!                       and where it came from, temperature, initial weights and training
+//!                       configuration
 //!   model.safetensors   every variable (backbone at the root, head under `head.`), candle layout
 //!   split.csv           the split the model was trained, validated and tested on (if known)
 //!   history.json        per-epoch training history (if trained)
@@ -18,7 +19,7 @@ use crate::dataset::Split;
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, HeadConfig};
 use crate::preprocess::{FilterType, Normalization, Preprocess};
-use crate::train::History;
+use crate::train::{History, TrainConfig};
 use crate::weights::{network_variables, read_tensors, save_network};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -27,8 +28,9 @@ use std::path::{Path, PathBuf};
 
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "fracture-classifier-bundle";
-/// The newest bundle layout this version reads and the one it writes.
-pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+/// The newest bundle layout this version reads and the one it writes (3: a temperature, which
+/// an older reader would silently ignore, hence a new layout).
+pub const BUNDLE_FORMAT_VERSION: u32 = 3;
 
 const MANIFEST: &str = "bundle.json";
 const WEIGHTS: &str = "model.safetensors";
@@ -166,11 +168,24 @@ pub struct BundleManifest {
     pub preprocess: PreprocessSpec,
     /// Decision threshold on the fracture probability.
     pub threshold: f64,
+    /// Temperature of the probabilities, `sigmoid(logit / T)` (layouts before 3: 1).
+    #[serde(default = "unit_temperature")]
+    pub temperature: f64,
+    /// Where the initial weights came from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_weights: Option<String>,
+    /// How the model was trained, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainConfig>,
     /// Where the threshold came from; absent in bundles written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_source: Option<ThresholdSource>,
     /// Optional files present in the bundle (weights are always `model.safetensors`).
     pub files: Vec<String>,
+}
+
+fn unit_temperature() -> f64 {
+    1.0
 }
 
 fn format_error(path: &Path, message: impl Into<String>) -> Error {
@@ -229,6 +244,9 @@ impl FractureClassifier {
             head: self.head.clone(),
             preprocess: PreprocessSpec::from(&self.preprocess),
             threshold: self.threshold,
+            temperature: self.temperature,
+            initial_weights: self.initial_weights.clone(),
+            training: self.train_config.clone(),
             threshold_source: self.threshold_source,
             files,
         };
@@ -273,6 +291,8 @@ impl FractureClassifier {
         }
         manifest.backbone.validate()?;
         super::check_threshold(manifest.threshold)?;
+        crate::metrics::check_temperature(manifest.temperature)
+            .map_err(|e| format_error(&manifest_path, e.to_string()))?;
         let preprocess = manifest.preprocess.to_preprocess()?;
         let weights_path = dir.join(WEIGHTS);
         let weights = read_tensors(&weights_path, device)?;
@@ -296,6 +316,9 @@ impl FractureClassifier {
             manifest.threshold,
             device,
         )?;
+        clf.temperature = manifest.temperature;
+        clf.initial_weights = manifest.initial_weights.clone();
+        clf.train_config = manifest.training.clone();
         clf.threshold_source = manifest.threshold_source;
         let has = |name: &str| manifest.files.iter().any(|f| f == name);
         if has(SPLIT) {

@@ -1,32 +1,71 @@
 //! Measuring a [`FractureClassifier`] on a dataset part: [`Evaluation`] (metrics at the
-//! chosen threshold and at 0.5, bootstrap intervals, subgroups, unreadable files) and the
-//! threshold choice on the validation part.
+//! chosen threshold and at 0.5, bootstrap intervals, calibration before and after the
+//! temperature, test-time augmentation against none, subgroups, per-case scores, unreadable
+//! files) and the threshold choice on the validation part.
 
 use super::FractureClassifier;
+use crate::augment::TtaConfig;
 use crate::batch::{check_pass, BatchSource};
 use crate::dataset::loader::ImageLoader;
 use crate::dataset::Part;
 use crate::error::Result;
 use crate::metrics::{
-    bootstrap_ci, by_subgroup, choose_threshold, BinaryMetrics, BootstrapConfig,
-    BootstrapIntervals, SubgroupMetrics, ThresholdRule,
+    bootstrap_ci, by_subgroup, choose_threshold, paired_auc_difference, roc_auc, BinaryMetrics,
+    BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric, SubgroupMetrics,
+    ThresholdRule,
 };
 use crate::progress::Progress;
+use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
 
 /// What scoring one dataset part gives: per readable image its label (`true` = fractured),
-/// fracture probability and index in the part, and the loader (for its skipped files).
-struct ScoredPart {
-    labels: Vec<bool>,
-    scores: Vec<f64>,
+/// fracture logit (the TTA mean when TTA is on), the logit of the image alone when TTA is on,
+/// and index in the part, and the loader (for its skipped files).
+pub(super) struct ScoredPart {
+    pub(super) labels: Vec<bool>,
+    pub(super) logits: Vec<f64>,
+    plain_logits: Option<Vec<f64>>,
     indices: Vec<usize>,
     loader: ImageLoader,
 }
 
+/// One evaluated image: what the report's curves, reliability diagram and gallery are drawn
+/// from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseScore {
+    /// The image file.
+    pub path: PathBuf,
+    /// The true label: `true` = fractured.
+    pub fractured: bool,
+    /// The fracture logit (the mean over the TTA views when TTA is on).
+    pub logit: f64,
+    /// The calibrated fracture probability, `sigmoid(logit / T)`.
+    pub probability: f64,
+    /// Body part, from the dataset metadata.
+    pub body_part: Option<String>,
+    /// Whether surgical hardware is visible, from the dataset metadata.
+    pub hardware: Option<bool>,
+}
+
+/// Test-time augmentation against the image alone, on the same cases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TtaComparison {
+    /// The views averaged.
+    pub config: TtaConfig,
+    /// ROC AUC of the image alone.
+    pub auc_without: Metric,
+    /// ROC AUC of the mean logit over the views.
+    pub auc_with: Metric,
+    /// Paired-bootstrap interval of `auc_with − auc_without` (same resampled cases for both).
+    pub difference: Metric<Interval>,
+}
+
 /// What [`FractureClassifier::evaluate`] measured on one dataset part.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// The part evaluated: `train`, `val` or `test`.
+    pub part: String,
     /// Metrics at the classifier's threshold.
     pub at_threshold: BinaryMetrics,
     /// Metrics at 0.5, the reference notebook's implicit threshold (for comparison).
@@ -39,8 +78,26 @@ pub struct Evaluation {
     pub by_body_part: Option<SubgroupMetrics>,
     /// Metrics by visible surgical hardware, when the samples carry metadata.
     pub by_hardware: Option<SubgroupMetrics>,
+    /// The temperature the probabilities were computed at.
+    pub temperature: f64,
+    /// Expected calibration error and Brier score before (`T = 1`) and after the temperature.
+    pub calibration: CalibrationComparison,
+    /// Test-time augmentation against none, when TTA was on.
+    pub tta: Option<TtaComparison>,
+    /// Every evaluated image with its label, logit and probability, in part order.
+    pub cases: Vec<CaseScore>,
     /// Images that could not be read (path and reason).
     pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl Evaluation {
+    /// True labels (`true` = fractured) and calibrated probabilities of the cases.
+    pub fn labels_and_probabilities(&self) -> (Vec<bool>, Vec<f64>) {
+        self.cases
+            .iter()
+            .map(|c| (c.fractured, c.probability))
+            .unzip()
+    }
 }
 
 impl fmt::Display for Evaluation {
@@ -56,6 +113,27 @@ impl fmt::Display for Evaluation {
             writeln!(f, "== at threshold 0.5 (the reference notebook's)")?;
             writeln!(f, "{}", self.at_half)?;
             writeln!(f, "{}", self.intervals_at_half)?;
+        }
+        let c = &self.calibration;
+        writeln!(
+            f,
+            "== calibration (temperature {:.3}, {} bins): ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}",
+            c.temperature,
+            crate::metrics::ECE_BINS,
+            c.before.ece,
+            c.after.ece,
+            c.before.brier,
+            c.after.brier
+        )?;
+        if let Some(tta) = &self.tta {
+            writeln!(
+                f,
+                "== test-time augmentation ({}, logits averaged): AUC {:.4} -> {:.4}, difference {}",
+                tta.config.describe(),
+                tta.auc_without,
+                tta.auc_with,
+                tta.difference.map(|d| format!("{d:+.4}"))
+            )?;
         }
         if let Some(groups) = &self.by_body_part {
             writeln!(f, "== by body part\n{groups}")?;
@@ -74,16 +152,20 @@ impl fmt::Display for Evaluation {
 }
 
 impl FractureClassifier {
-    /// Fracture probabilities and labels of every readable image of `part`.
-    fn score_part(&self, part: &Part) -> Result<ScoredPart> {
+    /// Logits and labels of every readable image of `part`.
+    pub(super) fn score_part(&self, part: &Part) -> Result<ScoredPart> {
         let loader = self.loader(part, 16, false, 0)?;
-        let (mut labels, mut scores, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut labels, mut logits, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        let mut plain_logits = self.tta.is_enabled().then(Vec::new);
         let pass = format!("scoring the {} part", part.name);
         let progress = Progress::items(&pass, part.len() as u64);
         for batch in loader.batches(0)? {
             let batch = batch?;
-            let probabilities: Vec<f32> = self.probabilities(&batch.images)?.to_vec1()?;
-            scores.extend(probabilities.into_iter().map(f64::from));
+            let views = self.view_logits(&batch.images)?;
+            if let (Some(plain), Some(identity)) = (plain_logits.as_mut(), views.first()) {
+                plain.extend_from_slice(identity);
+            }
+            logits.extend(super::tta::mean_logits(&views)?);
             labels.extend(batch.labels.to_vec1::<f32>()?.into_iter().map(|y| y > 0.5));
             progress.inc(batch.indices.len() as u64);
             indices.extend(batch.indices);
@@ -92,24 +174,41 @@ impl FractureClassifier {
         progress.finish_quietly();
         Ok(ScoredPart {
             labels,
-            scores,
+            logits,
+            plain_logits,
             indices,
             loader,
         })
+    }
+
+    fn probabilities_of(&self, logits: &[f64]) -> Vec<f64> {
+        logits.iter().map(|&z| self.probability_of(z)).collect()
     }
 
     /// True labels (`true` = fractured) and fracture probabilities of every readable image of
     /// `part`, in part order (for curves and custom metrics).
     pub fn scores(&self, part: &Part) -> Result<(Vec<bool>, Vec<f64>)> {
         let scored = self.score_part(part)?;
-        Ok((scored.labels, scored.scores))
+        let probabilities = self.probabilities_of(&scored.logits);
+        Ok((scored.labels, probabilities))
     }
 
     /// Set the threshold from `part` (normally the validation part) by `rule`; returns the
     /// chosen threshold, or `None` (threshold unchanged) when the rule is undefined there.
     pub fn choose_threshold(&mut self, part: &Part, rule: ThresholdRule) -> Result<Option<f64>> {
-        let ScoredPart { labels, scores, .. } = self.score_part(part)?;
-        let chosen = choose_threshold(&labels, &scores, rule)?
+        let ScoredPart { labels, logits, .. } = self.score_part(part)?;
+        self.choose_threshold_from(&labels, &logits, rule)
+    }
+
+    /// [`Self::choose_threshold`] on scored cases.
+    pub(super) fn choose_threshold_from(
+        &mut self,
+        labels: &[bool],
+        logits: &[f64],
+        rule: ThresholdRule,
+    ) -> Result<Option<f64>> {
+        let scores = self.probabilities_of(logits);
+        let chosen = choose_threshold(labels, &scores, rule)?
             .value()
             .map(|point| point.threshold.clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
@@ -120,59 +219,100 @@ impl FractureClassifier {
     }
 
     /// Measure the classifier on one dataset part: metrics at its threshold and at 0.5,
-    /// bootstrap intervals (1000 resamples, seed 42) and, when metadata is present, metrics per
-    /// body part and by visible hardware.
+    /// bootstrap intervals (1000 resamples, seed 42), calibration before and after its
+    /// temperature, every case's score and, when metadata is present, metrics per body part
+    /// and by visible hardware. With test-time augmentation on ([`Self::set_tta`]) the
+    /// metrics are those of the mean logit, and [`Evaluation::tta`] compares them with the
+    /// image alone (paired bootstrap of the AUC difference).
     pub fn evaluate(&mut self, part: &Part) -> Result<Evaluation> {
         let ScoredPart {
             labels,
-            scores,
+            logits,
+            plain_logits,
             indices,
             loader,
         } = self.score_part(part)?;
+        let scores = self.probabilities_of(&logits);
+        let bootstrap = BootstrapConfig::default();
         let at_threshold = BinaryMetrics::compute(&labels, &scores, self.threshold)?;
         let at_half = BinaryMetrics::compute(&labels, &scores, 0.5)?;
-        let intervals = bootstrap_ci(&labels, &scores, self.threshold, BootstrapConfig::default())?;
-        let intervals_at_half = bootstrap_ci(&labels, &scores, 0.5, BootstrapConfig::default())?;
-        let samples = loader.samples();
-        let metadata: Option<Vec<_>> = indices
-            .iter()
-            .map(|&i| samples.get(i).and_then(|s| s.metadata.clone()))
-            .collect();
-        let (by_body_part, by_hardware) = match metadata {
-            Some(meta) if !meta.is_empty() => {
-                let parts: Vec<String> = meta.iter().map(|m| m.body_part.to_string()).collect();
-                let hardware: Vec<&str> = meta
-                    .iter()
-                    .map(|m| {
-                        if m.hardware {
-                            "hardware"
-                        } else {
-                            "no hardware"
-                        }
-                    })
-                    .collect();
-                (
-                    Some(by_subgroup(&labels, &scores, &parts, self.threshold)?),
-                    Some(by_subgroup(&labels, &scores, &hardware, self.threshold)?),
-                )
+        let intervals = bootstrap_ci(&labels, &scores, self.threshold, bootstrap)?;
+        let intervals_at_half = bootstrap_ci(&labels, &scores, 0.5, bootstrap)?;
+        let calibration = CalibrationComparison::compute(&labels, &logits, self.temperature)?;
+        let tta = match plain_logits {
+            Some(plain) => {
+                let without = self.probabilities_of(&plain);
+                Some(TtaComparison {
+                    config: self.tta.clone(),
+                    auc_without: roc_auc(&labels, &without)?,
+                    auc_with: roc_auc(&labels, &scores)?,
+                    difference: paired_auc_difference(&labels, &without, &scores, bootstrap)?,
+                })
             }
-            _ => (None, None),
+            None => None,
         };
+        let samples = loader.samples();
+        let cases: Vec<CaseScore> = indices
+            .iter()
+            .zip(labels.iter().zip(logits.iter().zip(&scores)))
+            .filter_map(|(&i, (&fractured, (&logit, &probability)))| {
+                let sample = samples.get(i)?;
+                Some(CaseScore {
+                    path: sample.path.clone(),
+                    fractured,
+                    logit,
+                    probability,
+                    body_part: sample.metadata.as_ref().map(|m| m.body_part.to_string()),
+                    hardware: sample.metadata.as_ref().map(|m| m.hardware),
+                })
+            })
+            .collect();
+        let (by_body_part, by_hardware) = self.subgroups(&cases)?;
         let skipped = loader
             .skipped()
             .into_iter()
             .map(|s| (s.path, s.reason))
             .collect();
         let evaluation = Evaluation {
+            part: part.name.name().to_string(),
             at_threshold,
             at_half,
             intervals,
             intervals_at_half,
             by_body_part,
             by_hardware,
+            temperature: self.temperature,
+            calibration,
+            tta,
+            cases,
             skipped,
         };
         self.evaluation = serde_json::to_value(&evaluation).ok();
         Ok(evaluation)
+    }
+
+    /// Metrics per body part and by visible hardware, when every case carries metadata.
+    fn subgroups(
+        &self,
+        cases: &[CaseScore],
+    ) -> Result<(Option<SubgroupMetrics>, Option<SubgroupMetrics>)> {
+        let with_metadata: Option<Vec<(&str, bool)>> = cases
+            .iter()
+            .map(|c| Some((c.body_part.as_deref()?, c.hardware?)))
+            .collect();
+        let Some(meta) = with_metadata.filter(|m| !m.is_empty()) else {
+            return Ok((None, None));
+        };
+        let (labels, scores): (Vec<bool>, Vec<f64>) =
+            cases.iter().map(|c| (c.fractured, c.probability)).unzip();
+        let parts: Vec<&str> = meta.iter().map(|m| m.0).collect();
+        let hardware: Vec<&str> = meta
+            .iter()
+            .map(|m| if m.1 { "hardware" } else { "no hardware" })
+            .collect();
+        Ok((
+            Some(by_subgroup(&labels, &scores, &parts, self.threshold)?),
+            Some(by_subgroup(&labels, &scores, &hardware, self.threshold)?),
+        ))
     }
 }

@@ -122,7 +122,7 @@ impl FractureClassifier {
             .into_iter()
             .zip(images)
             .map(|(explanation, image)| {
-                let probability = 1.0 / (1.0 + (-f64::from(explanation.logit)).exp());
+                let probability = self.probability_of(f64::from(explanation.logit));
                 ExplainedImage {
                     prediction: self.prediction(probability),
                     explanation,

@@ -21,27 +21,30 @@
 
 mod builder;
 mod bundle;
+mod calibration;
 mod evaluation;
 mod explain;
 mod keras;
 mod predict;
 mod training;
+mod tta;
 
 pub use builder::FractureClassifierBuilder;
 pub use bundle::{
     BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
 };
-pub use evaluation::Evaluation;
+pub use evaluation::{CaseScore, Evaluation, TtaComparison};
 pub use explain::ExplainedImage;
 pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 
+use crate::augment::TtaConfig;
 use crate::dataset::{Label, Split};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, FractureNet, FrozenBackbone, HeadConfig};
 use crate::preprocess::Preprocess;
-use crate::train::History;
+use crate::train::{History, TrainConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
@@ -66,12 +69,20 @@ pub struct FractureClassifier {
     inference: FrozenBackbone,
     preprocess: Preprocess,
     threshold: f64,
+    /// Temperature `T` of the probabilities, `sigmoid(logit / T)` (1: uncalibrated).
+    temperature: f64,
+    /// Test-time augmentation of `classify` and `evaluate` (off by default).
+    tta: TtaConfig,
     /// Where the threshold came from (`None`: a bundle written before this was recorded).
     threshold_source: Option<ThresholdSource>,
     device: Device,
     history: Option<History>,
     split: Option<Split>,
     evaluation: Option<serde_json::Value>,
+    /// Where the initial weights came from ([`crate::WeightsSource::describe`]), when known.
+    initial_weights: Option<String>,
+    /// How the classifier was trained, when it was.
+    train_config: Option<TrainConfig>,
 }
 
 impl fmt::Debug for FractureClassifier {
@@ -81,6 +92,8 @@ impl fmt::Debug for FractureClassifier {
             .field("head", &self.head)
             .field("preprocess", &self.preprocess)
             .field("threshold", &self.threshold)
+            .field("temperature", &self.temperature)
+            .field("tta", &self.tta)
             .field("device", &device::name(&self.device))
             .finish_non_exhaustive()
     }
@@ -111,11 +124,15 @@ impl FractureClassifier {
             inference,
             preprocess,
             threshold,
+            temperature: 1.0,
+            tta: TtaConfig::none(),
             threshold_source: Some(ThresholdSource::of_unchosen(threshold)),
             device: device.clone(),
             history: None,
             split: None,
             evaluation: None,
+            initial_weights: None,
+            train_config: None,
         })
     }
 
@@ -127,6 +144,11 @@ impl FractureClassifier {
     /// The backbone's configuration.
     pub fn backbone_config(&self) -> &BackboneConfig {
         &self.backbone
+    }
+
+    /// The head's shape.
+    pub fn head_config(&self) -> &HeadConfig {
+        &self.head
     }
 
     /// The device the network runs on.
@@ -195,11 +217,38 @@ impl FractureClassifier {
         self.history.as_ref()
     }
 
-    /// Fracture probabilities `(N,)` of a preprocessed NCHW batch, in inference mode (the
-    /// backbone's fast path on the CPU).
-    pub(crate) fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
-        let logits = self.net.head.forward(&self.inference.pooled(images)?)?;
-        Ok(candle_nn::ops::sigmoid(&logits)?)
+    /// Where the initial weights came from (for example `random(seed 42)` or a file path),
+    /// when known: set by the builder, kept through training and in the bundle.
+    pub fn initial_weights(&self) -> Option<&str> {
+        self.initial_weights.as_deref()
+    }
+
+    /// The training configuration of the last [`FractureClassifier::train`] (or of the loaded
+    /// bundle), when known.
+    pub fn train_config(&self) -> Option<&TrainConfig> {
+        self.train_config.as_ref()
+    }
+
+    /// Fracture logits of a preprocessed NCHW batch, in inference mode (the backbone's fast
+    /// path on the CPU): the mean over the test-time augmentation views (the batch alone when
+    /// TTA is off).
+    pub(crate) fn logits(&self, images: &Tensor) -> Result<Vec<f64>> {
+        tta::mean_logits(&self.view_logits(images)?)
+    }
+
+    /// Fracture probabilities of a preprocessed NCHW batch: [`Self::logits`] at this
+    /// classifier's temperature.
+    pub(crate) fn probabilities(&self, images: &Tensor) -> Result<Vec<f64>> {
+        Ok(self
+            .logits(images)?
+            .into_iter()
+            .map(|z| self.probability_of(z))
+            .collect())
+    }
+
+    /// The calibrated fracture probability of one logit.
+    pub(crate) fn probability_of(&self, logit: f64) -> f64 {
+        crate::metrics::calibrated_probability(logit, self.temperature)
     }
 
     /// The label for a fracture probability at this classifier's threshold.

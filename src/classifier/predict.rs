@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct Prediction {
     /// `Fractured` when `fracture_probability >= threshold`.
     pub label: Label,
-    /// The model's probability that the image shows a fracture.
+    /// The model's probability that the image shows a fracture, calibrated by the
+    /// classifier's temperature.
     pub fracture_probability: f64,
     /// The decision threshold that was applied.
     pub threshold: f64,
@@ -67,16 +68,17 @@ impl FractureClassifier {
             .ok_or_else(|| Error::Internal("the model returned no prediction for one image".into()))
     }
 
-    /// Classify several decoded images in one forward pass (in the order given).
+    /// Classify several decoded images in one forward pass (in the order given); with
+    /// test-time augmentation on ([`Self::set_tta`]), one pass per view and the mean logit.
     pub fn classify_batch(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.input_batch(images)?;
-        let probabilities: Vec<f32> = self.probabilities(&batch)?.to_vec1()?;
-        Ok(probabilities
+        Ok(self
+            .probabilities(&batch)?
             .into_iter()
-            .map(|p| self.prediction(f64::from(p)))
+            .map(|p| self.prediction(p))
             .collect())
     }
 

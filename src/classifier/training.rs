@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 impl FractureClassifier {
     /// Train on `split.train`, validating on `split.val`; afterwards the network holds the
-    /// weights of the epoch with the lowest validation loss and the threshold is chosen on
-    /// the validation part by Youden's J (kept at its old value if J is undefined there).
+    /// weights of the epoch with the lowest validation loss, its temperature is fitted on the
+    /// validation part ([`FractureClassifier::calibrate`]; unchanged if that part holds a
+    /// single class) and the threshold is chosen there by Youden's J on the calibrated
+    /// probabilities (kept at its old value if J is undefined there).
     ///
     /// The head is trained from a fresh initialization seeded by `config.seed` (or from the
     /// classifier's current head with `config.keep_head`); the backbone
@@ -128,7 +130,14 @@ impl FractureClassifier {
         trained.threshold_source = self.threshold_source;
         trained.history = Some(history.clone());
         trained.split = Some(split.clone());
-        trained.choose_threshold(&split.val, ThresholdRule::Youden)?;
+        trained.train_config = Some(trainer.config().clone());
+        trained.initial_weights = self.initial_weights.clone();
+        // Temperature first, then the threshold on the calibrated probabilities; both on the
+        // validation part scored once, without test-time augmentation.
+        let val = trained.score_part(&split.val)?;
+        trained.calibrate_from(&val.labels, &val.logits)?;
+        trained.choose_threshold_from(&val.labels, &val.logits, ThresholdRule::Youden)?;
+        trained.tta = self.tta.clone();
         *self = trained;
         Ok(history)
     }

@@ -30,6 +30,7 @@
 //! # Ok::<(), fracture::Error>(())
 //! ```
 
+mod calibration;
 mod curves;
 pub mod localization;
 mod report;
@@ -42,14 +43,19 @@ use serde::{Serialize, Serializer};
 
 use crate::{Error, Result};
 
+pub use calibration::{
+    brier_score, calibrated_probability, check_temperature, fit_temperature, rescale_threshold,
+    sigmoid, CalibrationComparison, CalibrationSummary, TemperatureFit, ECE_BINS, MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+};
 pub use curves::{
     average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve, ThresholdRule,
 };
 pub use localization::{LocalizationConfig, LocalizationReport};
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
 pub use uncertainty::{
-    bootstrap_ci, bootstrap_mean, calibration_bins, expected_calibration_error, BootstrapConfig,
-    BootstrapIntervals, CalibrationBin, Interval,
+    bootstrap_ci, bootstrap_mean, calibration_bins, expected_calibration_error,
+    paired_auc_difference, BootstrapConfig, BootstrapIntervals, CalibrationBin, Interval,
 };
 
 /// Class names in report order: the positive class first, as in the reference fixtures.

@@ -64,18 +64,11 @@ pub fn predict(net: &FractureNet, source: &dyn BatchSource) -> Result<Prediction
 /// is [`crate::metrics::predicts_fracture`]); an error for no samples.
 pub(crate) fn accuracy(logits: &[f32], labels: &[f32]) -> Result<f64> {
     let labels: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
-    let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(f64::from(x))).collect();
+    let probabilities: Vec<f64> = logits
+        .iter()
+        .map(|&x| crate::metrics::sigmoid(f64::from(x)))
+        .collect();
     crate::metrics::accuracy(&labels, &probabilities, 0.5)
-}
-
-/// The logistic function, stable for large |x|.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// Area under the ROC curve of logits or probabilities (`labels` > 0.5 = fractured), through

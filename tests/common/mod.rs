@@ -300,3 +300,94 @@ pub fn keras_152v2_variables() -> std::collections::BTreeMap<String, Vec<usize>>
     }
     vars
 }
+
+/// Synthetic radiographs (`per_class` of each class, seed 5) generated into `root`, opened and
+/// split 70/10/20.
+pub fn synthetic_split(root: &Path, per_class: usize) -> fracture::dataset::Split {
+    use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    SyntheticConfig {
+        n_fractured: per_class,
+        n_not_fractured: per_class,
+        min_size: 64,
+        max_size: 96,
+        seed: 5,
+        fracture_visibility: 2.5,
+    }
+    .generate_to(root)
+    .unwrap();
+    let data = FracAtlas::open(root).unwrap();
+    data.split(&SplitConfig::default()).unwrap()
+}
+
+/// A short training run: `epochs` epochs of batches of 8, augmented, no progress bar.
+pub fn quick_training(epochs: usize) -> fracture::train::TrainConfig {
+    fracture::train::TrainConfig {
+        epochs,
+        batch_size: 8,
+        augment: true,
+        progress: false,
+        ..fracture::train::TrainConfig::default()
+    }
+}
+
+/// A tiny classifier trained for `epochs` epochs on `per_class` synthetic radiographs of
+/// each class (generated into `root`), and the split.
+pub fn trained_tiny(
+    root: &Path,
+    per_class: usize,
+    epochs: usize,
+) -> (fracture::FractureClassifier, fracture::dataset::Split) {
+    let split = synthetic_split(root, per_class);
+    let mut clf = tiny_classifier();
+    clf.train(&split, quick_training(epochs)).unwrap();
+    (clf, split)
+}
+
+/// True positives, false negatives, false positives and true negatives recounted from the
+/// cases and threshold in a report's `metrics.json` (`probability >= threshold` is fractured).
+pub fn recount_confusion(metrics: &serde_json::Value) -> [u64; 4] {
+    let threshold = metrics["evaluation"]["at_threshold"]["threshold"]
+        .as_f64()
+        .unwrap();
+    let mut counts = [0u64; 4];
+    for case in metrics["evaluation"]["cases"].as_array().unwrap() {
+        let fractured = case["fractured"].as_bool().unwrap();
+        let called = case["probability"].as_f64().unwrap() >= threshold;
+        let slot = match (fractured, called) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        };
+        counts[slot] += 1;
+    }
+    counts
+}
+
+/// The confusion matrix `metrics.json` states, in [`recount_confusion`]'s order.
+pub fn stated_confusion(metrics: &serde_json::Value) -> [u64; 4] {
+    let confusion = &metrics["evaluation"]["at_threshold"]["confusion"];
+    [
+        "true_positives",
+        "false_negatives",
+        "false_positives",
+        "true_negatives",
+    ]
+    .map(|k| confusion[k].as_u64().unwrap())
+}
+
+/// The sections a report page must have, by `id`, in page order.
+pub const REPORT_SECTIONS: [&str; 12] = [
+    "headline",
+    "curves",
+    "confusion",
+    "threshold-sweep",
+    "calibration",
+    "tta",
+    "subgroups",
+    "training",
+    "split",
+    "provenance",
+    "gallery",
+    "model-card",
+];

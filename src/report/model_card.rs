@@ -1,0 +1,180 @@
+//! The model card: the reporting items of TRIPOD+AI (Collins et al., BMJ 2024) and CLAIM
+//! (Mongan et al., Radiology: AI 2020; 2024 update) that apply to a classifier evaluated on a
+//! held-out part of its own data set: intended use and what the model is not for, data source
+//! and split, reference standard, model and training, performance with intervals,
+//! calibration, subgroups, and limitations in plain words.
+
+use super::data::ReportData;
+use super::html::{escape, Format, Numbers};
+use super::Report;
+use crate::error::Result;
+use std::fmt::Write;
+
+/// An interval wider than this (on a 0-1 scale) is called out as imprecise.
+const WIDE_INTERVAL: f64 = 0.15;
+
+/// The limitations the report can state from what it knows, then the data source's notes and
+/// the caller's own.
+pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let evaluation = report.evaluation;
+    match report.model.initial_weights.as_deref() {
+        Some(w) if report.model.trained_from_scratch() => out.push(format!(
+            "Trained from scratch ({w}): no ImageNet or other pretraining, so the features were \
+             learned from this data set alone."
+        )),
+        Some(_) => {}
+        None => out.push(
+            "The initial weights are not recorded (a bundle written before fracture recorded \
+             them), so the model's pretraining cannot be stated."
+                .into(),
+        ),
+    }
+    out.push(format!(
+        "Evaluated on the {} part of the same split as training, not on data from another \
+         site: this is internal validation only.",
+        evaluation.part
+    ));
+    if evaluation.part != "test" {
+        out.push(format!(
+            "The {} part is not the held-out test part: the model saw it during training or \
+             threshold choice, so these numbers are optimistic.",
+            evaluation.part
+        ));
+    }
+    let fractured = evaluation.cases.iter().filter(|c| c.fractured).count();
+    if let Some(ci) = evaluation.intervals.sensitivity.value() {
+        if ci.upper - ci.lower > WIDE_INTERVAL {
+            out.push(format!(
+                "Only {fractured} fractured images were evaluated: the sensitivity is known only \
+                 to within {:.0} to {:.0} % (95 % interval).",
+                ci.lower * 100.0,
+                ci.upper * 100.0
+            ));
+        }
+    }
+    out.push(
+        "The threshold and the temperature were both fitted on the validation part; on data \
+         with another prevalence or from other scanners, the calibration and the balance of \
+         sensitivity and specificity will differ."
+            .into(),
+    );
+    out.extend(report.data_source.notes.iter().cloned());
+    out.extend(report.extra_limitations.iter().cloned());
+    out
+}
+
+/// The model card section of the page.
+pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
+    let mut out = String::new();
+    let item = |out: &mut String, title: &str, body: String| {
+        let _ = write!(out, "<h3>{}</h3>{body}", escape(title));
+    };
+    item(
+        &mut out,
+        "Intended use",
+        "<p>Research and method development on bone-fracture classification of plain \
+         radiographs: a prototype second reader that ranks or flags radiographs for a \
+         qualified reader to look at first.</p>"
+            .into(),
+    );
+    item(
+        &mut out,
+        "Not for",
+        "<ul><li>Diagnosis or treatment decisions without a qualified reader: this is not a \
+         certified medical device.</li><li>Ruling a fracture out: a negative answer misses \
+         fractures at the rate shown under Performance.</li><li>Other images than those it was \
+         evaluated on (other body parts, children, CT or MRI, other hospitals) until validated \
+         there.</li><li>Localizing the fracture: the model answers one question per image; \
+         explanation overlays show where it looked, not where the fracture is.</li></ul>"
+            .into(),
+    );
+    let mut data_text = format!("<p>{}</p>", escape(&data.data_source.name));
+    if let Some(parts) = &data.split {
+        let counts: Vec<String> = parts
+            .iter()
+            .map(|p| format!("{} {} ({} fractured)", p.part, p.images, p.fractured))
+            .collect();
+        let _ = write!(
+            data_text,
+            "<p>Split by image, stratified by label, byte-identical copies kept together: {}.</p>",
+            escape(&counts.join(", "))
+        );
+    }
+    let left_out: usize = data.data_source.excluded.iter().map(|(_, k)| k).sum();
+    let _ = write!(
+        data_text,
+        "<p>Unreadable images left out of this evaluation: {}; files left out or noticed when \
+         the data set was opened: {} (itemized under Data and split).</p>",
+        n.show("/summary/skipped", Format::Count)?,
+        if data.data_source.excluded.is_empty() {
+            "not recorded".to_string()
+        } else {
+            left_out.to_string()
+        }
+    );
+    item(&mut out, "Data source and split", data_text);
+    item(
+        &mut out,
+        "Reference standard",
+        "<p>The data set's image-level label (fractured or not fractured), as its authors \
+         assigned it; no second reading was done for this evaluation.</p>"
+            .into(),
+    );
+    let m = &data.model;
+    item(
+        &mut out,
+        "Model and weights",
+        format!(
+            "<p>{}: a backbone and a small head giving one logit; probability \
+             sigmoid(logit / T). Initial weights: {}. Threshold chosen by Youden's J on the \
+             validation part; temperature fitted there by minimizing the negative \
+             log-likelihood. Full provenance above.</p>",
+            escape(&m.backbone),
+            escape(m.initial_weights.as_deref().unwrap_or("not recorded"))
+        ),
+    );
+    item(
+        &mut out,
+        "Performance (95 % bootstrap intervals)",
+        format!(
+            "<ul><li>Sensitivity {}</li><li>Specificity {}</li><li>ROC AUC {}</li>\
+             <li>Accuracy {} against {} for always answering \"not fractured\"</li></ul>",
+            n.interval("/evaluation/intervals/sensitivity", Format::Percent1)?,
+            n.interval("/evaluation/intervals/specificity", Format::Percent1)?,
+            n.interval("/evaluation/intervals/auc", Format::Decimal3)?,
+            n.show("/evaluation/at_threshold/accuracy", Format::Percent1)?,
+            n.show(
+                "/evaluation/at_threshold/majority_baseline_accuracy",
+                Format::Percent1
+            )?
+        ),
+    );
+    item(
+        &mut out,
+        "Calibration",
+        format!(
+            "<p>Expected calibration error {} before and {} after temperature scaling \
+             (T = {}); Brier score {} and {}.</p>",
+            n.show("/evaluation/calibration/before/ece", Format::Decimal4)?,
+            n.show("/evaluation/calibration/after/ece", Format::Decimal4)?,
+            n.show("/evaluation/calibration/temperature", Format::Decimal3)?,
+            n.show("/evaluation/calibration/before/brier", Format::Decimal4)?,
+            n.show("/evaluation/calibration/after/brier", Format::Decimal4)?
+        ),
+    );
+    item(
+        &mut out,
+        "Subgroups",
+        "<p>Per body part and by visible surgical hardware in the Subgroups section; groups \
+         with few fractures are too small for firm conclusions.</p>"
+            .into(),
+    );
+    let mut list = String::from("<ul id=\"limitations\">");
+    for text in &data.limitations {
+        let _ = write!(list, "<li>{}</li>", escape(text));
+    }
+    list.push_str("</ul>");
+    item(&mut out, "Limitations", list);
+    Ok(out)
+}
