@@ -304,3 +304,37 @@ where
         Either::Legacy(config) => BackboneConfig::ResNetV2(config),
     })
 }
+
+/// Check that `dims` is a non-empty `(N, channels, H, W)` batch with `H, W >= min_size`; the
+/// error names the backbone (`what`), the expected and the found shape. The one input check of
+/// every backbone.
+pub(crate) fn check_nchw(
+    what: &str,
+    dims: &[usize],
+    channels: usize,
+    min_size: usize,
+) -> Result<()> {
+    let expected = format!("(N, {channels}, H, W) with H, W >= {min_size}");
+    let [n, ch, h, w] = *dims else {
+        return Err(Error::InvalidInput(format!(
+            "{what} expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
+            dims.len()
+        )));
+    };
+    if ch != channels {
+        return Err(Error::InvalidInput(format!(
+            "{what} expects {channels} input channels {expected}, found shape {dims:?} ({ch} channels)"
+        )));
+    }
+    if h < min_size || w < min_size {
+        return Err(Error::InvalidInput(format!(
+            "{what} expects images of at least {min_size}x{min_size} {expected}, found shape {dims:?}"
+        )));
+    }
+    if n == 0 {
+        return Err(Error::InvalidInput(format!(
+            "{what} got an empty batch {dims:?}"
+        )));
+    }
+    Ok(())
+}

@@ -191,30 +191,12 @@ impl EfficientNetLiteConfig {
     /// assert!(c.check_input_dims(&[2, 3, 16, 224]).is_err());
     /// ```
     pub fn check_input_dims(&self, dims: &[usize]) -> Result<()> {
-        let (c, min) = (self.in_channels, Self::MIN_INPUT_SIZE);
-        let expected = format!("(N, {c}, H, W) with H, W >= {min}");
-        let [n, ch, h, w] = *dims else {
-            return Err(Error::InvalidInput(format!(
-                "EfficientNet-Lite expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
-                dims.len()
-            )));
-        };
-        if ch != c {
-            return Err(Error::InvalidInput(format!(
-                "EfficientNet-Lite expects {c} input channels {expected}, found shape {dims:?} ({ch} channels)"
-            )));
-        }
-        if h < min || w < min {
-            return Err(Error::InvalidInput(format!(
-                "EfficientNet-Lite expects images of at least {min}x{min} {expected}, found shape {dims:?}"
-            )));
-        }
-        if n == 0 {
-            return Err(Error::InvalidInput(format!(
-                "EfficientNet-Lite got an empty batch {dims:?}"
-            )));
-        }
-        Ok(())
+        crate::model::backbone::check_nchw(
+            "EfficientNet-Lite",
+            dims,
+            self.in_channels,
+            Self::MIN_INPUT_SIZE,
+        )
     }
 
     /// A short human-readable name: the preset's (`EfficientNet-Lite0`) or the multipliers.

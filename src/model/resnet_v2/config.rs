@@ -170,33 +170,7 @@ impl ResNetV2Config {
     /// assert!(c.check_input_dims(&[2, 1, 224, 224]).unwrap_err().to_string().contains("[2, 1, 224, 224]"));
     /// ```
     pub fn check_input_dims(&self, dims: &[usize]) -> Result<()> {
-        let c = self.in_channels;
-        let expected = format!("(N, {c}, H, W) with H, W >= {MIN_INPUT_SIZE}");
-        let (n, ch, h, w) = match *dims {
-            [n, ch, h, w] => (n, ch, h, w),
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects a rank-4 NCHW batch {expected}, found shape {dims:?} (rank {})",
-                dims.len()
-            )))
-            }
-        };
-        if ch != c {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects {c} input channels {expected}, found shape {dims:?} ({ch} channels)"
-            )));
-        }
-        if h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 expects images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} {expected}, found shape {dims:?}"
-            )));
-        }
-        if n == 0 {
-            return Err(Error::InvalidInput(format!(
-                "ResNetV2 got an empty batch {dims:?}"
-            )));
-        }
-        Ok(())
+        crate::model::backbone::check_nchw("ResNetV2", dims, self.in_channels, MIN_INPUT_SIZE)
     }
 
     /// Number of output channels of the backbone (`expansion * last filters`).
