@@ -181,8 +181,8 @@ impl Chart for TrainingChart<'_> {
                 &right,
                 "ROC AUC",
                 1.0001,
-                // AUCs rise: the upper left is free.
-                SeriesLabelPosition::UpperLeft,
+                // AUCs of useful models sit high on the 0..1 axis: the lower right is free.
+                SeriesLabelPosition::LowerRight,
                 [
                     ("training AUC", BLUE, |e| e.train_auc),
                     ("validation AUC", ORANGE, |e| e.val_auc),
@@ -199,7 +199,16 @@ impl Chart for TrainingChart<'_> {
             chart
                 .configure_mesh()
                 .x_desc("epoch")
-                .x_label_formatter(&|v| format!("{v:.0}"))
+                // One label per epoch up to 10, and only at whole epochs (plotters puts
+                // ticks at fractions, which "{:.0}" printed as repeated epoch numbers).
+                .x_labels((last as usize).min(10))
+                .x_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 {
+                        format!("{v:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
                 .y_desc(what)
                 .label_style((FAMILY, 13))
                 .axis_desc_style((FAMILY, 14))
