@@ -24,7 +24,7 @@ impl FractureClassifier {
     /// use fracture::device::DeviceRequest;
     /// use fracture::model::ResNetV2Config;
     /// let mut clf = fracture::FractureClassifier::builder()
-    ///     .backbone(ResNetV2Config::custom(vec![1, 1], vec![4, 8]))
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
     ///     .weights(fracture::WeightsSource::Random { seed: 0 })
     ///     .device(DeviceRequest::Cpu)
     ///     .image_size(32, 32)

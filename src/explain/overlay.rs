@@ -43,13 +43,13 @@ impl Default for OverlayStyle {
     }
 }
 
-/// The turbo colormap (Google's perceptually ordered rainbow: dark blue, cyan, green, yellow,
-/// red) at `value` in `[0, 1]` (clamped; NaN gives the low end).
+/// The turbo colormap (Google's perceptually ordered rainbow: near black, blue, cyan, green,
+/// yellow, red) at `value` in `[0, 1]` (clamped; NaN gives the low end).
 ///
 /// ```
 /// use fracture::explain::turbo;
-/// let [r, _, b] = turbo(0.0);
-/// assert!(b > r); // cold: blue
+/// let [r, _, b] = turbo(0.2);
+/// assert!(b > r); // cold: blue (the very low end is near black)
 /// let [r, _, b] = turbo(1.0);
 /// assert!(r > b); // hot: red
 /// ```
