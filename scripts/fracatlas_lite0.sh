@@ -2,7 +2,7 @@
 # The EfficientNet-Lite0 transfer-learning runs on the real FracAtlas (issue 12), as measured for
 # the README: phase 1 is the notebook's recipe (ImageNet weights, frozen backbone, head
 # Dense(256)/Dropout(0.5)/1, Adam 1e-4, the notebook's augmentation, best epoch by validation
-# loss); phase 2 fine-tunes the last stages under that head at a lower learning rate.
+# loss); phase 2 fine-tunes the last 2 stages under that head (Adam 1e-4, as measured).
 # Logs go to docs/runs/. Usage: scripts/fracatlas_lite0.sh [FRACATLAS_DIR] [EPOCHS1] [EPOCHS2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +16,5 @@ mkdir -p docs/runs runs
 "$bin" --data "$data" --backbone efficientnet-lite0 --weights "$weights" --device cpu \
     --epochs "$epochs1" --out runs/lite0-frozen 2>&1 | tee docs/runs/lite0-frozen.log
 "$bin" --data "$data" --backbone efficientnet-lite0 --init-bundle runs/lite0-frozen/bundle \
-    --fine-tune-stages 2 --backbone-learning-rate 1e-4 --learning-rate 1e-5 --device cpu \
+    --fine-tune-stages 2 --backbone-learning-rate 1e-4 --learning-rate 1e-4 --device cpu \
     --epochs "$epochs2" --out runs/lite0-finetune 2>&1 | tee docs/runs/lite0-finetune.log
