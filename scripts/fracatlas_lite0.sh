@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${FRACATLAS_DIR:-../shared/data/fracatlas}}"
 epochs1="${2:-10}"
-epochs2="${3:-3}"
+epochs2="${3:-2}"
 weights="${LITE0_WEIGHTS:-../shared/weights/efficientnet_lite0_imagenet.safetensors}"
 cargo build --release --example train_fracatlas
 bin="${CARGO_TARGET_DIR:-target}/release/examples/train_fracatlas"
