@@ -78,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_size: 192,
             seed: args.seed,
             fracture_visibility: args.visibility,
+            ..SyntheticConfig::default()
         }
         .generate_to(&data_dir)?;
     }

@@ -40,6 +40,7 @@ fn synthetic_split(root: &Path) -> Split {
         max_size: 80,
         seed: 11,
         fracture_visibility: 2.5,
+        fracture_spread: 0.2,
     }
     .generate_to(root)
     .unwrap();

@@ -27,6 +27,7 @@ fn small_fracatlas(dir: &Path, n_fractured: usize, n_not_fractured: usize) {
         max_size: 48,
         seed: 7,
         fracture_visibility: 1.0,
+        fracture_spread: 0.2,
     }
     .generate_to(dir)
     .unwrap();
@@ -552,6 +553,7 @@ fn loader_yields_nchw_batches_with_labels_of_the_indexed_samples() {
         max_size: 40,
         seed: 1,
         fracture_visibility: 1.0,
+        fracture_spread: 0.2,
     }
     .generate_to(dir.path())
     .unwrap();
@@ -704,6 +706,7 @@ fn batches_do_not_depend_on_the_number_of_threads() {
         max_size: 40,
         seed: 3,
         fracture_visibility: 1.0,
+        fracture_spread: 0.2,
     }
     .generate_to(dir.path())
     .unwrap();
@@ -944,6 +947,7 @@ fn synthetic_classes_are_not_separable_by_brightness_or_size() {
         max_size: 96,
         seed: 11,
         fracture_visibility: 1.0,
+        fracture_spread: 0.2,
     }
     .generate()
     .unwrap();
@@ -988,6 +992,55 @@ fn synthetic_fracture_is_a_thin_local_change_of_the_same_radiograph() {
             "image {index}: {:.2}% of pixels changed",
             100.0 * fraction
         );
+    }
+}
+
+/// Mean distance of the lesion boxes' centres from the image centre, as a share of the short
+/// side, over the fractured images of `config`.
+fn mean_lesion_offset(config: &SyntheticConfig) -> f64 {
+    let (mut sum, mut n) = (0.0, 0.0);
+    for image in config.generate().unwrap() {
+        let (w, h) = image.image.dimensions();
+        assert_eq!(image.lesions.is_empty(), image.label == Label::NotFractured);
+        for b in &image.lesions {
+            assert!(
+                b.x0 >= 0.0 && b.y0 >= 0.0 && b.x1 <= f64::from(w) && b.y1 <= f64::from(h),
+                "{b:?} outside {w} x {h}"
+            );
+            assert!(b.x1 > b.x0 && b.y1 > b.y0, "empty box {b:?}");
+            let (cx, cy) = ((b.x0 + b.x1) / 2.0, (b.y0 + b.y1) / 2.0);
+            let (dx, dy) = (cx - f64::from(w) / 2.0, cy - f64::from(h) / 2.0);
+            sum += (dx * dx + dy * dy).sqrt() / f64::from(w.min(h));
+            n += 1.0;
+        }
+    }
+    assert!(n > 0.0);
+    sum / n
+}
+
+#[test]
+fn synthetic_lesions_lie_inside_the_image_and_spread_as_asked() {
+    let near = SyntheticConfig {
+        n_fractured: 30,
+        n_not_fractured: 5,
+        ..SyntheticConfig::default()
+    };
+    let far = SyntheticConfig {
+        fracture_spread: 0.4,
+        ..near
+    };
+    let (near, far) = (mean_lesion_offset(&near), mean_lesion_offset(&far));
+    // Uniform positions on (-s, s) along the bone average s / 2 from its middle (plus the
+    // bone's own offset from the centre).
+    assert!(near < 0.16, "spread 0.2: lesions {near:.3} from the centre");
+    assert!(far > 0.17, "spread 0.4: lesions {far:.3} from the centre");
+    for bad in [0.0, -0.1, 0.5, f32::NAN] {
+        let config = SyntheticConfig {
+            fracture_spread: bad,
+            ..SyntheticConfig::default()
+        };
+        let err = config.image(0).unwrap_err().to_string();
+        assert!(err.contains("fracture spread"), "{bad}: {err}");
     }
 }
 

@@ -42,6 +42,11 @@ pub struct SyntheticConfig {
     /// a model needs many images to find; the offline quickstart uses 2.5 so that a small
     /// network trained from scratch on a CPU learns them in a couple of minutes.
     pub fracture_visibility: f32,
+    /// How far along the bones the fracture may lie from the middle of the image, as a share
+    /// of the image's short side: positions are drawn uniformly from `(-spread, spread)`.
+    /// 0.2 (default) keeps fractures near the centre; 0.35 spreads them over most of the
+    /// image, so that a map that always points at the centre scores badly.
+    pub fracture_spread: f32,
 }
 
 impl Default for SyntheticConfig {
@@ -53,6 +58,7 @@ impl Default for SyntheticConfig {
             max_size: 192,
             seed: 42,
             fracture_visibility: 1.0,
+            fracture_spread: 0.2,
         }
     }
 }
@@ -110,6 +116,12 @@ impl SyntheticConfig {
             return Err(Error::InvalidConfig(format!(
                 "fracture visibility must be in (0, 10], found {}",
                 self.fracture_visibility
+            )));
+        }
+        if !(self.fracture_spread > 0.0 && self.fracture_spread <= 0.45) {
+            return Err(Error::InvalidConfig(format!(
+                "fracture spread must be in (0, 0.45], found {}",
+                self.fracture_spread
             )));
         }
         if self.min_size < 16 || self.max_size < self.min_size || self.max_size > 4096 {
@@ -272,7 +284,7 @@ impl SyntheticConfig {
             })
             .collect();
         let fracture = FractureLine {
-            along: rng.random_range(-0.2..0.2) * short,
+            along: rng.random_range(-self.fracture_spread..self.fracture_spread) * short,
             tilt: rng.random_range(-0.7..0.7),
             width: (short / 100.0).max(1.2) * rng.random_range(1.0..2.0) * self.fracture_visibility,
             amplitude: radius * rng.random_range(0.05..0.25),

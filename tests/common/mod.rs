@@ -312,6 +312,7 @@ pub fn synthetic_split(root: &Path, per_class: usize) -> fracture::dataset::Spli
         max_size: 96,
         seed: 5,
         fracture_visibility: 2.5,
+        fracture_spread: 0.2,
     }
     .generate_to(root)
     .unwrap();
