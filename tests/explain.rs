@@ -130,11 +130,15 @@ const EXACT_FEATURES: Tolerance = Tolerance {
     resized: 1e-4,
 };
 
-/// For maps from our backbone. Its `post_relu` differs from TensorFlow's by up to 6.4e-5
-/// (values up to 21.7: float32 rounding in another order, the 1e-4 the parity tests allow),
-/// and a map is a sum over 128 channels that cancels: a map peaking at 0.009 then moves by up
-/// to 4.9e-5 of its peak (default path; 2.6e-5 on the fast path). The arithmetic itself is
-/// held to `EXACT_FEATURES` above.
+/// For maps from our backbone, against the fixture. Its `post_relu` differs from TensorFlow's
+/// by up to 6.4e-5 (values up to 21.7: float32 rounding in another order, the 1e-4 the parity
+/// tests allow), and a map is a sum over 128 channels that cancels: a map peaking at 0.009
+/// then moves by up to 4.9e-5 of its peak (default path; 2.6e-5 on the fast path).
+///
+/// The 1e-5 cannot hold here for any float32 backbone: TensorFlow's own maps are up to
+/// 3.1e-5 of their peak away from the exact maps (see
+/// `maps_through_our_backbone_are_as_close_to_exact_maps_as_tensorflows`, which holds ours to
+/// that). The arithmetic itself is held to `EXACT_FEATURES` above.
 const OUR_FEATURES: Tolerance = Tolerance {
     raw: 1e-4,
     normalized: 1e-4,
@@ -225,6 +229,99 @@ fn fixture_maps_match_from_the_reference_features() {
         check_maps(&fixture, "reference features", &EXACT_FEATURES, |config| {
             explain_features(&features, &fixture.head, config, (h, w)).unwrap()
         });
+    }
+}
+
+/// Largest `|a - b|` over all pixels (NaN counts as infinite).
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    })
+}
+
+/// How far maps are from the exact maps: the largest `|map - exact|` over the pixels of each
+/// raw map divided by the exact map's peak, and over the normalized maps; the worst of all
+/// methods, targets and images.
+#[derive(Debug, Default, Clone, Copy)]
+struct Deviation {
+    raw: f32,
+    normalized: f32,
+}
+
+impl Deviation {
+    fn add(&mut self, exact: &Explanation, raw: &[f32], normalized: &[f32]) {
+        let peak = exact.raw.data.iter().fold(0f32, |m, &v| m.max(v));
+        assert!(peak > 0.0, "exact map is zero");
+        self.raw = self.raw.max(max_abs_diff(raw, &exact.raw.data) / peak);
+        self.normalized = self
+            .normalized
+            .max(max_abs_diff(normalized, &exact.normalized.data));
+    }
+}
+
+/// Acceptance 1 through our backbone. The exact maps come from the backbone run in float64
+/// (the head and the CAM arithmetic as usual); TensorFlow's float32 maps (the fixture) are
+/// up to 3.1e-5 of their peak from them on this fixture, where maps peaking at 0.009 cancel
+/// over 128 channels, so no float32 backbone can promise the 1e-5 against the
+/// fixture there. Ours must be at least as close to the exact maps as TensorFlow's, or within
+/// 1e-5 when TensorFlow's are closer than that. Measured: default path 2.7e-5, fast path
+/// 1.9e-5, TensorFlow 3.1e-5 (raw, relative to the peak).
+#[test]
+fn maps_through_our_backbone_are_as_close_to_exact_maps_as_tensorflows() {
+    for dir in fixture_dirs() {
+        let fixture = read_fixture(&dir);
+        let config = read_fixture_config_file(&dir.join("backbone_config.json"));
+        let keras = load_safetensors(&dir.join("backbone_weights.safetensors"));
+        let weights = fracture::weights::keras::to_candle(keras).unwrap();
+        let vb = VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu);
+        let exact_backbone = Backbone::new(&BackboneConfig::from(config.model), vb).unwrap();
+        let exact_features = exact_backbone
+            .forward_features(&fixture.input.to_dtype(DType::F64).unwrap())
+            .unwrap();
+        let (_, _, h, w) = fixture.input.dims4().unwrap();
+        let default_path = FrozenBackbone::without_fast_path(fixture.backbone.clone());
+        let fast_path = FrozenBackbone::new(fixture.backbone.clone(), &Device::Cpu).unwrap();
+        assert!(fast_path.uses_fast_path());
+        let (mut tensorflow, mut ours_default, mut ours_fast) = Default::default();
+        for method in CamMethod::ALL {
+            for target in CamTarget::ALL {
+                let config = CamConfig::new(method).with_target(target);
+                let key = format!("{}_{}", method.key(), target.key());
+                let exact =
+                    explain_features(&exact_features, &fixture.head, config, (h, w)).unwrap();
+                let default_maps =
+                    explain_batch(&default_path, &fixture.head, &fixture.input, config).unwrap();
+                let fast_maps =
+                    explain_batch(&fast_path, &fixture.head, &fixture.input, config).unwrap();
+                for (i, exact) in exact.iter().enumerate() {
+                    let reference = reference_map(&fixture, &key, i);
+                    let reference_01 = reference_map(&fixture, &format!("{key}_01"), i);
+                    Deviation::add(&mut tensorflow, exact, &reference, &reference_01);
+                    let (d, f) = (&default_maps[i], &fast_maps[i]);
+                    Deviation::add(&mut ours_default, exact, &d.raw.data, &d.normalized.data);
+                    Deviation::add(&mut ours_fast, exact, &f.raw.data, &f.normalized.data);
+                }
+            }
+        }
+        let tensorflow: Deviation = tensorflow;
+        let bound = Deviation {
+            raw: tensorflow.raw.max(1e-5),
+            normalized: tensorflow.normalized.max(1e-5),
+        };
+        for (what, ours) in [("default path", ours_default), ("fast path", ours_fast)] {
+            let ours: Deviation = ours;
+            assert!(
+                ours.raw <= bound.raw && ours.normalized <= bound.normalized,
+                "{}: {what} maps are {ours:?} from the exact maps, TensorFlow's {tensorflow:?}",
+                dir.display()
+            );
+        }
     }
 }
 
