@@ -16,9 +16,11 @@ use fracture::image::ImageF32;
 use fracture::metrics::localization::score_map;
 use fracture::metrics::LocalizationConfig;
 use fracture::model::{
-    Backbone, BackboneConfig, ClassifierHead, FrozenBackbone, HeadConfig, ResNetV2Config,
+    Backbone, BackboneConfig, ClassifierHead, EfficientNetLiteConfig, FrozenBackbone, HeadConfig,
+    ResNetV2Config,
 };
 use fracture::train::{BackboneTraining, TrainConfig};
+use fracture::weights::HubOptions;
 use fracture::{FractureClassifier, WeightsSource};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -321,6 +323,53 @@ fn maps_through_our_backbone_are_as_close_to_exact_maps_as_tensorflows() {
                 "{}: {what} maps are {ours:?} from the exact maps, TensorFlow's {tensorflow:?}",
                 dir.display()
             );
+        }
+    }
+}
+
+/// EfficientNet-Lite0 with its ImageNet weights (random ones give activations near 1e-12)
+/// and a seeded head: the map is at the resolution of its 1280-channel feature map, and the
+/// fast path gives the default path's maps.
+#[test]
+#[ignore = "needs ../shared/weights"]
+fn efficientnet_maps_agree_on_the_default_and_fast_paths() {
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/weights/efficientnet_lite0_imagenet.safetensors");
+    let loaded = WeightsSource::file(weights)
+        .load(
+            EfficientNetLiteConfig::lite0(),
+            &HeadConfig::default(),
+            &Device::Cpu,
+            &HubOptions::from_env(),
+        )
+        .unwrap();
+    let (net, _) = loaded.into_network().unwrap();
+    let images = Tensor::randn(0f32, 1., (2, 3, 96, 96), &Device::Cpu).unwrap();
+    let default_path = FrozenBackbone::without_fast_path(net.backbone.clone());
+    let fast_path = FrozenBackbone::new(net.backbone.clone(), &Device::Cpu).unwrap();
+    assert!(fast_path.uses_fast_path());
+    for method in CamMethod::ALL {
+        let config = CamConfig::new(method);
+        let slow = explain_batch(&default_path, &net.head, &images, config).unwrap();
+        let fast = explain_batch(&fast_path, &net.head, &images, config).unwrap();
+        for (s, f) in slow.iter().zip(&fast) {
+            assert_eq!((s.raw.height, s.raw.width), (3, 3), "96 / 32");
+            assert_eq!((s.resized.height, s.resized.width), (96, 96));
+            let peak = s.raw.data.iter().fold(0f32, |m, &v| m.max(v));
+            assert!(peak > 0.0, "{method}: a zero map explains nothing");
+            assert_within(
+                &format!("{method} fast raw"),
+                &f.raw,
+                &s.raw.data,
+                1e-4 * peak,
+            );
+            assert_within(
+                &format!("{method} fast normalized"),
+                &f.normalized,
+                &s.normalized.data,
+                1e-4,
+            );
+            assert!((s.logit - f.logit).abs() < 1e-4);
         }
     }
 }

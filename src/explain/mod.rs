@@ -2,8 +2,9 @@
 //! last feature map, and overlays that draw them on the radiograph.
 //!
 //! # What a map is, and what it is not
-//! A map says which positions of the backbone's last feature map (ResNetV2: `post_relu`,
-//! 7 x 7 cells for a 224 x 224 input, so one cell covers 32 x 32 input pixels) carry the
+//! A map says which positions of the backbone's last feature map (ResNetV2: `post_relu`;
+//! EfficientNet-Lite: the 1280-channel head convolution after its ReLU6; both 7 x 7 cells for
+//! a 224 x 224 input, so one cell covers 32 x 32 input pixels) carry the
 //! features whose gradient raised the chosen score, here the fracture logit
 //! ([`CamTarget::Fracture`]) or its negation. It shows **what drives the model's score**, at
 //! the feature map's coarse resolution, bilinearly smoothed up to the image. It is **not** a
