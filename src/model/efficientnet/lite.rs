@@ -133,6 +133,40 @@ impl EfficientNetLite {
             .forward_t(&pointwise(x, &self.conv_head)?, train, self.ops)
     }
 
+    /// The feature map from the output of stage `first_stage - 1` (the stem's output when
+    /// `first_stage` is 0, as in [`LiteTaps`]): the stages from `first_stage` on and the head,
+    /// BN in inference mode. With [`forward_taps`](Self::forward_taps) it explains an earlier,
+    /// finer feature map: the taps give that map, this gives the rest of the network as a
+    /// function of it.
+    ///
+    /// ```
+    /// use fracture::model::{EfficientNetLite, EfficientNetLiteConfig};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let net = EfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb)?;
+    /// let x = Tensor::randn(0f32, 1., (1, 3, 64, 64), &Device::Cpu)?;
+    /// let taps = net.forward_taps(&x, false)?;
+    /// let rest = net.forward_from_stage(&taps.stages[4], 5)?;
+    /// let all = net.forward_features(&x)?;
+    /// assert_eq!(rest.flatten_all()?.to_vec1::<f32>()?, all.flatten_all()?.to_vec1::<f32>()?);
+    /// assert!(net.forward_from_stage(&taps.stages[4], 8).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_from_stage(&self, h: &Tensor, first_stage: usize) -> Result<Tensor> {
+        if first_stage > self.stages.len() {
+            return Err(Error::InvalidConfig(format!(
+                "stage {first_stage} does not exist: this network has {} stages",
+                self.stages.len()
+            )));
+        }
+        let mut h = h.clone();
+        for s in first_stage..self.stages.len() {
+            h = self.stage(s, &h, false)?;
+        }
+        self.head(&h, false)
+    }
+
     /// Forward pass keeping every tap: the stem, each stage's output and the feature map.
     /// BN uses batch statistics when `train` (and then updates the running ones).
     pub fn forward_taps(&self, x: &Tensor, train: bool) -> Result<LiteTaps> {
