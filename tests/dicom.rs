@@ -657,8 +657,40 @@ fn manifests_read_dicom_and_take_the_body_part() {
     let data = open_manifest(dir.path().join("list.csv")).unwrap();
     assert_eq!(data.len(), 2);
     assert!(data.samples.iter().all(|s| s.body_part() == BodyPart::Hand));
+    // DICOM does not say whether hardware is visible: unknown, not "no hardware".
+    assert!(data
+        .samples
+        .iter()
+        .all(|s| s.metadata.as_ref().is_some_and(|m| m.hardware.is_none())));
     let labels: Vec<Label> = data.samples.iter().map(|s| s.label).collect();
     assert_eq!(labels, [Label::Fractured, Label::NotFractured]);
+}
+
+#[test]
+fn an_evaluation_of_dicom_images_has_body_parts_but_no_hardware_subgroups() {
+    let root = tempfile::tempdir().unwrap();
+    for (dir, values) in [("Fractured", 1..5), ("Non_fractured", 5..9)] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+        for v in values {
+            std::fs::write(root.path().join(format!("{dir}/{v}.dcm")), hand_dicom(v)).unwrap();
+        }
+    }
+    let data = ImageFolder::open(root.path()).unwrap();
+    let part = fracture::dataset::Part {
+        name: fracture::dataset::PartName::Test,
+        samples: data.samples.clone(),
+    };
+    let evaluation = tiny_classifier().evaluate(&part).unwrap();
+    let parts = evaluation
+        .by_body_part
+        .as_ref()
+        .expect("every image has a body part");
+    assert_eq!(format!("{parts}").matches("hand").count(), 1, "{parts}");
+    assert!(
+        evaluation.by_hardware.is_none(),
+        "a hardware subgroup from images that do not say: {evaluation}"
+    );
+    assert!(evaluation.cases.iter().all(|c| c.hardware.is_none()));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ pub struct CaseScore {
     pub probability: f64,
     /// Body part, from the dataset metadata.
     pub body_part: Option<String>,
-    /// Whether surgical hardware is visible, from the dataset metadata.
+    /// Whether surgical hardware is visible, from the dataset metadata (`None` when it does
+    /// not say).
     pub hardware: Option<bool>,
 }
 
@@ -76,7 +77,8 @@ pub struct Evaluation {
     pub intervals_at_half: BootstrapIntervals,
     /// Metrics per body part, when the samples carry metadata.
     pub by_body_part: Option<SubgroupMetrics>,
-    /// Metrics by visible surgical hardware, when the samples carry metadata.
+    /// Metrics by visible surgical hardware, when every sample's metadata says (FracAtlas
+    /// does, DICOM does not).
     pub by_hardware: Option<SubgroupMetrics>,
     /// The temperature the probabilities were computed at.
     pub temperature: f64,
@@ -263,7 +265,7 @@ impl FractureClassifier {
                     logit,
                     probability,
                     body_part: sample.metadata.as_ref().map(|m| m.body_part.to_string()),
-                    hardware: sample.metadata.as_ref().map(|m| m.hardware),
+                    hardware: sample.metadata.as_ref().and_then(|m| m.hardware),
                 })
             })
             .collect();
@@ -291,28 +293,33 @@ impl FractureClassifier {
         Ok(evaluation)
     }
 
-    /// Metrics per body part and by visible hardware, when every case carries metadata.
+    /// Metrics per body part when every case's body part is known, and by visible hardware
+    /// when every case's hardware is known (DICOM does not say), each on its own.
     fn subgroups(
         &self,
         cases: &[CaseScore],
     ) -> Result<(Option<SubgroupMetrics>, Option<SubgroupMetrics>)> {
-        let with_metadata: Option<Vec<(&str, bool)>> = cases
-            .iter()
-            .map(|c| Some((c.body_part.as_deref()?, c.hardware?)))
-            .collect();
-        let Some(meta) = with_metadata.filter(|m| !m.is_empty()) else {
+        if cases.is_empty() {
             return Ok((None, None));
-        };
+        }
         let (labels, scores): (Vec<bool>, Vec<f64>) =
             cases.iter().map(|c| (c.fractured, c.probability)).unzip();
-        let parts: Vec<&str> = meta.iter().map(|m| m.0).collect();
-        let hardware: Vec<&str> = meta
+        let parts: Option<Vec<&str>> = cases.iter().map(|c| c.body_part.as_deref()).collect();
+        let hardware: Option<Vec<&str>> = cases
             .iter()
-            .map(|m| if m.1 { "hardware" } else { "no hardware" })
+            .map(|c| {
+                Some(if c.hardware? {
+                    "hardware"
+                } else {
+                    "no hardware"
+                })
+            })
             .collect();
-        Ok((
-            Some(by_subgroup(&labels, &scores, &parts, self.threshold)?),
-            Some(by_subgroup(&labels, &scores, &hardware, self.threshold)?),
-        ))
+        let by = |groups: Option<Vec<&str>>| {
+            groups
+                .map(|g| by_subgroup(&labels, &scores, &g, self.threshold))
+                .transpose()
+        };
+        Ok((by(parts)?, by(hardware)?))
     }
 }

@@ -85,7 +85,7 @@ impl Row {
                 lateral: self.lateral != 0,
                 oblique: self.oblique != 0,
             },
-            hardware: self.hardware != 0,
+            hardware: Some(self.hardware != 0),
             multiscan: self.multiscan != 0,
             fracture_count: self.fracture_count,
             csv_label: if self.fractured != 0 {

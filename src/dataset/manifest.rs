@@ -106,7 +106,7 @@ impl Row {
             width: s.dimensions.map(|d| d.0),
             height: s.dimensions.map(|d| d.1),
             body_part: m.map(|m| m.body_part.name().into()),
-            hardware: m.map(|m| m.hardware.into()),
+            hardware: m.and_then(|m| m.hardware).map(u8::from),
             multiscan: m.map(|m| m.multiscan.into()),
             fracture_count: m.map(|m| m.fracture_count),
             frontal: m.map(|m| m.views.frontal.into()),
@@ -129,7 +129,7 @@ impl Row {
                     lateral: self.lateral.unwrap_or(0) != 0,
                     oblique: self.oblique.unwrap_or(0) != 0,
                 },
-                hardware: self.hardware.unwrap_or(0) != 0,
+                hardware: self.hardware.map(|h| h != 0),
                 multiscan: self.multiscan.unwrap_or(0) != 0,
                 fracture_count: self.fracture_count.unwrap_or(0),
                 csv_label: Label::parse(&csv_label)

@@ -219,9 +219,9 @@ pub struct Metadata {
     pub body_part: BodyPart,
     /// The projections shown.
     pub views: Views,
-    /// Whether surgical hardware (plates, screws) is visible. A strong shortcut in FracAtlas:
-    /// nearly all such images are fractured.
-    pub hardware: bool,
+    /// Whether surgical hardware (plates, screws) is visible; `None` when the source does not
+    /// say (DICOM). A strong shortcut in FracAtlas: nearly all such images are fractured.
+    pub hardware: Option<bool>,
     /// Whether the image holds several scans side by side.
     pub multiscan: bool,
     /// Number of annotated fractures.

@@ -299,14 +299,14 @@ pub fn body_part(body_part_examined: &str) -> BodyPart {
 }
 
 /// Metadata for a DICOM sample whose dataset gives no body part: `BodyPartExamined` mapped by
-/// [`body_part`]. DICOM says nothing about hardware, multiscan or fracture count, so those are
-/// `false`/0, and the CSV label is the sample's own.
+/// [`body_part`]. DICOM says nothing about hardware (so it is unknown), multiscan or fracture
+/// count (`false`/0), and the CSV label is the sample's own.
 pub(crate) fn metadata(info: &DicomInfo, label: Label) -> Option<Metadata> {
     let part = body_part(info.body_part_examined.as_deref()?);
     Some(Metadata {
         body_part: part,
         views: Views::default(),
-        hardware: false,
+        hardware: None,
         multiscan: false,
         fracture_count: 0,
         csv_label: label,
