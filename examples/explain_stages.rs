@@ -18,7 +18,7 @@ use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
 use fracture::dataset::{FracAtlas, Label, SplitConfig};
 use fracture::explain::{explain_features, CamConfig, CamMethod};
-use fracture::metrics::localization::score_image;
+use fracture::metrics::localization::score_annotated_image;
 use fracture::metrics::{LocalizationConfig, LocalizationReport};
 use fracture::model::Backbone;
 use fracture::progress::Progress;
@@ -78,26 +78,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (!a.regions.is_empty()).then_some((s.path.clone(), a))
         })
         .collect();
+    let preprocess = clf.preprocess();
     let mut scored = vec![Vec::new(); args.stages.len()];
     let mut sizes = vec![(0, 0); args.stages.len()];
+    let mut skipped = Vec::new();
     let progress = Progress::items("explain stages", todo.len() as u64);
     for (path, annotated) in &todo {
         progress.inc(1);
         let image = decode_file(path)?;
         let (width, height) = (image.width(), image.height());
-        let preprocess = clf.preprocess();
         let chw = preprocess.normalize_chw(&preprocess.resize_rgb(&image))?;
         let x = Tensor::from_vec(chw, (1, 3, preprocess.height, preprocess.width), &device)?;
         let taps = net.forward_taps(&x, false)?;
-        // The tolerance is given at the annotated resolution; scale it to the decoded image.
-        let scale = annotated
-            .annotated_size
-            .map_or(1.0, |(aw, _)| f64::from(width) / aw);
-        let boxes: Vec<_> = annotated
-            .regions
-            .iter()
-            .map(|r| r.pixel_box(width, height))
-            .collect();
         for (k, &stage) in args.stages.iter().enumerate() {
             let rest = |features: &Tensor| -> fracture::Result<Tensor> {
                 clf.net()
@@ -109,23 +101,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 explain_features(features, &rest, cam, (preprocess.height, preprocess.width))?;
             let map = explained[0].at_size(height as usize, width as usize)?;
             sizes[k] = (explained[0].raw.height, explained[0].raw.width);
-            scored[k].push(score_image(
+            match score_annotated_image(
                 path.clone(),
                 &map,
-                &boxes,
-                config.tolerance_px * scale,
+                &annotated.regions,
+                annotated.annotated_size,
                 &config,
-            )?);
+            ) {
+                Ok(image) => scored[k].push(image),
+                // Another orientation than annotated: the same for every stage.
+                Err(fracture::Error::InvalidInput(reason)) => {
+                    skipped.push((path.clone(), reason));
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-    progress.finish(&format!("{} images", todo.len()));
+    progress.finish(&format!("{} images, {} skipped", todo.len(), skipped.len()));
     for ((stage, images), (h, w)) in args.stages.iter().zip(scored).zip(sizes) {
         let report = LocalizationReport::new(
             format!("{} stage {stage}", args.method),
             config,
             images,
             Vec::new(),
-            Vec::new(),
+            skipped.clone(),
         )?;
         println!("== stage {stage}: {h} x {w} map\n{report}");
     }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{load_safetensors, read_fixture_config_file, to_nchw};
+use common::{load_safetensors, max_abs_diff_values, nan_max, read_fixture_config_file, to_nchw};
 
 /// The shipped Grad-CAM fixture, plus the folder named by `GRADCAM_FIXTURE_DIR` when set
 /// (which must then exist).
@@ -234,19 +234,6 @@ fn fixture_maps_match_from_the_reference_features() {
     }
 }
 
-/// Largest `|a - b|` over all pixels (NaN counts as infinite).
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |m, (x, y)| {
-        let d = (x - y).abs();
-        if d.is_nan() {
-            f32::INFINITY
-        } else {
-            m.max(d)
-        }
-    })
-}
-
 /// How far maps are from the exact maps: the largest `|map - exact|` over the pixels of each
 /// raw map divided by the exact map's peak, and over the normalized maps; the worst of all
 /// methods, targets and images.
@@ -258,12 +245,14 @@ struct Deviation {
 
 impl Deviation {
     fn add(&mut self, exact: &Explanation, raw: &[f32], normalized: &[f32]) {
-        let peak = exact.raw.data.iter().fold(0f32, |m, &v| m.max(v));
-        assert!(peak > 0.0, "exact map is zero");
-        self.raw = self.raw.max(max_abs_diff(raw, &exact.raw.data) / peak);
-        self.normalized = self
-            .normalized
-            .max(max_abs_diff(normalized, &exact.normalized.data));
+        let peak = nan_max(exact.raw.data.iter().copied());
+        assert!(peak > 0.0, "exact map is zero or NaN: {peak}");
+        // NaN stays NaN and fails the comparison with the bound.
+        self.raw = nan_max([self.raw, max_abs_diff_values(raw, &exact.raw.data) / peak]);
+        self.normalized = nan_max([
+            self.normalized,
+            max_abs_diff_values(normalized, &exact.normalized.data),
+        ]);
     }
 }
 
@@ -355,8 +344,8 @@ fn efficientnet_maps_agree_on_the_default_and_fast_paths() {
         for (s, f) in slow.iter().zip(&fast) {
             assert_eq!((s.raw.height, s.raw.width), (3, 3), "96 / 32");
             assert_eq!((s.resized.height, s.resized.width), (96, 96));
-            let peak = s.raw.data.iter().fold(0f32, |m, &v| m.max(v));
-            assert!(peak > 0.0, "{method}: a zero map explains nothing");
+            let peak = nan_max(s.raw.data.iter().copied());
+            assert!(peak > 0.0, "{method}: a zero (or NaN) map explains nothing");
             assert_within(
                 &format!("{method} fast raw"),
                 &f.raw,

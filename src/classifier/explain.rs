@@ -9,7 +9,7 @@ use crate::dataset::{Label, Part};
 use crate::error::{Error, Result};
 use crate::explain::{explain_batch, overlay, CamConfig, CamMethod, Explanation, OverlayStyle};
 use crate::image::ImageF32;
-use crate::metrics::localization::{score_image, ImageLocalization};
+use crate::metrics::localization::{score_annotated_image, ImageLocalization};
 use crate::metrics::{LocalizationConfig, LocalizationReport};
 use crate::progress::Progress;
 use image::{DynamicImage, RgbImage};
@@ -199,7 +199,13 @@ impl FractureClassifier {
                 .par_iter()
                 .zip(&items)
                 .map(|(explained, (path, regions, annotated))| {
-                    score_one(explained, path, regions, *annotated, config)
+                    score_annotated_image(
+                        PathBuf::from(path),
+                        &explained.map_at_image_size()?,
+                        regions,
+                        *annotated,
+                        config,
+                    )
                 })
                 .collect();
             for (result, (path, _, _)) in results.into_iter().zip(&items) {
@@ -225,42 +231,4 @@ impl FractureClassifier {
             skipped,
         )
     }
-}
-
-/// Score one explained image against its regions: the map at the decoded size, the boxes
-/// scaled to it, the tolerance scaled from the annotated resolution. A decoded image whose
-/// shape disagrees with the annotated one (another orientation) is an `InvalidInput` error,
-/// which the caller lists as skipped.
-fn score_one(
-    explained: &ExplainedImage,
-    path: &Path,
-    regions: &[FractureRegion],
-    annotated: Option<(f64, f64)>,
-    config: &LocalizationConfig,
-) -> Result<ImageLocalization> {
-    let (w, h) = (f64::from(explained.width), f64::from(explained.height));
-    let scale = match annotated {
-        Some((aw, ah)) => {
-            let (sx, sy) = (w / aw, h / ah);
-            if (sx / sy - 1.0).abs() > 0.02 {
-                return Err(Error::InvalidInput(format!(
-                    "annotated as {aw}x{ah} but decoded as {w}x{h} (another orientation or crop?)"
-                )));
-            }
-            (sx + sy) / 2.0
-        }
-        None => 1.0,
-    };
-    let boxes: Vec<_> = regions
-        .iter()
-        .map(|r| r.pixel_box(explained.width, explained.height))
-        .collect();
-    let map = explained.map_at_image_size()?;
-    score_image(
-        PathBuf::from(path),
-        &map,
-        &boxes,
-        config.tolerance_px * scale,
-        config,
-    )
 }

@@ -44,7 +44,7 @@ pub struct SyntheticConfig {
     pub fracture_visibility: f32,
     /// How far along the bones the fracture may lie from the middle of the image, as a share
     /// of the image's short side: positions are drawn uniformly from `(-spread, spread)`.
-    /// 0.2 (default) keeps fractures near the centre; 0.35 spreads them over most of the
+    /// 0.2 (default) keeps fractures near the centre; 0.4 spreads them over most of the
     /// image, so that a map that always points at the centre scores badly.
     pub fracture_spread: f32,
 }

@@ -33,7 +33,7 @@
 //! ```
 
 use super::{bootstrap_mean, BootstrapConfig, Interval};
-use crate::dataset::annotations::BoundingBox;
+use crate::dataset::annotations::{BoundingBox, FractureRegion};
 use crate::error::{Error, Result};
 use crate::explain::map_peak;
 use crate::image::ImageF32;
@@ -308,6 +308,36 @@ pub fn score_image(
         centred_gaussian: baseline(BaselineMap::CentredGaussian)?,
         uniform: baseline(BaselineMap::Uniform)?,
     })
+}
+
+/// Score one image's map (at the decoded image's size) against its annotated regions: the
+/// boxes scaled to the map, the tolerance scaled from the resolution the regions were drawn
+/// at (`annotated`, width and height; `None` when they were drawn on this image). An image
+/// whose shape disagrees with the annotated one (another orientation or crop) is an
+/// [`Error::InvalidInput`], which callers list as skipped.
+pub fn score_annotated_image(
+    path: PathBuf,
+    map: &ImageF32,
+    regions: &[FractureRegion],
+    annotated: Option<(f64, f64)>,
+    config: &LocalizationConfig,
+) -> Result<ImageLocalization> {
+    let (width, height) = (map.width as u32, map.height as u32);
+    let (w, h) = (f64::from(width), f64::from(height));
+    let scale = match annotated {
+        Some((aw, ah)) => {
+            let (sx, sy) = (w / aw, h / ah);
+            if (sx / sy - 1.0).abs() > 0.02 {
+                return Err(Error::InvalidInput(format!(
+                    "annotated as {aw}x{ah} but decoded as {w}x{h} (another orientation or crop?)"
+                )));
+            }
+            (sx + sy) / 2.0
+        }
+        None => 1.0,
+    };
+    let boxes: Vec<_> = regions.iter().map(|r| r.pixel_box(width, height)).collect();
+    score_image(path, map, &boxes, config.tolerance_px * scale, config)
 }
 
 /// The three scores of one map averaged over images, with bootstrap intervals.

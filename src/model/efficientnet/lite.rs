@@ -160,11 +160,16 @@ impl EfficientNetLite {
                 self.stages.len()
             )));
         }
+        self.stages_and_head(h, first_stage, false)
+    }
+
+    /// The stages from `first_stage` on, then the head.
+    fn stages_and_head(&self, h: &Tensor, first_stage: usize, train: bool) -> Result<Tensor> {
         let mut h = h.clone();
         for s in first_stage..self.stages.len() {
-            h = self.stage(s, &h, false)?;
+            h = self.stage(s, &h, train)?;
         }
-        self.head(&h, false)
+        self.head(&h, train)
     }
 
     /// Forward pass keeping every tap: the stem, each stage's output and the feature map.
@@ -190,11 +195,7 @@ impl EfficientNetLite {
     /// The feature map, BN with batch statistics when `train` (the whole network trains).
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
-        let mut h = self.stem(x, train)?;
-        for s in 0..self.stages.len() {
-            h = self.stage(s, &h, train)?;
-        }
-        self.head(&h, train)
+        self.stages_and_head(&self.stem(x, train)?, 0, train)
     }
 
     /// The feature map for fine-tuning the last stages: the stem and the stages before
