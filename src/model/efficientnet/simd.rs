@@ -9,7 +9,7 @@
 //! baseline function).
 
 /// `vectorized!(pub(crate) fn name(a: A, b: B) -> R => kernel);` defines `name`, which runs
-/// `kernel(a, b)` compiled for AVX-512 or AVX2 + FMA when the CPU has them.
+/// `kernel(a, b)` compiled for AVX-512 or AVX2 + FMA when [`level`] allows them.
 macro_rules! vectorized {
     ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kernel:path) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -23,15 +23,16 @@ macro_rules! vectorized {
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $kernel($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    return unsafe { avx2($($arg),*) };
+                match $crate::model::efficientnet::simd::level() {
+                    // SAFETY: `level` returns Avx512 only when the CPU has AVX-512F.
+                    $crate::model::efficientnet::simd::Level::Avx512 => {
+                        return unsafe { avx512($($arg),*) };
+                    }
+                    // SAFETY: `level` returns Avx2 only when the CPU has AVX2 and FMA.
+                    $crate::model::efficientnet::simd::Level::Avx2 => {
+                        return unsafe { avx2($($arg),*) };
+                    }
+                    $crate::model::efficientnet::simd::Level::Baseline => {}
                 }
             }
             $kernel($($arg),*)
@@ -39,10 +40,77 @@ macro_rules! vectorized {
     };
 }
 
+/// The environment variable that caps the instruction set of the kernels: `avx512`, `avx2` or
+/// `baseline` (any case). It is a cap, not a demand: `avx512` on a CPU without AVX-512 gives
+/// AVX2. CI runs the EfficientNet tests under each value, so the narrower copies, which this
+/// project's AVX-512 machines would otherwise never run, are tested; a user can set it to rule
+/// the wide copies out when chasing a numerical difference.
+pub(crate) const SIMD_VAR: &str = "FRACTURE_SIMD";
+
+/// The instruction sets a kernel is compiled for, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    /// The crate's build target as it is (SSE2 on x86-64; anything on other architectures).
+    Baseline,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+/// The widest level this CPU has, capped by [`SIMD_VAR`]; read once per process. A value that
+/// is not one of the names is reported on stderr (once) and ignored.
+pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var(SIMD_VAR) {
+            Err(std::env::VarError::NotPresent) => Level::Avx512,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                eprintln!("fracture: {SIMD_VAR} is not UTF-8; ignored");
+                Level::Avx512
+            }
+            Ok(value) => parse_level(&value).unwrap_or_else(|message| {
+                eprintln!("fracture: {message}; ignored");
+                Level::Avx512
+            }),
+        };
+        detected().min(cap)
+    })
+}
+
+/// `avx512`, `avx2` or `baseline`, in any case and with surrounding spaces.
+fn parse_level(value: &str) -> Result<Level, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "avx512" => Ok(Level::Avx512),
+        "avx2" => Ok(Level::Avx2),
+        "baseline" => Ok(Level::Baseline),
+        _ => Err(format!(
+            "{SIMD_VAR}={value:?} is not one of avx512, avx2, baseline"
+        )),
+    }
+}
+
+/// The widest level the CPU running this process has.
+fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
 pub(crate) use vectorized;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[inline(always)]
     fn sum_kernel(xs: &[f32]) -> f32 {
         xs.iter().sum()
@@ -54,5 +122,32 @@ mod tests {
     fn the_dispatched_kernel_returns_the_kernels_value() {
         let xs: Vec<f32> = (0..100).map(|i| i as f32).collect();
         assert_eq!(sum(&xs), 4950.0);
+    }
+
+    #[test]
+    fn levels_parse_in_any_case_and_others_are_refused_by_name() {
+        assert_eq!(parse_level("AVX512"), Ok(Level::Avx512));
+        assert_eq!(parse_level(" avx2 "), Ok(Level::Avx2));
+        assert_eq!(parse_level("Baseline"), Ok(Level::Baseline));
+        let message = parse_level("sse4").unwrap_err();
+        assert!(
+            message.contains("FRACTURE_SIMD") && message.contains("sse4"),
+            "{message}"
+        );
+        assert!(parse_level("").is_err());
+    }
+
+    /// With `FRACTURE_SIMD` set (as CI does), the kernels run at most at that level; without it,
+    /// at the CPU's widest.
+    #[test]
+    fn the_level_honours_the_environment() {
+        match std::env::var(SIMD_VAR) {
+            Ok(value) => {
+                let cap = parse_level(&value).expect("CI sets a valid level");
+                assert!(level() <= cap, "{:?} above {value}", level());
+                assert_eq!(level(), detected().min(cap));
+            }
+            Err(_) => assert_eq!(level(), detected()),
+        }
     }
 }
