@@ -175,7 +175,7 @@ pub(crate) fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     shared.job.store(std::ptr::null_mut(), Ordering::Release);
     drop(busy);
     if job.panicked.load(Ordering::Relaxed) {
-        panic!("a parallel loop of the fast ResNetV2 path panicked");
+        panic!("a parallel loop of a CPU fast path (ResNetV2 or EfficientNet-Lite) panicked");
     }
 }
 
