@@ -3,8 +3,8 @@
 //! The crate is built for the baseline x86-64 (SSE2), so plain loops vectorize to 4 lanes.
 //! [`vectorized!`](crate::model::efficientnet::simd) defines a function that calls an
 //! `#[inline(always)]` kernel from copies compiled with AVX-512 or AVX2 + FMA enabled, and
-//! picks the widest one this CPU has at run time (the standard library checks once and caches
-//! the answer); elsewhere it calls the kernel as it is. The kernel must be `#[inline(always)]`
+//! picks the widest one this CPU has at run time, capped by `FRACTURE_SIMD` ([`level`], read
+//! once per process); elsewhere it calls the kernel as it is. The kernel must be `#[inline(always)]`
 //! so that its loops are compiled inside the copies (a closure would stay a separate,
 //! baseline function).
 
@@ -58,13 +58,14 @@ pub(crate) enum Level {
     Avx512,
 }
 
-/// The widest level this CPU has, capped by [`SIMD_VAR`]; read once per process. A value that
-/// is not one of the names is reported on stderr (once) and ignored.
+/// The widest level this CPU has, capped by [`SIMD_VAR`]; read once per process. An empty value
+/// counts as unset; one that is not one of the names is reported on stderr (once) and ignored.
 pub(crate) fn level() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
         let cap = match std::env::var(SIMD_VAR) {
             Err(std::env::VarError::NotPresent) => Level::Avx512,
+            Ok(value) if value.trim().is_empty() => Level::Avx512,
             Err(std::env::VarError::NotUnicode(_)) => {
                 eprintln!("fracture: {SIMD_VAR} is not UTF-8; ignored");
                 Level::Avx512
