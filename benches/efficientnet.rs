@@ -23,8 +23,8 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use fracture::model::{
     global_average_pool, EfficientNetLite, EfficientNetLiteConfig, FastEfficientNetLite, LiteOps,
 };
-use std::io::{BufRead, Write};
-use std::time::Instant;
+
+mod common;
 
 const SIDE: usize = 224;
 
@@ -118,55 +118,17 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 
-fn millis(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
-}
-
-/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
-}
-
 /// Per-layer times of one fast forward pass (after a warm-up pass).
 fn profile(batch: usize) {
     let fast = FastEfficientNetLite::from_model(&network()).expect("fast path");
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
-    let mut walls = Vec::new();
-    let cpu0 = cpu_seconds();
-    for _ in 0..5 {
-        let start = Instant::now();
+    common::print_pass_times(batch, || {
         fast.forward_pooled(&x).expect("forward");
-        walls.push(millis(start));
-    }
-    let cpu = (cpu_seconds() - cpu0) * 1e3 / 5.0;
-    walls.sort_by(f64::total_cmp);
-    println!(
-        "batch {batch}: median wall {:.1} ms, min wall {:.1} ms, CPU {cpu:.1} ms per pass",
-        walls[2], walls[0]
-    );
+    });
     let layers = fast.forward_profiled(&x).expect("profile");
     let total: f64 = layers.iter().map(|(_, d)| d.as_secs_f64() * 1e3).sum();
-    let mut by_kind: Vec<(String, f64)> = Vec::new();
-    for (name, d) in &layers {
-        let kind = name.rsplit('/').next().unwrap_or(name).to_string();
-        let ms = d.as_secs_f64() * 1e3;
-        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, t)) => *t += ms,
-            None => by_kind.push((kind, ms)),
-        }
-        println!("{name:<32} {ms:>9.3} ms");
-    }
-    println!("--- by kind (batch {batch}, total {total:.1} ms)");
-    for (kind, ms) in by_kind {
-        println!("{kind:<32} {ms:>9.3} ms {:>5.1}%", 100.0 * ms / total);
-    }
+    common::print_layer_profile(batch, &layers, total);
 }
 
 /// The timing server used by `scripts/compare_cpu.py --model efficientnet-lite0`.
@@ -177,58 +139,38 @@ fn serve() {
     let mut tuner = FineTuner::new(LiteOps::Fused);
     // Made on first use: its optimizer state is another copy of the weights.
     let mut generic_tuner: Option<FineTuner> = None;
-    let stdout = std::io::stdout();
-    println!("ready");
-    for line in std::io::stdin().lock().lines() {
-        let line = line.expect("stdin");
-        let mut words = line.split_whitespace();
-        let (cmd, batch) = (words.next(), words.next().and_then(|b| b.parse().ok()));
-        let (start, cpu_start) = match (cmd, batch) {
-            (Some("forward"), Some(b)) => {
+    let usage = "`forward B`, `candle B`, `train B`, `generic B`, `generic-train B`";
+    common::serve(usage, |command, b, stopwatch| {
+        match command {
+            "forward" => {
                 let x = input(b);
-                let t = (Instant::now(), cpu_seconds());
+                stopwatch.start();
                 fast.forward_pooled(&x).expect("forward");
-                t
             }
-            (Some("candle"), Some(b)) => {
+            "candle" => {
                 let x = input(b);
-                let t = (Instant::now(), cpu_seconds());
+                stopwatch.start();
                 model.forward_pooled(&x).expect("candle forward");
-                t
             }
-            (Some("train"), Some(b)) => {
-                let (x, y) = (input(b), labels(b));
-                let t = (Instant::now(), cpu_seconds());
-                tuner.step(&x, &y);
-                t
-            }
-            (Some("generic"), Some(b)) => {
+            "generic" => {
                 let x = input(b);
-                let t = (Instant::now(), cpu_seconds());
+                stopwatch.start();
                 generic.forward_pooled(&x).expect("generic forward");
-                t
             }
-            (Some("generic-train"), Some(b)) => {
+            "train" | "generic-train" => {
                 let (x, y) = (input(b), labels(b));
-                let tuner = generic_tuner.get_or_insert_with(|| FineTuner::new(LiteOps::Reference));
-                let t = (Instant::now(), cpu_seconds());
+                let tuner = if command == "train" {
+                    &mut tuner
+                } else {
+                    generic_tuner.get_or_insert_with(|| FineTuner::new(LiteOps::Reference))
+                };
+                stopwatch.start();
                 tuner.step(&x, &y);
-                t
             }
-            (Some("quit"), _) => break,
-            _ => {
-                println!(
-                    "error: expected `forward B`, `candle B`, `train B`, `generic B`, `generic-train B` or `quit`, got {line:?}"
-                );
-                continue;
-            }
-        };
-        let ms = millis(start);
-        let cpu_ms = (cpu_seconds() - cpu_start) * 1e3;
-        let mut out = stdout.lock();
-        writeln!(out, "{ms:.3} {cpu_ms:.0}").expect("stdout");
-        out.flush().expect("stdout");
-    }
+            _ => return false,
+        }
+        true
+    });
 }
 
 fn main() {

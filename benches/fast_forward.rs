@@ -21,8 +21,9 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use fracture::model::{ClassifierHead, FastResNetV2, HeadConfig, ResNetV2, ResNetV2Config};
 use rand::SeedableRng;
-use std::io::{BufRead, Write};
 use std::time::Instant;
+
+mod common;
 
 const SIDE: usize = 224;
 
@@ -112,22 +113,6 @@ fn bench_forward(c: &mut Criterion) {
 
 criterion_group!(benches, bench_forward);
 
-fn millis(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
-}
-
-/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
-}
-
 /// Per-layer times of one fast forward pass (after one warm-up pass).
 fn profile(batch: usize) {
     let (model, _vars) = backbone();
@@ -138,38 +123,12 @@ fn profile(batch: usize) {
     }
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
-    // Wall and CPU time (all threads) of a few passes: on a shared machine the CPU time per
-    // pass is the steadier measure of the work done.
-    let mut walls = Vec::new();
-    let cpu0 = cpu_seconds();
-    for _ in 0..5 {
-        let start = Instant::now();
+    common::print_pass_times(batch, || {
         fast.forward_pooled(&x).expect("forward");
-        walls.push(millis(start));
-    }
-    let cpu = (cpu_seconds() - cpu0) * 1e3 / 5.0;
-    walls.sort_by(f64::total_cmp);
-    println!(
-        "batch {batch}: median wall {:.1} ms, min wall {:.1} ms, CPU {cpu:.1} ms per pass",
-        walls[2], walls[0]
-    );
+    });
     let start = Instant::now();
     let layers = fast.forward_profiled(&x).expect("profile");
-    let total = millis(start);
-    let mut by_kind: Vec<(String, f64)> = Vec::new();
-    for (name, d) in &layers {
-        let kind = name.rsplit('/').next().unwrap_or(name).to_string();
-        let ms = d.as_secs_f64() * 1e3;
-        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, t)) => *t += ms,
-            None => by_kind.push((kind, ms)),
-        }
-        println!("{name:<32} {ms:>9.3} ms");
-    }
-    println!("--- by kind (batch {batch}, total {total:.1} ms)");
-    for (kind, ms) in by_kind {
-        println!("{kind:<32} {ms:>9.3} ms {:>5.1}%", 100.0 * ms / total);
-    }
+    common::print_layer_profile(batch, &layers, common::millis(start));
 }
 
 /// The timing server used by `scripts/compare_cpu.py`.
@@ -178,37 +137,22 @@ fn serve() {
     let fast = FastResNetV2::from_model(&model).expect("fast path");
     drop(model);
     let mut trainer = HeadTrainer::new(fast.config().feature_channels());
-    let stdout = std::io::stdout();
-    println!("ready");
-    for line in std::io::stdin().lock().lines() {
-        let line = line.expect("stdin");
-        let mut words = line.split_whitespace();
-        let (cmd, batch) = (words.next(), words.next().and_then(|b| b.parse().ok()));
-        let ms = match (cmd, batch) {
-            (Some("forward"), Some(b)) => {
+    common::serve("`forward B`, `train B`", |command, b, stopwatch| {
+        match command {
+            "forward" => {
                 let x = input(b);
-                let (start, cpu_start) = (Instant::now(), cpu_seconds());
+                stopwatch.start();
                 fast.forward_pooled(&x).expect("forward");
-                (millis(start), cpu_start)
             }
-            (Some("train"), Some(b)) => {
+            "train" => {
                 let (x, y) = (input(b), labels(b));
-                let (start, cpu_start) = (Instant::now(), cpu_seconds());
+                stopwatch.start();
                 trainer.step(&fast, &x, &y);
-                (millis(start), cpu_start)
             }
-            (Some("quit"), _) => break,
-            _ => {
-                println!("error: expected `forward B`, `train B` or `quit`, got {line:?}");
-                continue;
-            }
-        };
-        let (ms, cpu_start) = ms;
-        let cpu_ms = (cpu_seconds() - cpu_start) * 1e3;
-        let mut out = stdout.lock();
-        writeln!(out, "{ms:.3} {cpu_ms:.0}").expect("stdout");
-        out.flush().expect("stdout");
-    }
+            _ => return false,
+        }
+        true
+    });
 }
 
 /// Largest difference between the fast and the default path on the full-size network.
