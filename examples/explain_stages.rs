@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use clap::Parser;
 use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
-use fracture::dataset::{FracAtlas, Label, SplitConfig};
+use fracture::dataset::{FracAtlas, Label, PartName, SplitConfig};
 use fracture::explain::{explain_features, CamConfig, CamMethod};
 use fracture::metrics::localization::score_annotated_image;
 use fracture::metrics::{LocalizationConfig, LocalizationReport};
@@ -34,7 +34,7 @@ struct Args {
     /// The FracAtlas folder (images, dataset.csv, Annotations/).
     #[arg(long)]
     data: PathBuf,
-    /// train, validation or test (of the bundle's split, or the default split).
+    /// train, val or test (of the bundle's split, or the default split).
     #[arg(long, default_value = "test")]
     part: String,
     /// The stages whose outputs are explained, comma-separated (0-based).
@@ -60,12 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(split) => split.clone(),
         None => FracAtlas::open(&args.data)?.split(&SplitConfig::default())?,
     };
-    let part = match args.part.as_str() {
-        "train" => &split.train,
-        "validation" => &split.val,
-        "test" => &split.test,
-        other => return Err(format!("unknown part {other:?}: train, validation or test").into()),
-    };
+    let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
+    let part = split.part(part_name);
     let annotations = Annotations::open_fracatlas(&args.data)?;
     let config = LocalizationConfig::default();
     let cam = CamConfig::new(args.method);

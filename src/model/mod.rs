@@ -17,6 +17,8 @@ mod inference;
 mod init;
 mod network;
 mod resnet_v2;
+#[cfg(test)]
+mod testing;
 mod variables;
 
 pub(crate) use backbone::deserialize_backbone_config;

@@ -267,13 +267,9 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Seeded values uniform in [-1, 1): the same inputs on every run (the CPU generator
-    /// behind `Tensor::randn` cannot be seeded), so a tolerance failure can be reproduced.
     fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n = shape.0 * shape.1 * shape.2 * shape.3;
-        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1f32..1.)).collect();
+        let values =
+            crate::model::testing::seeded_values(shape.0 * shape.1 * shape.2 * shape.3, seed);
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 

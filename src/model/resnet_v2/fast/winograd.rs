@@ -310,12 +310,7 @@ fn run(
 mod tests {
     use super::super::kernels::{conv, ConvPlan, Epilogue};
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..n).map(|_| rng.random_range(-1f32..1.)).collect()
-    }
+    use crate::model::testing::seeded_values as values;
 
     /// Winograd against im2col on the same packed kernel, for even and odd sizes, chunk sizes
     /// that do and do not divide the tile count, with and without ReLU.
