@@ -1,7 +1,7 @@
 //! Specification of `fracture::augment`: Keras `ImageDataGenerator` semantics, one-pass warp,
 //! reproducible draws, optional intensity transforms.
 
-mod common;
+use crate::common;
 
 use fracture::augment::{
     clahe, warp, AffineParams, AugmentConfig, ClaheConfig, FillMode, ImageShape, IntensityConfig,

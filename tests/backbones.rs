@@ -2,7 +2,7 @@
 //! weights loading, the ImageNet top, the facade (training frozen and fine-tuned, bundles,
 //! the fast path), and a second training phase that keeps the trained head.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use fracture::dataset::synthetic::SyntheticConfig;

@@ -2,7 +2,7 @@
 //! over-confident model without moving its ROC AUC or its decisions, and it survives the
 //! bundle.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use fracture::metrics::{

@@ -3,7 +3,7 @@
 //! The tests are ignored by a plain `cargo test` (the images are not shipped); `.ci/run` runs
 //! them, and a folder that is missing then fails them.
 
-mod common;
+use crate::common;
 
 use fracture::batch::BatchSource;
 use fracture::dataset::loader::{ImageLoader, LoaderConfig};

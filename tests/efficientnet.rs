@@ -18,7 +18,7 @@ use fracture::preprocess::Preprocess;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::{assert_close, load_safetensors, seeded_centered, seeded_uniform};
 
 const WEIGHTS: &str = "../shared/weights/efficientnet_lite0_imagenet.safetensors";

@@ -1,7 +1,7 @@
 //! The crate as a user meets it: synthetic radiographs → train (tiny) → evaluate → save →
 //! load → classify, and the failure modes of bundles and folders.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{generated_samples, quick_training, tiny_classifier};

@@ -25,7 +25,7 @@ use fracture::{FractureClassifier, WeightsSource};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::{
     load_safetensors, max_abs_diff_values, nan_max, read_fixture_config_file, seeded_centered,
     to_nchw,

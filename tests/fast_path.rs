@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fracture::model::{FastResNetV2, ResNetV2, ResNetV2Config};
 
-mod common;
+use crate::common;
 use common::{
     load_safetensors, seeded_centered, seeded_uniform, tiny_config, tiny_fixture, to_nchw,
 };

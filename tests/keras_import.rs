@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::load_safetensors;
 
 const FILES: [(&str, KerasModelFormat); 3] = [

@@ -1,6 +1,6 @@
 //! The metrics module against scikit-learn (fixture cases) and against hand-worked examples.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@ use candle_nn::{VarBuilder, VarMap};
 use fracture::model::{FractureNet, HeadConfig, ResNetV2, ResNetV2Config};
 use std::collections::BTreeMap;
 
-mod common;
+use crate::common;
 use common::keras_152v2_variables;
 
 #[test]

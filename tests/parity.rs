@@ -1,7 +1,7 @@
 //! Keras parity: our ResNetV2 reproduces every tap of Keras's own ResNetV2 on the golden
 //! fixtures (tests/fixtures/keras_resnet_v2/tiny, plus `KERAS_FIXTURE_DIR` when set).
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;

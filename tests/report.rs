@@ -2,7 +2,7 @@
 //! the network, the same bytes on every run, overlays and boxes in the gallery, and numbers
 //! that agree with a recount from the cases.
 
-mod common;
+use crate::common;
 
 use fracture::report::{
     fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind, Overlay,

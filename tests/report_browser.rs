@@ -10,7 +10,7 @@
 //! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it), or its path in
 //! `CHROMIUM`.
 
-mod common;
+use crate::common;
 
 use fracture::augment::TtaConfig;
 use fracture::report::{DataSource, Report};

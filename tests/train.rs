@@ -1,7 +1,7 @@
 //! Specification of the training loop: learning, freezing, best checkpoint, resume, crash
 //! safety, non-finite losses.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};

@@ -1,7 +1,7 @@
 //! Test-time augmentation: off unless asked; when on, the score is the mean logit over the
 //! views, and `evaluate` compares it with the image alone by a paired bootstrap.
 
-mod common;
+use crate::common;
 
 use fracture::augment::TtaConfig;
 use fracture::metrics::{paired_auc_difference, roc_auc, BootstrapConfig, Metric};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 const ATOL: f32 = 1e-4;
 
-mod common;
+use crate::common;
 use common::{max_abs_diff, tiny_config as tiny, tiny_fixture as fixture, tiny_fixture_io};
 
 /// Options that never reach a network or the user's cache.
