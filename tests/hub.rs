@@ -248,19 +248,21 @@ fn empty_offline_cache_is_an_error_saying_what_to_do() {
 #[test]
 fn options_from_env_read_the_hugging_face_variables() {
     let home = tempfile::tempdir().unwrap();
-    std::env::set_var("HF_HOME", home.path());
-    std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:1234");
-    std::env::set_var("HF_HUB_OFFLINE", "1");
-    std::env::remove_var("HF_HUB_CACHE");
-    std::env::remove_var("HF_TOKEN");
+    // SAFETY (here and below): the only test of this binary that reads or writes the
+    // environment (the others build their `HubOptions` by hand); no other thread touches it.
+    unsafe { std::env::set_var("HF_HOME", home.path()) };
+    unsafe { std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:1234") };
+    unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
+    unsafe { std::env::remove_var("HF_HUB_CACHE") };
+    unsafe { std::env::remove_var("HF_TOKEN") };
     let options = HubOptions::from_env();
     assert_eq!(options.endpoint, "http://127.0.0.1:1234");
     assert_eq!(options.cache_dir, home.path().join("hub"));
     assert!(options.offline);
     assert_eq!(options.token, None);
 
-    std::env::set_var("HF_HUB_OFFLINE", "0");
-    std::env::set_var("HF_HUB_CACHE", home.path().join("elsewhere"));
+    unsafe { std::env::set_var("HF_HUB_OFFLINE", "0") };
+    unsafe { std::env::set_var("HF_HUB_CACHE", home.path().join("elsewhere")) };
     let options = HubOptions::from_env();
     assert!(!options.offline);
     assert_eq!(options.cache_dir, home.path().join("elsewhere"));

@@ -560,7 +560,13 @@ fn published_hashes_are_keras_own() {
     for (file, md5) in expected {
         assert_eq!(table.get(file), Some(&md5), "{file}");
     }
-    let defaults = KerasCache::from_env();
+    // Not `from_env`: `keras_home_sets_the_cache_folder` sets HOME meanwhile, and reading the
+    // environment while another thread writes it is undefined behaviour.
+    let defaults = KerasCache {
+        dir: PathBuf::new(),
+        base_url: fracture::weights::KERAS_RESNET_WEIGHTS_URL.to_string(),
+        md5: HashMap::new(),
+    };
     assert_eq!(
         defaults.url_of("resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -571,15 +577,17 @@ fn published_hashes_are_keras_own() {
 #[test]
 fn keras_home_sets_the_cache_folder() {
     let home = tempfile::tempdir().unwrap();
-    std::env::set_var("KERAS_HOME", home.path());
+    // SAFETY (here and below): the only test of this binary that reads or writes the
+    // environment; no other thread touches it meanwhile.
+    unsafe { std::env::set_var("KERAS_HOME", home.path()) };
     assert_eq!(KerasCache::from_env().dir, home.path().join("models"));
-    std::env::remove_var("KERAS_HOME");
+    unsafe { std::env::remove_var("KERAS_HOME") };
     let user_home = std::env::var_os("HOME");
-    std::env::set_var("HOME", home.path());
+    unsafe { std::env::set_var("HOME", home.path()) };
     let dir = KerasCache::from_env().dir;
     match user_home {
-        Some(h) => std::env::set_var("HOME", h),
-        None => std::env::remove_var("HOME"),
+        Some(h) => unsafe { std::env::set_var("HOME", h) },
+        None => unsafe { std::env::remove_var("HOME") },
     }
     assert_eq!(dir, home.path().join(".keras").join("models"));
 }

@@ -380,7 +380,7 @@ fn roc_curve_auc_agrees_with_pair_counting() {
         c.labels
             .iter()
             .zip(&c.scores)
-            .filter(|(&l, _)| l == fractured)
+            .filter(|&(&l, _)| l == fractured)
             .map(|(_, &s)| s)
             .collect()
     };

@@ -56,7 +56,8 @@ impl SharedMut {
     /// The range is inside the buffer, the buffer outlives `'a`, and no other work item
     /// touches the range meanwhile.
     pub(crate) unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
+        // SAFETY: the caller's contract above.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
 
