@@ -564,7 +564,7 @@ fn published_hashes_are_keras_own() {
     // environment while another thread writes it is undefined behaviour.
     let defaults = KerasCache {
         dir: PathBuf::new(),
-        base_url: fracture::weights::KERAS_RESNET_WEIGHTS_URL.to_string(),
+        base_url: fracture::weights::keras_imagenet::KERAS_RESNET_WEIGHTS_URL.to_string(),
         md5: HashMap::new(),
     };
     assert_eq!(
