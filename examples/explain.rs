@@ -14,6 +14,7 @@
 use clap::Parser;
 use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
+use fracture::dataset::walk;
 use fracture::device::{self, DeviceRequest};
 use fracture::explain::{save_png, CamConfig, CamMethod, CamTarget, OverlayStyle};
 use fracture::progress::Progress;
@@ -28,7 +29,8 @@ struct Args {
     bundle: PathBuf,
     /// An image file, or a folder (every image in it, recursively).
     input: PathBuf,
-    /// Where to write the overlays (`<image stem>_<method>_<target>.png`).
+    /// Where to write the overlays: the input folder's tree mirrored, each image's overlay
+    /// named `<image stem>_<method>_<target>.png` in the folder mirroring the image's.
     #[arg(long, default_value = "explanations")]
     out: PathBuf,
     /// gradcam, hirescam or gradcampp.
@@ -60,10 +62,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_ref()
         .map(Annotations::open_fracatlas)
         .transpose()?;
-    let mut files = if args.input.is_dir() {
-        files_under(&args.input)?
+    // The input tree is mirrored under --out, so images of the same name in different
+    // folders (many IM0001.dcm) get different overlays.
+    let (input_root, mut files) = if args.input.is_dir() {
+        let found = walk::files_under(&args.input)?;
+        for (path, reason) in &found.skipped {
+            eprintln!("skipped {}: {reason}", path.display());
+        }
+        (args.input.clone(), found.files)
     } else {
-        vec![args.input.clone()]
+        let folder = args.input.parent().unwrap_or(Path::new("")).to_path_buf();
+        (folder, vec![args.input.clone()])
     };
     files.truncate(args.limit.unwrap_or(usize::MAX));
     let config = CamConfig {
@@ -76,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let progress = Progress::items("explain", files.len() as u64);
     let (mut written, mut skipped) = (0usize, 0usize);
+    let mut targets = std::collections::HashSet::new();
     for path in &files {
         progress.inc(1);
         let image = match decode_file(path) {
@@ -93,12 +103,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|a| a.regions.as_slice())
             .unwrap_or_default();
         let picture = explained.overlay(&image, regions, &style)?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        let target = args.out.join(format!(
-            "{stem}_{}_{}.png",
-            args.method.key(),
-            args.target.key()
-        ));
+        let suffix = format!("_{}_{}.png", args.method.key(), args.target.key());
+        let target = walk::mirrored_path(&input_root, path, &args.out, &suffix);
+        // Two inputs of one stem in one folder (IM0001.dcm, IM0001.png): refuse, never overwrite.
+        if !targets.insert(target.clone()) {
+            return Err(format!(
+                "{} and an earlier image of the same folder both map to {}: rename one",
+                path.display(),
+                target.display()
+            )
+            .into());
+        }
         save_png(&picture, &target)?;
         written += 1;
         progress.suspend(|| {
@@ -116,19 +131,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.display()
     );
     Ok(())
-}
-
-/// Every file under `dir`, recursively (links followed), sorted by path.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>, walkdir::Error> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .sort_by_file_name()
-    {
-        let entry = entry?;
-        if entry.file_type().is_file() {
-            files.push(entry.into_path());
-        }
-    }
-    Ok(files)
 }
