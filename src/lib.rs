@@ -80,13 +80,13 @@ pub mod weights;
 
 pub use classifier::{FractureClassifier, Prediction};
 
+/// The `image` crate types that appear in public signatures, from the version this crate is
+/// built with (`fracture::image` is this crate's own module of `f32` images).
+pub use ::image::{DynamicImage, GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 /// The `candle_core` this crate is built with: its [`candle_core::Device`] and
 /// [`candle_core::Tensor`] appear in public signatures, so use them from here
 /// (`fracture::candle_core::Device::Cpu`) rather than pinning a matching version.
 pub use candle_core;
-/// The `image` crate types that appear in public signatures, from the version this crate is
-/// built with (`fracture::image` is this crate's own module of `f32` images).
-pub use ::image::{DynamicImage, GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 
 /// The README's code examples, compiled and run as doc tests.
 #[cfg(doctest)]

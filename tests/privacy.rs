@@ -50,7 +50,11 @@ fn trained(form: PathForm) -> (Trained, fracture::classifier::Evaluation) {
     clf.train(&split, common::quick_training(1)).unwrap();
     std::fs::write(&split.test.samples[0].path, b"not an image").unwrap();
     let evaluation = clf.evaluate(&split.test).unwrap();
-    assert_eq!(evaluation.skipped.len(), 1, "the broken image was not skipped");
+    assert_eq!(
+        evaluation.skipped.len(),
+        1,
+        "the broken image was not skipped"
+    );
     let trained = Trained {
         _tmp: tmp,
         root,
@@ -85,7 +89,10 @@ fn bundles_and_reports_write_paths_relative_to_the_data_root() {
     Report::new(&t.clf, &evaluation).write(&report).unwrap();
 
     let text = all_text(&bundle) + &all_text(&report);
-    assert!(!text.contains(PATIENT), "a path above the data root was written");
+    assert!(
+        !text.contains(PATIENT),
+        "a path above the data root was written"
+    );
     // The data root is the folder holding every image: <root>/images.
     let images = t.root.join("images");
     let relative = |p: &Path| {
@@ -94,7 +101,9 @@ fn bundles_and_reports_write_paths_relative_to_the_data_root() {
     };
     let first = &t.split.train.samples[0].path;
     assert_eq!(split_csv_paths(&bundle)[0], relative(first));
-    assert!(relative(first).starts_with("Fractured/") || relative(first).starts_with("Non_fractured/"));
+    assert!(
+        relative(first).starts_with("Fractured/") || relative(first).starts_with("Non_fractured/")
+    );
     for dir in [&bundle, &report] {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap())
@@ -119,7 +128,10 @@ fn bundles_and_reports_write_paths_relative_to_the_data_root() {
     let loaded = FractureClassifier::load(&bundle, &fracture::candle_core::Device::Cpu).unwrap();
     let stored = loaded.split().unwrap();
     assert!(stored.test.samples.iter().all(|s| s.path.is_relative()));
-    assert_eq!(stored.locate(&t.samples, &PathForm::Relative).unwrap(), t.split);
+    assert_eq!(
+        stored.locate(&t.samples, &PathForm::Relative).unwrap(),
+        t.split
+    );
     let moved = stored.rooted_at(&images);
     assert_eq!(moved, t.split);
     // Saving the loaded classifier again keeps the relative paths as they are.
@@ -145,7 +157,10 @@ fn salted_hashes_hide_every_name_and_the_salt() {
         }
     }
     let paths = split_csv_paths(&bundle);
-    assert!(paths.iter().all(|p| p.starts_with(HASH_PREFIX)), "{paths:?}");
+    assert!(
+        paths.iter().all(|p| p.starts_with(HASH_PREFIX)),
+        "{paths:?}"
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
             .unwrap();

@@ -241,7 +241,9 @@ impl FractureClassifier {
     /// #     .device(fracture::device::DeviceRequest::Cpu)
     /// #     .image_size(32, 32)
     /// #     .build()?;
-    /// clf.set_path_form(PathForm::SaltedHash(PathSalt::new(std::env::var("SALT").unwrap_or("a salt of sixteen bytes".into()))?));
+    /// // The salt is the user's secret (from a vault or an environment variable), never saved.
+    /// let salt = PathSalt::new("a salt of at least 16 bytes")?;
+    /// clf.set_path_form(PathForm::SaltedHash(salt));
     /// assert!(matches!(clf.path_form(), PathForm::SaltedHash(_)));
     /// # Ok::<(), fracture::Error>(())
     /// ```

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(value["cases"][0]["path"], "DOE_JOHN/IM0001.dcm");
         assert_eq!(value["cases"][1]["path"], "ROE_JANE/IM0001.dcm");
         assert_eq!(value["skipped"][0][0], "ROE_JANE/IM0002.dcm");
-        assert_eq!(value["skipped"][0][1], "image ROE_JANE/IM0002.dcm: truncated");
+        assert_eq!(
+            value["skipped"][0][1],
+            "image ROE_JANE/IM0002.dcm: truncated"
+        );
         assert_eq!(value["path_form"], "relative to the data root");
         assert!(!value.to_string().contains("/data/xr"));
     }

@@ -20,11 +20,11 @@
 //! 4. Within a part, samples keep the dataset's order (sorted by path), so the same dataset
 //!    and seed always give the identical manifest.
 
+use super::stored_path::{self, PathForm};
 use super::{BodyPart, ClassCounts, ContentHash, Label, Sample};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use super::stored_path::{self, PathForm};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -297,8 +297,8 @@ impl Split {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn locate(&self, samples: &[Sample], form: &PathForm) -> Result<Split> {
-        let root = stored_path::data_root(samples.iter().map(|s| s.path.as_path()))
-            .unwrap_or_default();
+        let root =
+            stored_path::data_root(samples.iter().map(|s| s.path.as_path())).unwrap_or_default();
         let by_stored: HashMap<String, &Sample> = samples
             .iter()
             .map(|s| (form.store(&root, &s.path), s))

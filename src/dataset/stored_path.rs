@@ -194,7 +194,10 @@ mod tests {
         let a = one.store(root, image);
         assert_eq!(a, one.store(root, image), "not deterministic");
         assert_ne!(a, two.store(root, image), "salt ignored");
-        assert_ne!(a, one.store(root, Path::new("/r/SMITH_ANNA_0815/IM0002.dcm")));
+        assert_ne!(
+            a,
+            one.store(root, Path::new("/r/SMITH_ANNA_0815/IM0002.dcm"))
+        );
         assert!(!a.contains("SMITH") && !a.contains("IM0001") && !a.contains("sixteen"));
         assert_eq!(a.len(), HASH_PREFIX.len() + 64);
         // Hashing a stored hash again leaves it as it is.
@@ -208,7 +211,10 @@ mod tests {
     fn the_root_is_the_deepest_common_folder() {
         let p = |s: &str| PathBuf::from(s);
         let paths = [p("/a/b/c/x.png"), p("/a/b/d/y.png"), p("relative/z.png")];
-        assert_eq!(data_root(paths.iter().map(PathBuf::as_path)), Some(p("/a/b")));
+        assert_eq!(
+            data_root(paths.iter().map(PathBuf::as_path)),
+            Some(p("/a/b"))
+        );
         assert_eq!(data_root([Path::new("rel/x.png")]), None);
         assert_eq!(
             data_root([Path::new("/x/1.png"), Path::new("/y/2.png")]),

@@ -406,7 +406,10 @@ pub(super) fn gallery_section(gallery: &[GalleryImage], n: &Numbers<'_>) -> Resu
                 ),
                 Err(e) => format!(
                     "<p class=\"warn\">cannot show the image: {}</p>",
-                    escape(&e.to_string().replace(&image.path.display().to_string(), &name))
+                    escape(
+                        &e.to_string()
+                            .replace(&image.path.display().to_string(), &name)
+                    )
                 ),
             };
             let overlay = match &image.overlay {
