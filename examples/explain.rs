@@ -84,9 +84,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OverlayStyle::default()
     };
     let progress = Progress::items("explain", files.len() as u64);
+    // Each overlay's path, checked before any work: two inputs of one stem in one folder
+    // (IM0001.dcm, IM0001.png) are refused, never overwritten.
+    let suffix = format!("_{}_{}.png", args.method.key(), args.target.key());
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .map(|path| walk::mirrored_path(&input_root, path, &args.out, &suffix))
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    for (path, target) in files.iter().zip(&targets) {
+        if let Some(earlier) = seen.insert(target, path) {
+            return Err(format!(
+                "{} and {} would both be explained in {}: rename one",
+                earlier.display(),
+                path.display(),
+                target.display()
+            )
+            .into());
+        }
+    }
     let (mut written, mut skipped) = (0usize, 0usize);
-    let mut targets = std::collections::HashSet::new();
-    for path in &files {
+    for (path, target) in files.iter().zip(&targets) {
         progress.inc(1);
         let image = match decode_file(path) {
             Ok(image) => image,
@@ -103,18 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|a| a.regions.as_slice())
             .unwrap_or_default();
         let picture = explained.overlay(&image, regions, &style)?;
-        let suffix = format!("_{}_{}.png", args.method.key(), args.target.key());
-        let target = walk::mirrored_path(&input_root, path, &args.out, &suffix);
-        // Two inputs of one stem in one folder (IM0001.dcm, IM0001.png): refuse, never overwrite.
-        if !targets.insert(target.clone()) {
-            return Err(format!(
-                "{} and an earlier image of the same folder both map to {}: rename one",
-                path.display(),
-                target.display()
-            )
-            .into());
-        }
-        save_png(&picture, &target)?;
+        save_png(&picture, target)?;
         written += 1;
         progress.suspend(|| {
             println!(
