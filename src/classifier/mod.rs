@@ -236,7 +236,7 @@ impl FractureClassifier {
     /// ```
     /// use fracture::dataset::stored_path::{PathForm, PathSalt};
     /// # let mut clf = fracture::FractureClassifier::builder()
-    /// #     .backbone(fracture::model::ResNetV2Config::custom(vec![1], vec![4]))
+    /// #     .backbone(fracture::model::ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
     /// #     .weights(fracture::WeightsSource::Random { seed: 0 })
     /// #     .device(fracture::device::DeviceRequest::Cpu)
     /// #     .image_size(32, 32)

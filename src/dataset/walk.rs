@@ -26,7 +26,7 @@ pub struct FolderFiles {
 /// std::fs::write(dir.path().join("IM0001.dcm"), b"x")?;
 /// let found = fracture::dataset::walk::files_under(dir.path())?;
 /// assert_eq!(found.files, [dir.path().join("IM0001.dcm"), dir.path().join("a/IM0001.dcm")]);
-/// # Ok::<(), fracture::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn files_under(dir: &Path) -> Result<FolderFiles> {
     let mut found = FolderFiles::default();
