@@ -13,7 +13,7 @@ use fracture::augment::TtaConfig;
 use fracture::device::{self, DeviceRequest};
 use fracture::FractureClassifier;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Print the fracture probability and label of each image.
 #[derive(Parser, Debug)]
@@ -25,7 +25,8 @@ struct Args {
     bundle: PathBuf,
     /// An image file (JPEG, PNG, DICOM, ...), or a folder classified recursively.
     input: PathBuf,
-    /// Also write the predictions as CSV (path,label,fracture_probability,threshold).
+    /// Also write the predictions as CSV (path,label,fracture_probability,threshold); each
+    /// path relative to the folder given (the file's name for a single file), never absolute.
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Override the bundle's decision threshold.
@@ -80,9 +81,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(csv_path) = &args.csv {
         let mut writer = csv::Writer::from_path(csv_path)?;
         writer.write_record(["path", "label", "fracture_probability", "threshold"])?;
+        let base = match args.input.is_dir() {
+            true => args.input.as_path(),
+            false => args.input.parent().unwrap_or(Path::new("")),
+        };
         for (path, p) in &predictions {
+            // Paths on disk are relative (see the README's privacy section).
+            let relative = path.strip_prefix(base).unwrap_or(path);
             writer.write_record([
-                path.display().to_string(),
+                relative.display().to_string(),
                 p.label.to_string(),
                 format!("{:.6}", p.fracture_probability),
                 format!("{:.6}", p.threshold),

@@ -79,12 +79,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let data = FracAtlas::open(dir)?;
             (data.split(&SplitConfig::default())?, Some(data.report))
         }
-        None => (
-            clf.split()
+        None => {
+            let split = clf
+                .split()
                 .cloned()
-                .ok_or("the model holds no split (a Keras model never does): pass --data")?,
-            None,
-        ),
+                .ok_or("the model holds no split (a Keras model never does): pass --data")?;
+            // A bundle stores image paths relative to the data root, never absolute.
+            if split.data_root().is_none() {
+                return Err("the bundle stores image paths relative to the data root: pass --data, the folder the images are in now".into());
+            }
+            (split, None)
+        }
     };
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name).clone();

@@ -14,6 +14,7 @@
 use clap::Parser;
 use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
+use fracture::dataset::walk;
 use fracture::device::{self, DeviceRequest};
 use fracture::explain::{save_png, CamConfig, CamMethod, CamTarget, OverlayStyle};
 use fracture::progress::Progress;
@@ -28,7 +29,8 @@ struct Args {
     bundle: PathBuf,
     /// An image file, or a folder (every image in it, recursively).
     input: PathBuf,
-    /// Where to write the overlays (`<image stem>_<method>_<target>.png`).
+    /// Where to write the overlays: the input folder's tree mirrored, each image's overlay
+    /// named `<image stem>_<method>_<target>.png` in the folder mirroring the image's.
     #[arg(long, default_value = "explanations")]
     out: PathBuf,
     /// gradcam, hirescam or gradcampp.
@@ -60,10 +62,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_ref()
         .map(Annotations::open_fracatlas)
         .transpose()?;
-    let mut files = if args.input.is_dir() {
-        files_under(&args.input)?
+    // The input tree is mirrored under --out, so images of the same name in different
+    // folders (many IM0001.dcm) get different overlays.
+    let (input_root, mut files) = if args.input.is_dir() {
+        let found = walk::files_under(&args.input)?;
+        for (path, reason) in &found.skipped {
+            eprintln!("skipped {}: {reason}", path.display());
+        }
+        (args.input.clone(), found.files)
     } else {
-        vec![args.input.clone()]
+        let folder = args.input.parent().unwrap_or(Path::new("")).to_path_buf();
+        (folder, vec![args.input.clone()])
     };
     files.truncate(args.limit.unwrap_or(usize::MAX));
     let config = CamConfig {
@@ -75,8 +84,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OverlayStyle::default()
     };
     let progress = Progress::items("explain", files.len() as u64);
+    // Each overlay's path, checked before any work: two inputs of one stem in one folder
+    // (IM0001.dcm, IM0001.png) are refused, never overwritten.
+    let suffix = format!("_{}_{}.png", args.method.key(), args.target.key());
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .map(|path| walk::mirrored_path(&input_root, path, &args.out, &suffix))
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    for (path, target) in files.iter().zip(&targets) {
+        if let Some(earlier) = seen.insert(target, path) {
+            return Err(format!(
+                "{} and {} would both be explained in {}: rename one",
+                earlier.display(),
+                path.display(),
+                target.display()
+            )
+            .into());
+        }
+    }
     let (mut written, mut skipped) = (0usize, 0usize);
-    for path in &files {
+    for (path, target) in files.iter().zip(&targets) {
         progress.inc(1);
         let image = match decode_file(path) {
             Ok(image) => image,
@@ -93,13 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|a| a.regions.as_slice())
             .unwrap_or_default();
         let picture = explained.overlay(&image, regions, &style)?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        let target = args.out.join(format!(
-            "{stem}_{}_{}.png",
-            args.method.key(),
-            args.target.key()
-        ));
-        save_png(&picture, &target)?;
+        save_png(&picture, target)?;
         written += 1;
         progress.suspend(|| {
             println!(
@@ -116,19 +138,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.display()
     );
     Ok(())
-}
-
-/// Every file under `dir`, recursively (links followed), sorted by path.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>, walkdir::Error> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .sort_by_file_name()
-    {
-        let entry = entry?;
-        if entry.file_type().is_file() {
-            files.push(entry.into_path());
-        }
-    }
-    Ok(files)
 }

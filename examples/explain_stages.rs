@@ -56,9 +56,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bad) = args.stages.iter().find(|&&s| s >= stage_count) {
         return Err(format!("stage {bad} does not exist: the network has {stage_count}").into());
     }
+    let data = FracAtlas::open(&args.data)?;
     let split = match clf.split() {
-        Some(split) => split.clone(),
-        None => FracAtlas::open(&args.data)?.split(&SplitConfig::default())?,
+        // The bundle's split holds paths relative to the data root: find them in --data.
+        Some(split) => split.locate(&data.samples, clf.path_form())?,
+        None => data.split(&SplitConfig::default())?,
     };
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name);

@@ -38,7 +38,10 @@
 //! // 6. Classify new images, save the classifier as a bundle, load it again.
 //! println!("{}", clf.classify_path(&split.test.samples[0].path)?);
 //! clf.save(root.join("bundle"))?;
-//! let again = FractureClassifier::load(root.join("bundle"), &candle_core::Device::Cpu)?;
+//! // The candle and image types of the API come re-exported: no need to pin their versions.
+//! let again = FractureClassifier::load(root.join("bundle"), &fracture::candle_core::Device::Cpu)?;
+//! let picture: fracture::DynamicImage = fracture::dataset::decode::decode_file(&split.test.samples[0].path)?;
+//! assert_eq!(again.classify_image(&picture)?, clf.classify_image(&picture)?);
 //! # let _ = again;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -76,6 +79,14 @@ pub mod train;
 pub mod weights;
 
 pub use classifier::{FractureClassifier, Prediction};
+
+/// The `image` crate types that appear in public signatures, from the version this crate is
+/// built with (`fracture::image` is this crate's own module of `f32` images).
+pub use ::image::{DynamicImage, GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
+/// The `candle_core` this crate is built with: its [`candle_core::Device`] and
+/// [`candle_core::Tensor`] appear in public signatures, so use them from here
+/// (`fracture::candle_core::Device::Cpu`) rather than pinning a matching version.
+pub use candle_core;
 
 /// The README's code examples, compiled and run as doc tests.
 #[cfg(doctest)]

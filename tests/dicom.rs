@@ -768,7 +768,7 @@ fn no_patient_identifier_reaches_any_output() {
         .unwrap();
     }
     // Files that fail: pixel data cut short, an unsupported syntax, and a photometric
-    // interpretation that (absurdly) holds the patient's name, to prove redaction works.
+    // interpretation that (absurdly) holds the patient's name, to prove it is not quoted.
     let good = std::fs::read(fractured.join("0.dcm")).unwrap();
     std::fs::write(normal.join("cut.dcm"), &good[..good.len() - 300]).unwrap();
     let mut named = with_patient(Gray16::gradient(8, 8));
@@ -813,8 +813,8 @@ fn no_patient_identifier_reaches_any_output() {
         }
     }
     assert!(
-        outputs.contains("[redacted]"),
-        "the planted photometric value was not redacted: {outputs}"
+        outputs.contains("<not a code string, 8 characters>"),
+        "the planted photometric value was quoted: {outputs}"
     );
     let data = ImageFolder::open(root.path()).unwrap();
     outputs.push_str(&format!("{data:?}\n{}\n", data.report));

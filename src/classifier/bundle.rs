@@ -10,6 +10,10 @@
 //!   history.json        per-epoch training history (if trained)
 //!   metrics.json        the last evaluation (if evaluated)
 //! ```
+//! Image paths in `split.csv` and `metrics.json` are written relative to the data root, or as
+//! salted hashes ([`FractureClassifier::set_path_form`], [`crate::dataset::stored_path`]);
+//! a loaded bundle's [`FractureClassifier::split`] holds them so: join them to the folder
+//! the images are in with [`Split::rooted_at`].
 //! Every file is written to a temporary name and renamed; `bundle.json` is written last, so a
 //! folder without it is an incomplete save.
 
@@ -211,7 +215,7 @@ impl FractureClassifier {
     ///     .build()?;
     /// let dir = std::env::temp_dir().join("fracture-bundle-doctest");
     /// clf.save(&dir)?;
-    /// let again = FractureClassifier::load(&dir, &candle_core::Device::Cpu)?;
+    /// let again = FractureClassifier::load(&dir, &fracture::candle_core::Device::Cpu)?;
     /// assert_eq!(again.threshold(), clf.threshold());
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok::<(), fracture::Error>(())
@@ -224,8 +228,15 @@ impl FractureClassifier {
             save_network(tmp, &self.tensors, &self.backbone, Some(&self.head))
         })?;
         let mut files = Vec::new();
+        let evaluation_paths = self
+            .evaluation
+            .as_ref()
+            .map(super::stored::evaluation_paths)
+            .unwrap_or_default();
+        let root = super::stored::data_root(self.split.as_ref(), &evaluation_paths);
         if let Some(split) = &self.split {
-            writer.write_with(SPLIT, |tmp| split.save_manifest(tmp))?;
+            let stored = split.stored(&self.path_form, &root);
+            writer.write_with(SPLIT, |tmp| stored.save_stored_manifest(tmp))?;
             files.push(SPLIT.to_string());
         }
         if let Some(history) = &self.history {
@@ -233,7 +244,9 @@ impl FractureClassifier {
             files.push(HISTORY.to_string());
         }
         if let Some(metrics) = &self.evaluation {
-            writer.write_json(METRICS, metrics)?;
+            let mut metrics = metrics.clone();
+            super::stored::store_evaluation_paths(&mut metrics, &self.path_form, &root);
+            writer.write_json(METRICS, &metrics)?;
             files.push(METRICS.to_string());
         }
         let manifest = BundleManifest {
@@ -322,7 +335,7 @@ impl FractureClassifier {
         clf.threshold_source = manifest.threshold_source;
         let has = |name: &str| manifest.files.iter().any(|f| f == name);
         if has(SPLIT) {
-            clf.split = Some(Split::load_manifest(dir.join(SPLIT))?);
+            clf.split = Some(Split::load_stored_manifest(&dir.join(SPLIT))?);
         }
         if has(HISTORY) {
             clf.history = Some(History::load_json(dir.join(HISTORY))?);
@@ -338,7 +351,10 @@ impl FractureClassifier {
         Ok(clf)
     }
 
-    /// The split this classifier was trained on, when known.
+    /// The split this classifier was trained on, when known. Its paths are those given to
+    /// [`Self::train`], or for a loaded bundle as `split.csv` stores them (relative to the data
+    /// root or hashed, see [`Self::set_path_form`]; bundles before this stored absolute paths):
+    /// find the images with [`Split::locate`] in a data set opened where they are now.
     pub fn split(&self) -> Option<&Split> {
         self.split.as_ref()
     }

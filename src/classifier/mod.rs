@@ -26,6 +26,7 @@ mod evaluation;
 mod explain;
 mod keras;
 mod predict;
+pub(crate) mod stored;
 mod training;
 mod tta;
 
@@ -39,6 +40,7 @@ pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::augment::TtaConfig;
+use crate::dataset::stored_path::PathForm;
 use crate::dataset::{Label, Split};
 use crate::device;
 use crate::error::{Error, Result};
@@ -83,6 +85,8 @@ pub struct FractureClassifier {
     initial_weights: Option<String>,
     /// How the classifier was trained, when it was.
     train_config: Option<TrainConfig>,
+    /// How image paths are written into its bundle and reports.
+    path_form: PathForm,
 }
 
 impl fmt::Debug for FractureClassifier {
@@ -133,6 +137,7 @@ impl FractureClassifier {
             evaluation: None,
             initial_weights: None,
             train_config: None,
+            path_form: PathForm::Relative,
         })
     }
 
@@ -221,6 +226,34 @@ impl FractureClassifier {
     /// when known: set by the builder, kept through training and in the bundle.
     pub fn initial_weights(&self) -> Option<&str> {
         self.initial_weights.as_deref()
+    }
+
+    /// How image paths are written into this classifier's bundle (`split.csv`,
+    /// `metrics.json`) and its reports: relative to the data root (the default) or as salted
+    /// hashes ([`crate::dataset::stored_path`]). Not saved in the bundle (a salt is never
+    /// written): set it again after loading.
+    ///
+    /// ```
+    /// use fracture::dataset::stored_path::{PathForm, PathSalt};
+    /// # let mut clf = fracture::FractureClassifier::builder()
+    /// #     .backbone(fracture::model::ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    /// #     .weights(fracture::WeightsSource::Random { seed: 0 })
+    /// #     .device(fracture::device::DeviceRequest::Cpu)
+    /// #     .image_size(32, 32)
+    /// #     .build()?;
+    /// // The salt is the user's secret (from a vault or an environment variable), never saved.
+    /// let salt = PathSalt::new("a salt of at least 16 bytes")?;
+    /// clf.set_path_form(PathForm::SaltedHash(salt));
+    /// assert!(matches!(clf.path_form(), PathForm::SaltedHash(_)));
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn set_path_form(&mut self, form: PathForm) {
+        self.path_form = form;
+    }
+
+    /// How image paths are written ([`Self::set_path_form`]).
+    pub fn path_form(&self) -> &PathForm {
+        &self.path_form
     }
 
     /// The training configuration of the last [`FractureClassifier::train`] (or of the loaded

@@ -50,7 +50,7 @@ impl FractureClassifier {
     /// Classify one image file (JPEG, PNG, ...; EXIF orientation applied).
     ///
     /// ```no_run
-    /// # let clf = fracture::FractureClassifier::load("model_dir", &candle_core::Device::Cpu)?;
+    /// # let clf = fracture::FractureClassifier::load("model_dir", &fracture::candle_core::Device::Cpu)?;
     /// let prediction = clf.classify_path("xray.jpg")?;
     /// println!("{prediction}");
     /// # Ok::<(), fracture::Error>(())
@@ -123,8 +123,9 @@ impl FractureClassifier {
                 message: "not a folder (or it cannot be read)".into(),
             });
         }
-        let mut result = ClassifiedDir::default();
-        let files = list_files(dir, &mut result.skipped)?;
+        let walk = crate::dataset::walk::files_under(dir)?;
+        let (files, mut result) = (walk.files, ClassifiedDir::default());
+        result.skipped = walk.skipped;
         let progress = Progress::items("classify", files.len() as u64);
         for chunk in files.chunks(DIR_CHUNK) {
             let decoded: Vec<(PathBuf, Result<DynamicImage>)> = chunk
@@ -157,40 +158,4 @@ impl FractureClassifier {
         result.skipped.sort();
         Ok(result)
     }
-}
-
-/// Every regular file under `dir` (links followed), sorted by path; entries that cannot be
-/// read (a folder without permission, a broken link, a link loop) go to `skipped` with the
-/// reason. An error only when `dir` itself cannot be read.
-fn list_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
-        match entry {
-            Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
-            Ok(_) => {}
-            Err(e) if e.depth() == 0 => {
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("cannot walk the folder"));
-                return Err(Error::io(dir, source));
-            }
-            Err(e) => {
-                let path = e.path().unwrap_or(dir).to_path_buf();
-                let reason = match e.loop_ancestor() {
-                    Some(ancestor) => format!(
-                        "link loop: leads back to {}, not followed",
-                        ancestor.display()
-                    ),
-                    None => format!(
-                        "cannot be read: {}",
-                        e.io_error()
-                            .map_or_else(|| e.to_string(), ToString::to_string)
-                    ),
-                };
-                skipped.push((path, reason));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }

@@ -138,6 +138,7 @@ impl FractureClassifier {
         trained.calibrate_from(&val.labels, &val.logits)?;
         trained.choose_threshold_from(&val.labels, &val.logits, ThresholdRule::Youden)?;
         trained.tta = self.tta.clone();
+        trained.path_form = self.path_form.clone();
         *self = trained;
         Ok(history)
     }

@@ -94,13 +94,16 @@ struct Row {
 }
 
 impl Row {
-    fn from_sample(part: PartName, s: &Sample) -> Self {
+    fn from_sample(part: PartName, s: &Sample, absolute: bool) -> Self {
         let m = s.metadata.as_ref();
         Row {
             part: part.name().into(),
             // Relative paths would be read back against the manifest's folder: write them
-            // absolute.
-            path: std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()),
+            // absolute (unless the split is in a stored form, `Split::stored`).
+            path: match absolute {
+                true => std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()),
+                false => s.path.clone(),
+            },
             label: s.label.name().into(),
             sha256: s.hash.to_string(),
             width: s.dimensions.map(|d| d.0),
@@ -116,7 +119,7 @@ impl Row {
         }
     }
 
-    fn into_sample(self, base: &Path) -> std::result::Result<(PartName, Sample), String> {
+    fn into_sample(self, base: Option<&Path>) -> std::result::Result<(PartName, Sample), String> {
         let part = PartName::parse(&self.part).ok_or(format!("unknown part {:?}", self.part))?;
         let label = Label::parse(&self.label).ok_or(format!("unknown label {:?}", self.label))?;
         let hash =
@@ -140,7 +143,7 @@ impl Row {
         Ok((
             part,
             Sample {
-                path: base.join(self.path),
+                path: base.map_or_else(|| self.path.clone(), |b| b.join(&self.path)),
                 label,
                 hash,
                 dimensions: self.width.zip(self.height),
@@ -157,17 +160,25 @@ impl Split {
     /// folder), so the manifest can live anywhere, e.g. next to a checkpoint.
     pub fn save_manifest(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes = self.manifest_bytes(path)?;
+        let bytes = self.manifest_bytes(path, true)?;
         std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
     }
 
-    /// The manifest [`Split::save_manifest`] writes, as bytes (`path` names it in errors).
-    pub(crate) fn manifest_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+    /// Write a split in a stored form ([`Split::stored`]) with its paths as they are, as a
+    /// bundle's `split.csv` holds it; read it back with [`Split::load_stored_manifest`].
+    pub(crate) fn save_stored_manifest(&self, path: &Path) -> Result<()> {
+        let bytes = self.manifest_bytes(path, false)?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+
+    /// The manifest [`Split::save_manifest`] writes, as bytes (`path` names it in errors);
+    /// paths made absolute when `absolute`, else written as they are.
+    pub(crate) fn manifest_bytes(&self, path: &Path, absolute: bool) -> Result<Vec<u8>> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         for part in self.parts() {
             for s in &part.samples {
                 writer
-                    .serialize(Row::from_sample(part.name, s))
+                    .serialize(Row::from_sample(part.name, s, absolute))
                     .map_err(|e| csv_error(path, e))?;
             }
         }
@@ -226,7 +237,16 @@ impl Split {
     /// malformed row is an error naming the row.
     pub fn load_manifest(path: impl AsRef<Path>) -> Result<Split> {
         let path = path.as_ref();
-        let base = manifest_dir(path)?;
+        Self::read_manifest(path, Some(&manifest_dir(path)?))
+    }
+
+    /// Read a manifest in a stored form (a bundle's `split.csv`): paths kept as written
+    /// (relative to the data root, or hashed), to be joined with [`Split::rooted_at`].
+    pub(crate) fn load_stored_manifest(path: &Path) -> Result<Split> {
+        Self::read_manifest(path, None)
+    }
+
+    fn read_manifest(path: &Path, base: Option<&Path>) -> Result<Split> {
         let mut reader = csv::Reader::from_path(path).map_err(|e| csv_error(path, e))?;
         let mut parts = PartName::ALL.map(|name| Part {
             name,
@@ -234,7 +254,7 @@ impl Split {
         });
         for (i, row) in reader.deserialize::<Row>().enumerate() {
             let row = row.map_err(|e| csv_error(path, e))?;
-            let (part, sample) = row.into_sample(&base).map_err(|message| Error::Format {
+            let (part, sample) = row.into_sample(base).map_err(|message| Error::Format {
                 path: path.to_path_buf(),
                 message: format!("row {}: {message}", i + 2),
             })?;

@@ -33,7 +33,9 @@ pub mod loader;
 pub mod manifest;
 mod scan;
 pub mod split;
+pub mod stored_path;
 pub mod synthetic;
+pub mod walk;
 
 pub use folder::ImageFolder;
 pub use fracatlas::FracAtlas;

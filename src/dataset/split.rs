@@ -20,12 +20,14 @@
 //! 4. Within a part, samples keep the dataset's order (sorted by path), so the same dataset
 //!    and seed always give the identical manifest.
 
+use super::stored_path::{self, PathForm};
 use super::{BodyPart, ClassCounts, ContentHash, Label, Sample};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// Fractions and seed of a split. Default: 70/10/20, seed 42.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -241,6 +243,105 @@ impl Split {
         }
         leaks.sort();
         leaks
+    }
+
+    /// The deepest folder holding every image of the split
+    /// ([`stored_path::data_root`]); `None` when no path is absolute (a split read from a
+    /// bundle, whose paths are stored relative to it).
+    pub fn data_root(&self) -> Option<PathBuf> {
+        stored_path::data_root(self.samples().map(|s| s.path.as_path()))
+    }
+
+    /// This split with every path in `form` against the data root `root` (what a bundle's
+    /// `split.csv` holds): compare a split opened from `--data` with a bundle's by
+    /// `bundle_split.first_difference(&data_split.stored(&form, &root))`.
+    ///
+    /// ```
+    /// use fracture::dataset::stored_path::PathForm;
+    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// SyntheticConfig { n_fractured: 3, n_not_fractured: 3, ..Default::default() }.generate_to(dir.path())?;
+    /// let split = FracAtlas::open(dir.path())?.split(&SplitConfig::default())?;
+    /// let root = split.data_root().unwrap();
+    /// let stored = split.stored(&PathForm::Relative, &root);
+    /// assert!(stored.train.samples.iter().all(|s| s.path.is_relative()));
+    /// assert_eq!(stored.rooted_at(&root), split);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stored(&self, form: &PathForm, root: &Path) -> Split {
+        self.map_paths(|p| PathBuf::from(form.store(root, p)))
+    }
+
+    /// This split with every relative path joined to `root` (the folder the images are in
+    /// now): the way back from [`Split::stored`] in the relative form. Absolute paths are kept.
+    pub fn rooted_at(&self, root: impl AsRef<Path>) -> Split {
+        let root = root.as_ref();
+        self.map_paths(|p| root.join(p))
+    }
+
+    /// This split (a bundle's, paths in `form`) with each path replaced by that of the
+    /// image in `samples` (a data set opened from where the images are now, e.g. `--data`)
+    /// whose stored form against the data root of `samples` is the same. An error names the
+    /// first image of the split that `samples` does not hold, or whose label differs.
+    ///
+    /// ```
+    /// use fracture::dataset::stored_path::{PathForm, PathSalt};
+    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// SyntheticConfig { n_fractured: 3, n_not_fractured: 3, ..Default::default() }.generate_to(dir.path())?;
+    /// let data = FracAtlas::open(dir.path())?;
+    /// let split = data.split(&SplitConfig::default())?;
+    /// let form = PathForm::SaltedHash(PathSalt::new("sixteen bytes at least")?);
+    /// let stored = split.stored(&form, &split.data_root().unwrap()); // as a bundle holds it
+    /// assert_eq!(stored.locate(&data.samples, &form)?, split);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn locate(&self, samples: &[Sample], form: &PathForm) -> Result<Split> {
+        let root =
+            stored_path::data_root(samples.iter().map(|s| s.path.as_path())).unwrap_or_default();
+        let by_stored: HashMap<String, &Sample> = samples
+            .iter()
+            .map(|s| (form.store(&root, &s.path), s))
+            .collect();
+        let mut split = self.clone();
+        for part in [&mut split.train, &mut split.val, &mut split.test] {
+            let name = part.name;
+            for s in &mut part.samples {
+                let key = s.path.to_string_lossy().into_owned();
+                let found = by_stored.get(&key).ok_or_else(|| Error::Dataset {
+                    path: root.clone(),
+                    message: format!(
+                        "the {name} part's image {key} (stored {}) is not in this data set",
+                        form.describe()
+                    ),
+                })?;
+                if found.label != s.label {
+                    return Err(Error::Dataset {
+                        path: found.path.clone(),
+                        message: format!(
+                            "labelled {} here but {} in the {name} part",
+                            found.label, s.label
+                        ),
+                    });
+                }
+                s.path = found.path.clone();
+            }
+        }
+        Ok(split)
+    }
+
+    fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.parts().into_iter().flat_map(|p| p.samples.iter())
+    }
+
+    fn map_paths(&self, f: impl Fn(&Path) -> PathBuf) -> Split {
+        let mut split = self.clone();
+        for part in [&mut split.train, &mut split.val, &mut split.test] {
+            for s in &mut part.samples {
+                s.path = f(&s.path);
+            }
+        }
+        split
     }
 }
 

@@ -244,7 +244,8 @@ fn sweep(labels: &[bool], scores: &[f64]) -> crate::Result<Vec<SweepPoint>> {
 pub struct GalleryEntry {
     /// False negative, false positive or true positive.
     pub kind: String,
-    /// The image file's name (not its folder).
+    /// The image's path as the report stores it: relative to the data root, or its salted
+    /// hash ([`crate::FractureClassifier::set_path_form`]).
     pub file: String,
     /// The true label.
     pub fractured: bool,
@@ -324,11 +325,7 @@ impl<'a> ReportData<'a> {
                 .iter()
                 .map(|g| GalleryEntry {
                     kind: g.kind.name().into(),
-                    file: g
-                        .path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    file: report.path_form.store(&report.data_root, &g.path),
                     fractured: g.fractured,
                     probability: g.probability,
                     overlay: g.overlay.is_some(),

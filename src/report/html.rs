@@ -100,6 +100,17 @@ impl Numbers<'_> {
         ))
     }
 
+    /// The text at `pointer` (a stored image path, a reason), not escaped; an error if
+    /// the pointer leads nowhere or to something else (a bug).
+    pub(super) fn text(&self, pointer: &str) -> Result<String> {
+        match self.json.pointer(pointer) {
+            Some(Value::String(text)) => Ok(text.clone()),
+            other => Err(Error::Internal(format!(
+                "report: {pointer} is {other:?}, not a text in metrics.json"
+            ))),
+        }
+    }
+
     /// `estimate (95 % CI lower to upper)` of a serialized [`crate::metrics::Interval`] (or
     /// `n/a`).
     pub(super) fn interval(&self, pointer: &str, format: Format) -> Result<String> {

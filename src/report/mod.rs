@@ -44,7 +44,8 @@ pub use gallery::{
 };
 
 use crate::atomic::AtomicWriter;
-use crate::classifier::{Evaluation, FractureClassifier};
+use crate::classifier::{stored, Evaluation, FractureClassifier};
+use crate::dataset::stored_path::PathForm;
 use crate::error::{Error, Result};
 use crate::train::History;
 use sha2::{Digest, Sha256};
@@ -68,6 +69,9 @@ pub struct Report<'a> {
     data_source: DataSource,
     gallery: Option<Vec<GalleryImage>>,
     extra_limitations: Vec<String>,
+    /// How image paths are written (the classifier's), and the data root they are relative to.
+    path_form: PathForm,
+    data_root: PathBuf,
 }
 
 /// The files [`Report::write`] wrote.
@@ -86,7 +90,12 @@ impl<'a> Report<'a> {
     /// taken from it). The gallery is picked by [`select_gallery`] unless
     /// [`Report::gallery`] is called.
     pub fn new(classifier: &FractureClassifier, evaluation: &'a Evaluation) -> Self {
+        let evaluation_paths: Vec<PathBuf> = (evaluation.cases.iter().map(|c| c.path.clone()))
+            .chain(evaluation.skipped.iter().map(|(path, _)| path.clone()))
+            .collect();
         Self {
+            path_form: classifier.path_form().clone(),
+            data_root: stored::data_root(classifier.split(), &evaluation_paths),
             evaluation,
             title: format!(
                 "Fracture classifier: evaluation on the {} part",
@@ -189,16 +198,20 @@ impl<'a> Report<'a> {
     }
 
     /// Write `report.html`, `metrics.json` and every chart as PNG and SVG into `dir`
-    /// (created if needed; each file replaced atomically, the page last).
+    /// (created if needed; each file replaced atomically, the page last). Image paths are
+    /// written in the classifier's [`PathForm`] ([`FractureClassifier::set_path_form`]):
+    /// relative to the data root by default, never absolute.
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<ReportFiles> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let gallery = self.gallery_images();
         let data = ReportData::new(self, &gallery)?;
-        let json = serde_json::to_value(&data).map_err(|e| Error::Format {
+        let mut json = serde_json::to_value(&data).map_err(|e| Error::Format {
             path: dir.join(REPORT_JSON),
             message: format!("cannot serialize the report data: {e}"),
         })?;
+        stored::store_evaluation_paths(&mut json["evaluation"], &self.path_form, &self.data_root);
+        json["path_form"] = self.path_form.describe().into();
         let charts = charts::render_all(&data)?;
         let page = html::page(&data, &json, &charts, &gallery)?;
         let mut writer = AtomicWriter::new(dir, None);

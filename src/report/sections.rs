@@ -300,12 +300,14 @@ pub(super) fn split(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
     );
     if !skipped.is_empty() {
         out.push_str("<ul id=\"skipped\">");
-        for (path, reason) in skipped {
-            let name = path
-                .file_name()
-                .map(|f| f.to_string_lossy())
-                .unwrap_or_default();
-            let _ = write!(out, "<li>{}: {}</li>", escape(&name), escape(reason));
+        // Paths and reasons as metrics.json stores them (relative or hashed, never absolute).
+        for index in 0..skipped.len() {
+            let _ = write!(
+                out,
+                "<li>{}: {}</li>",
+                escape(&n.text(&format!("/evaluation/skipped/{index}/0"))?),
+                escape(&n.text(&format!("/evaluation/skipped/{index}/1"))?)
+            );
         }
         out.push_str("</ul>");
     }
@@ -394,11 +396,8 @@ pub(super) fn gallery_section(gallery: &[GalleryImage], n: &Numbers<'_>) -> Resu
         }
         out.push_str("<div class=\"gallery\">");
         for (index, image) in members {
-            let name = image
-                .path
-                .file_name()
-                .map(|f| f.to_string_lossy())
-                .unwrap_or_default();
+            // The path as metrics.json stores it (relative or hashed, never absolute).
+            let name = n.text(&format!("/gallery/{index}/file"))?;
             let picture = match thumbnail(image) {
                 Ok(thumb) => format!(
                     "<img src=\"{}\" alt=\"{}\">",
@@ -407,7 +406,10 @@ pub(super) fn gallery_section(gallery: &[GalleryImage], n: &Numbers<'_>) -> Resu
                 ),
                 Err(e) => format!(
                     "<p class=\"warn\">cannot show the image: {}</p>",
-                    escape(&e.to_string())
+                    escape(
+                        &e.to_string()
+                            .replace(&image.path.display().to_string(), &name)
+                    )
                 ),
             };
             let overlay = match &image.overlay {

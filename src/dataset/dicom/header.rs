@@ -27,7 +27,8 @@ pub enum Photometric {
     YbrFull422,
     /// JPEG 2000 irreversible / reversible colour (the decoder returns RGB).
     YbrJpeg2000,
-    /// Anything else (`PALETTE COLOR`, ...), kept by name for the error message.
+    /// Anything else (`PALETTE COLOR`, ...), kept by name for the error message when it is a
+    /// valid code string, else described without quoting it.
     Other(String),
 }
 
@@ -40,7 +41,7 @@ impl Photometric {
             "YBR_FULL" => Photometric::YbrFull,
             "YBR_FULL_422" => Photometric::YbrFull422,
             "YBR_ICT" | "YBR_RCT" => Photometric::YbrJpeg2000,
-            other => Photometric::Other(other.to_string()),
+            other => Photometric::Other(code_string(other)),
         }
     }
 
@@ -206,6 +207,23 @@ impl PatientIdentifiers {
                 text
             }
         })
+    }
+}
+
+/// A code-string value as messages may quote it: the value itself when it is a valid Code
+/// String (at most 16 of `A-Z 0-9 _` and space, as every defined term is), else a
+/// description that quotes nothing of it. Free text from a header (a name put where a code
+/// belongs) never reaches a message, so no message can carry a patient's name, whatever tag
+/// it was written in.
+pub(crate) fn code_string(text: &str) -> String {
+    let valid = text.len() <= 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b' ');
+    if valid {
+        text.to_string()
+    } else {
+        format!("<not a code string, {} characters>", text.chars().count())
     }
 }
 
@@ -392,8 +410,9 @@ impl DicomInfo {
             Some("SIGMOID") => VoiFunction::Sigmoid,
             Some(other) => {
                 return Err(format!(
-                    "{} is {other:?} (LINEAR, LINEAR_EXACT or SIGMOID are read)",
-                    attribute("VOI LUT Function", tags::VOILUT_FUNCTION)
+                    "{} is {:?} (LINEAR, LINEAR_EXACT or SIGMOID are read)",
+                    attribute("VOI LUT Function", tags::VOILUT_FUNCTION),
+                    code_string(other)
                 ))
             }
         };

@@ -264,7 +264,7 @@ impl Trainer {
     /// [`TrainConfig::split_manifest`]), so that the checkpoint says which images it was
     /// trained and validated on and a resume can check it is given the same ones.
     pub fn record_split(&mut self, split: &Split) -> Result<()> {
-        self.split_manifest = Some(split.manifest_bytes(Path::new(SPLIT_FILE))?);
+        self.split_manifest = Some(split.manifest_bytes(Path::new(SPLIT_FILE), true)?);
         Ok(())
     }
 
