@@ -19,6 +19,7 @@ mod keras_import;
 mod metrics;
 mod model;
 mod parity;
+mod privacy;
 mod report;
 mod report_browser;
 mod train;

@@ -3,7 +3,7 @@
 //! a bundle's split finds its images again in a data set opened elsewhere; DICOM errors quote
 //! no free text from the header; outputs of a folder walk mirror the input tree.
 
-mod common;
+use crate::common;
 #[path = "common/dicom_writer.rs"]
 mod dicom_writer;
 
