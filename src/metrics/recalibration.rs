@@ -263,7 +263,7 @@ pub fn fit_platt(labels: &[bool], logits: &[f64]) -> Result<Metric<PlattFit>> {
     let targets: Vec<f64> = labels.iter().map(|&y| if y { high } else { low }).collect();
     let (min_slope, max_slope) = (1.0 / MAX_TEMPERATURE, 1.0 / MIN_TEMPERATURE);
     let fitted = fit_logistic(logits, &targets, LogitMap::IDENTITY, false)
-        .filter(|m| m.slope >= min_slope && m.slope <= max_slope);
+        .filter(|m| (min_slope..=max_slope).contains(&m.slope));
     let map = match fitted {
         Some(map) => map,
         None => {
