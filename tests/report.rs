@@ -199,8 +199,33 @@ fn report_numbers_agree_with_a_recount_of_the_cases() {
         .as_f64()
         .unwrap();
     assert_eq!(sensitivity, tp as f64 / (tp + fn_) as f64);
-    let ece_after = json["evaluation"]["calibration"]["after"]["ece"]
-        .as_f64()
-        .unwrap();
-    assert!(ece_after.is_finite() && ece_after >= 0.0);
+    // Independent expectation: the ECE recounted from the cases over 15 equal-width bins
+    // ((k/15, (k+1)/15], the first including 0), before (sigmoid(logit)) and after.
+    let recount_ece = |probability_of: &dyn Fn(&serde_json::Value) -> f64| {
+        let mut bins = [(0.0f64, 0.0f64); 15];
+        for case in cases {
+            let p = probability_of(case);
+            let bin = (1..15).filter(|&k| (k as f64) / 15.0 < p).count();
+            bins[bin].0 += p;
+            bins[bin].1 += f64::from(u8::from(case["fractured"].as_bool().unwrap()));
+        }
+        bins.iter().map(|(p, y)| (y - p).abs()).sum::<f64>() / cases.len() as f64
+    };
+    let after = recount_ece(&|c| c["probability"].as_f64().unwrap());
+    let before = recount_ece(&|c| 1.0 / (1.0 + (-c["logit"].as_f64().unwrap()).exp()));
+    let stated = |when: &str| {
+        json["evaluation"]["calibration"][when]["ece"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (stated("after") - after).abs() <= 1e-12,
+        "{} {after}",
+        stated("after")
+    );
+    assert!(
+        (stated("before") - before).abs() <= 1e-12,
+        "{} {before}",
+        stated("before")
+    );
 }

@@ -6,6 +6,24 @@ use crate::common;
 use fracture::augment::TtaConfig;
 use fracture::metrics::{paired_auc_difference, roc_auc, BootstrapConfig, Metric};
 
+/// ROC AUC by counting every (fractured, not fractured) pair: ordered right 1, tied 1/2.
+fn pairwise_auc(labels: &[bool], scores: &[f64]) -> f64 {
+    let (mut right, mut pairs) = (0.0, 0.0);
+    for (i, &yi) in labels.iter().enumerate() {
+        for (j, &yj) in labels.iter().enumerate() {
+            if yi && !yj {
+                pairs += 1.0;
+                right += match scores[i].partial_cmp(&scores[j]) {
+                    Some(std::cmp::Ordering::Greater) => 1.0,
+                    Some(std::cmp::Ordering::Equal) => 0.5,
+                    _ => 0.0,
+                };
+            }
+        }
+    }
+    right / pairs
+}
+
 /// The logit back from a probability at temperature `t`.
 fn logit(probability: f64, temperature: f64) -> f64 {
     temperature * (probability / (1.0 - probability)).ln()
@@ -75,23 +93,38 @@ fn evaluate_with_tta_reports_the_paired_auc_difference() {
     assert_eq!(tta.auc_with, with.at_threshold.roc_auc);
     // The image alone under TTA is exactly the evaluation without TTA.
     assert_eq!(tta.auc_without, without.at_threshold.roc_auc);
-    let (labels, with_scores) = with.labels_and_probabilities();
-    let (_, without_scores) = without.labels_and_probabilities();
-    let expected = paired_auc_difference(
-        &labels,
-        &without_scores,
-        &with_scores,
-        BootstrapConfig::default(),
-    )
-    .unwrap();
-    assert_eq!(tta.difference, expected);
-    if let (Metric::Defined(a), Metric::Defined(b), Metric::Defined(d)) =
-        (tta.auc_without, tta.auc_with, tta.difference)
-    {
-        assert!((d.estimate - (b - a)).abs() < 1e-15);
-        assert!(d.lower <= d.estimate && d.estimate <= d.upper, "{d:?}");
+    // Independent expectation: the AUCs recounted pair by pair from the cases' logits.
+    let labels: Vec<bool> = with.cases.iter().map(|c| c.fractured).collect();
+    let with_logits: Vec<f64> = with.cases.iter().map(|c| c.logit).collect();
+    let without_logits: Vec<f64> = without.cases.iter().map(|c| c.logit).collect();
+    let (auc_with, auc_without) = (
+        pairwise_auc(&labels, &with_logits),
+        pairwise_auc(&labels, &without_logits),
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12;
+    match (tta.auc_without, tta.auc_with, tta.difference) {
+        (Metric::Defined(a), Metric::Defined(b), Metric::Defined(d)) => {
+            assert!(close(a, auc_without) && close(b, auc_with), "{a} {b}");
+            assert!(close(d.estimate, auc_with - auc_without), "{d:?}");
+            assert!(d.lower <= d.estimate && d.estimate <= d.upper, "{d:?}");
+            assert!(d.resamples_used > 900 && d.resamples_used <= 1000, "{d:?}");
+        }
+        other => panic!("undefined on a part with both classes: {other:?}"),
     }
     assert!(with.to_string().contains("test-time augmentation"));
+}
+
+#[test]
+fn paired_difference_of_a_perfect_and_a_reversed_ranking_is_exactly_one() {
+    // By hand: AUC 1 against AUC 0 on every resample that holds both classes.
+    let labels: Vec<bool> = (0..30).map(|i| i % 3 == 0).collect();
+    let perfect: Vec<f64> = labels.iter().map(|&y| if y { 1.0 } else { 0.0 }).collect();
+    let reversed: Vec<f64> = perfect.iter().map(|s| 1.0 - s).collect();
+    let diff = paired_auc_difference(&labels, &reversed, &perfect, BootstrapConfig::default())
+        .unwrap()
+        .value()
+        .unwrap();
+    assert_eq!((diff.estimate, diff.lower, diff.upper), (1.0, 1.0, 1.0));
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! ```text
 //! model_dir/
 //!   bundle.json         format, crate version, backbone and head configs, preprocessing, threshold
-//!                       and where it came from, temperature, initial weights and training
-//!                       configuration
+//!                       and where it came from, calibration (method, map, where it came from),
+//!                       initial weights and training configuration
 //!   model.safetensors   every variable (backbone at the root, head under `head.`), candle layout
 //!   split.csv           the split the model was trained, validated and tested on (if known)
 //!   history.json        per-epoch training history (if trained)
@@ -17,7 +17,7 @@
 //! Every file is written to a temporary name and renamed; `bundle.json` is written last, so a
 //! folder without it is an incomplete save.
 
-use super::FractureClassifier;
+use super::{Calibration, FractureClassifier};
 use crate::atomic::AtomicWriter;
 use crate::dataset::Split;
 use crate::error::{Error, Result};
@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "fracture-classifier-bundle";
 /// The newest bundle layout this version reads and the one it writes (3: a temperature, which
-/// an older reader would silently ignore, hence a new layout).
-pub const BUNDLE_FORMAT_VERSION: u32 = 3;
+/// an older reader would silently ignore, hence a new layout; 4: the calibration record, whose
+/// Platt intercept an older reader would silently drop).
+pub const BUNDLE_FORMAT_VERSION: u32 = 4;
 
 const MANIFEST: &str = "bundle.json";
 const WEIGHTS: &str = "model.safetensors";
@@ -142,10 +143,13 @@ pub enum ThresholdSource {
     Manual,
 }
 
+/// The threshold of a classifier whose threshold was never chosen or set ([`ThresholdSource::Default`]).
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
 impl ThresholdSource {
     /// The source of a threshold that was not chosen on data: `Default` for 0.5, else `Manual`.
     pub fn of_unchosen(threshold: f64) -> Self {
-        if threshold == 0.5 {
+        if threshold == DEFAULT_THRESHOLD {
             Self::Default
         } else {
             Self::Manual
@@ -172,9 +176,16 @@ pub struct BundleManifest {
     pub preprocess: PreprocessSpec,
     /// Decision threshold on the fracture probability.
     pub threshold: f64,
-    /// Temperature of the probabilities, `sigmoid(logit / T)` (layouts before 3: 1).
-    #[serde(default = "unit_temperature")]
-    pub temperature: f64,
+    /// Temperature of the probabilities, `sigmoid(logit / T)`: written when the calibration is
+    /// a temperature (or none, `T = 1`), for tools that read only this field; absent in layouts
+    /// before 3 (`T = 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// The calibration: method, map and where it came from (layout 4). A bundle without it
+    /// loads with its temperature as [`crate::classifier::CalibrationSource::Unknown`], or as
+    /// not fitted when that is 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// Where the initial weights came from, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_weights: Option<String>,
@@ -188,8 +199,23 @@ pub struct BundleManifest {
     pub files: Vec<String>,
 }
 
-fn unit_temperature() -> f64 {
-    1.0
+/// The calibration a manifest records (checked), or what an older bundle's temperature means.
+fn manifest_calibration(manifest: &BundleManifest) -> Result<Calibration> {
+    let Some(calibration) = &manifest.calibration else {
+        return Calibration::of_old_bundle(manifest.temperature.unwrap_or(1.0));
+    };
+    let map = crate::metrics::LogitMap::new(calibration.map.slope, calibration.map.intercept)
+        .map_err(|e| Error::InvalidConfig(format!("calibration: {e}")))?;
+    if let Some(temperature) = manifest.temperature {
+        crate::metrics::check_temperature(temperature)?;
+        if map.as_temperature() != Some(temperature) {
+            return Err(Error::InvalidConfig(format!(
+                "the temperature {temperature} disagrees with the calibration ({})",
+                map.describe()
+            )));
+        }
+    }
+    Ok(calibration.clone())
 }
 
 fn format_error(path: &Path, message: impl Into<String>) -> Error {
@@ -257,7 +283,8 @@ impl FractureClassifier {
             head: self.head.clone(),
             preprocess: PreprocessSpec::from(&self.preprocess),
             threshold: self.threshold,
-            temperature: self.temperature,
+            temperature: self.calibration.map.as_temperature(),
+            calibration: Some(self.calibration.clone()),
             initial_weights: self.initial_weights.clone(),
             training: self.train_config.clone(),
             threshold_source: self.threshold_source,
@@ -304,7 +331,7 @@ impl FractureClassifier {
         }
         manifest.backbone.validate()?;
         super::check_threshold(manifest.threshold)?;
-        crate::metrics::check_temperature(manifest.temperature)
+        let calibration = manifest_calibration(&manifest)
             .map_err(|e| format_error(&manifest_path, e.to_string()))?;
         let preprocess = manifest.preprocess.to_preprocess()?;
         let weights_path = dir.join(WEIGHTS);
@@ -329,7 +356,7 @@ impl FractureClassifier {
             manifest.threshold,
             device,
         )?;
-        clf.temperature = manifest.temperature;
+        clf.calibration = calibration;
         clf.initial_weights = manifest.initial_weights.clone();
         clf.train_config = manifest.training.clone();
         clf.threshold_source = manifest.threshold_source;

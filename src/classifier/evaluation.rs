@@ -10,9 +10,9 @@ use crate::dataset::loader::ImageLoader;
 use crate::dataset::Part;
 use crate::error::Result;
 use crate::metrics::{
-    bootstrap_ci, by_subgroup, choose_threshold, paired_auc_difference, roc_auc, BinaryMetrics,
-    BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric, SubgroupMetrics,
-    ThresholdRule,
+    bootstrap_ci_ranked, by_subgroup, choose_threshold, paired_auc_difference, roc_auc, sigmoid,
+    BinaryMetrics, BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric,
+    SubgroupMetrics, ThresholdRule,
 };
 use crate::progress::Progress;
 use serde::Serialize;
@@ -80,9 +80,13 @@ pub struct Evaluation {
     /// Metrics by visible surgical hardware, when every sample's metadata says (FracAtlas
     /// does, DICOM does not).
     pub by_hardware: Option<SubgroupMetrics>,
-    /// The temperature the probabilities were computed at.
+    /// The temperature part of the calibration the probabilities were computed with
+    /// (`1 / slope`; a Platt calibration also has an intercept, see `calibrated_by`).
     pub temperature: f64,
-    /// Expected calibration error and Brier score before (`T = 1`) and after the temperature.
+    /// The classifier's calibration when evaluated: method, map and where it came from.
+    pub calibrated_by: super::Calibration,
+    /// Calibration before (`sigmoid(logit)`) and after the classifier's calibration map: ECE and
+    /// Brier score with bootstrap intervals, calibration slope and intercept, the bins.
     pub calibration: CalibrationComparison,
     /// Test-time augmentation against none, when TTA was on.
     pub tta: Option<TtaComparison>,
@@ -117,15 +121,19 @@ impl fmt::Display for Evaluation {
             writeln!(f, "{}", self.intervals_at_half)?;
         }
         let c = &self.calibration;
+        writeln!(f, "== calibration: {}", self.calibrated_by)?;
         writeln!(
             f,
-            "== calibration (temperature {:.3}, {} bins): ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}",
-            c.temperature,
+            "   {} bins: ECE {} -> {}, Brier {} -> {}; slope {:.3} -> {:.3}, intercept {:.3} -> {:.3}",
             crate::metrics::ECE_BINS,
-            c.before.ece,
-            c.after.ece,
-            c.before.brier,
-            c.after.brier
+            c.before.ece_interval.map(|i| format!("{i:.4}")),
+            c.after.ece_interval.map(|i| format!("{i:.4}")),
+            c.before.brier_interval.map(|i| format!("{i:.4}")),
+            c.after.brier_interval.map(|i| format!("{i:.4}")),
+            c.before.slope,
+            c.after.slope,
+            c.before.intercept,
+            c.after.intercept
         )?;
         if let Some(tta) = &self.tta {
             writeln!(
@@ -202,17 +210,19 @@ impl FractureClassifier {
         self.choose_threshold_from(&labels, &logits, rule)
     }
 
-    /// [`Self::choose_threshold`] on scored cases.
+    /// [`Self::choose_threshold`] on scored cases: chosen on the calibrated logits (which a
+    /// saturated sigmoid cannot tie), then turned into a probability.
     pub(super) fn choose_threshold_from(
         &mut self,
         labels: &[bool],
         logits: &[f64],
         rule: ThresholdRule,
     ) -> Result<Option<f64>> {
-        let scores = self.probabilities_of(logits);
-        let chosen = choose_threshold(labels, &scores, rule)?
+        let map = self.calibration.map;
+        let calibrated: Vec<f64> = logits.iter().map(|&z| map.logit(z)).collect();
+        let chosen = choose_threshold(labels, &calibrated, rule)?
             .value()
-            .map(|point| point.threshold.clamp(0.0, 1.0));
+            .map(|point| sigmoid(point.threshold).clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
             self.threshold = threshold;
             self.threshold_source = Some(super::ThresholdSource::Validation);
@@ -220,9 +230,10 @@ impl FractureClassifier {
         Ok(chosen)
     }
 
-    /// Measure the classifier on one dataset part: metrics at its threshold and at 0.5,
-    /// bootstrap intervals (1000 resamples, seed 42), calibration before and after its
-    /// temperature, every case's score and, when metadata is present, metrics per body part
+    /// Measure the classifier on one dataset part: metrics at its threshold and at 0.5 (ROC
+    /// AUC and average precision from the logits), bootstrap intervals (1000 resamples, seed
+    /// 42), calibration before and after its calibration map (with intervals, slope and
+    /// intercept), every case's score and, when metadata is present, metrics per body part
     /// and by visible hardware. With test-time augmentation on ([`Self::set_tta`]) the
     /// metrics are those of the mean logit, and [`Evaluation::tta`] compares them with the
     /// image alone (paired bootstrap of the AUC difference).
@@ -236,21 +247,20 @@ impl FractureClassifier {
         } = self.score_part(part)?;
         let scores = self.probabilities_of(&logits);
         let bootstrap = BootstrapConfig::default();
-        let at_threshold = BinaryMetrics::compute(&labels, &scores, self.threshold)?;
-        let at_half = BinaryMetrics::compute(&labels, &scores, 0.5)?;
-        let intervals = bootstrap_ci(&labels, &scores, self.threshold, bootstrap)?;
-        let intervals_at_half = bootstrap_ci(&labels, &scores, 0.5, bootstrap)?;
-        let calibration = CalibrationComparison::compute(&labels, &logits, self.temperature)?;
+        // Ranking metrics from the logits: the sigmoid ties logits above about 37.
+        let at_threshold =
+            BinaryMetrics::compute_ranked(&labels, &scores, &logits, self.threshold)?;
+        let at_half = BinaryMetrics::compute_ranked(&labels, &scores, &logits, 0.5)?;
+        let intervals = bootstrap_ci_ranked(&labels, &scores, &logits, self.threshold, bootstrap)?;
+        let intervals_at_half = bootstrap_ci_ranked(&labels, &scores, &logits, 0.5, bootstrap)?;
+        let calibration = CalibrationComparison::compute(&labels, &logits, self.calibration.map)?;
         let tta = match plain_logits {
-            Some(plain) => {
-                let without = self.probabilities_of(&plain);
-                Some(TtaComparison {
-                    config: self.tta.clone(),
-                    auc_without: roc_auc(&labels, &without)?,
-                    auc_with: roc_auc(&labels, &scores)?,
-                    difference: paired_auc_difference(&labels, &without, &scores, bootstrap)?,
-                })
-            }
+            Some(plain) => Some(TtaComparison {
+                config: self.tta.clone(),
+                auc_without: roc_auc(&labels, &plain)?,
+                auc_with: roc_auc(&labels, &logits)?,
+                difference: paired_auc_difference(&labels, &plain, &logits, bootstrap)?,
+            }),
             None => None,
         };
         let samples = loader.samples();
@@ -283,7 +293,8 @@ impl FractureClassifier {
             intervals_at_half,
             by_body_part,
             by_hardware,
-            temperature: self.temperature,
+            temperature: self.temperature(),
+            calibrated_by: self.calibration.clone(),
             calibration,
             tta,
             cases,

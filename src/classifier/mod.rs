@@ -33,6 +33,11 @@ mod tta;
 pub use builder::FractureClassifierBuilder;
 pub use bundle::{
     BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
+    DEFAULT_THRESHOLD,
+};
+pub use calibration::{
+    Calibration, CalibrationConfig, CalibrationFit, CalibrationMethod, CalibrationSource,
+    MIN_CALIBRATION_CASES, MIN_CALIBRATION_PER_CLASS,
 };
 pub use evaluation::{CaseScore, Evaluation, TtaComparison};
 pub use explain::ExplainedImage;
@@ -71,8 +76,9 @@ pub struct FractureClassifier {
     inference: FrozenBackbone,
     preprocess: Preprocess,
     threshold: f64,
-    /// Temperature `T` of the probabilities, `sigmoid(logit / T)` (1: uncalibrated).
-    temperature: f64,
+    /// The calibration of the probabilities, `sigmoid(slope · logit + intercept)`, and where
+    /// it came from.
+    calibration: Calibration,
     /// Test-time augmentation of `classify` and `evaluate` (off by default).
     tta: TtaConfig,
     /// Where the threshold came from (`None`: a bundle written before this was recorded).
@@ -96,7 +102,7 @@ impl fmt::Debug for FractureClassifier {
             .field("head", &self.head)
             .field("preprocess", &self.preprocess)
             .field("threshold", &self.threshold)
-            .field("temperature", &self.temperature)
+            .field("calibration", &self.calibration)
             .field("tta", &self.tta)
             .field("device", &device::name(&self.device))
             .finish_non_exhaustive()
@@ -128,7 +134,7 @@ impl FractureClassifier {
             inference,
             preprocess,
             threshold,
-            temperature: 1.0,
+            calibration: Calibration::none(),
             tta: TtaConfig::none(),
             threshold_source: Some(ThresholdSource::of_unchosen(threshold)),
             device: device.clone(),
@@ -269,8 +275,8 @@ impl FractureClassifier {
         tta::mean_logits(&self.view_logits(images)?)
     }
 
-    /// Fracture probabilities of a preprocessed NCHW batch: [`Self::logits`] at this
-    /// classifier's temperature.
+    /// Fracture probabilities of a preprocessed NCHW batch: [`Self::logits`] under this
+    /// classifier's calibration.
     pub(crate) fn probabilities(&self, images: &Tensor) -> Result<Vec<f64>> {
         Ok(self
             .logits(images)?
@@ -281,7 +287,7 @@ impl FractureClassifier {
 
     /// The calibrated fracture probability of one logit.
     pub(crate) fn probability_of(&self, logit: f64) -> f64 {
-        crate::metrics::calibrated_probability(logit, self.temperature)
+        self.calibration.map.probability(logit)
     }
 
     /// The label for a fracture probability at this classifier's threshold.

@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 pub struct Prediction {
     /// `Fractured` when `fracture_probability >= threshold`.
     pub label: Label,
-    /// The model's probability that the image shows a fracture, calibrated by the
-    /// classifier's temperature.
+    /// The model's probability that the image shows a fracture, under the classifier's
+    /// calibration ([`FractureClassifier::calibration`]). It matches observed fracture rates
+    /// only when that calibration was fitted on validation data like the image's
+    /// ([`super::Calibration::fitted_on_validation`]); uncalibrated, it is the network's own
+    /// `sigmoid(logit)`, a score rather than a frequency.
     pub fracture_probability: f64,
     /// The decision threshold that was applied.
     pub threshold: f64,

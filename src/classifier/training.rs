@@ -1,7 +1,7 @@
 //! Training a [`FractureClassifier`]: loaders for the split, the [`Trainer`], and taking over
 //! its result (best weights, history, split, validation-chosen threshold).
 
-use super::FractureClassifier;
+use super::{FractureClassifier, ThresholdSource, DEFAULT_THRESHOLD};
 use crate::augment::AugmentConfig;
 use crate::dataset::loader::{ImageLoader, LoaderConfig};
 use crate::dataset::{Part, Split};
@@ -17,10 +17,13 @@ use std::sync::Arc;
 
 impl FractureClassifier {
     /// Train on `split.train`, validating on `split.val`; afterwards the network holds the
-    /// weights of the epoch with the lowest validation loss, its temperature is fitted on the
-    /// validation part ([`FractureClassifier::calibrate`]; unchanged if that part holds a
-    /// single class) and the threshold is chosen there by Youden's J on the calibrated
-    /// probabilities (kept at its old value if J is undefined there).
+    /// weights of the epoch with the lowest validation loss, a temperature is fitted on the
+    /// validation part (with the classifier's test-time augmentation; not fitted, and the
+    /// reason recorded, when that part holds fewer than
+    /// [`super::MIN_CALIBRATION_CASES`] images or [`super::MIN_CALIBRATION_PER_CLASS`] of
+    /// either class) and the threshold is chosen there by Youden's J on the calibrated
+    /// logits. If J is undefined there, a threshold set by hand is kept as it was; any other
+    /// becomes the default 0.5 (recorded as the default, not as chosen on data).
     ///
     /// The head is trained from a fresh initialization seeded by `config.seed` (or from the
     /// classifier's current head with `config.keep_head`); the backbone
@@ -127,18 +130,26 @@ impl FractureClassifier {
             self.threshold,
             &self.device,
         )?;
-        trained.threshold_source = self.threshold_source;
+        // A threshold chosen for the old weights means nothing for the new ones: only one set
+        // by hand is kept (as it was, not rescaled); any other starts again from the default.
+        if self.threshold_source == Some(ThresholdSource::Manual) {
+            trained.threshold_source = Some(ThresholdSource::Manual);
+        } else {
+            trained.threshold = DEFAULT_THRESHOLD;
+            trained.threshold_source = Some(ThresholdSource::Default);
+        }
         trained.history = Some(history.clone());
         trained.split = Some(split.clone());
         trained.train_config = Some(trainer.config().clone());
         trained.initial_weights = self.initial_weights.clone();
-        // Temperature first, then the threshold on the calibrated probabilities; both on the
-        // validation part scored once, without test-time augmentation.
-        let val = trained.score_part(&split.val)?;
-        trained.calibrate_from(&val.labels, &val.logits)?;
-        trained.choose_threshold_from(&val.labels, &val.logits, ThresholdRule::Youden)?;
+        // Calibration first, then the threshold on the calibrated scale; both on the
+        // validation part scored once, as `classify` will score (the TTA mean logit when TTA
+        // is on). If Youden's J is undefined there, the threshold above stays, with its source.
         trained.tta = self.tta.clone();
         trained.path_form = self.path_form.clone();
+        let val = trained.score_part(&split.val)?;
+        trained.calibrate_after_training(&val.labels, &val.logits)?;
+        trained.choose_threshold_from(&val.labels, &val.logits, ThresholdRule::Youden)?;
         *self = trained;
         Ok(history)
     }

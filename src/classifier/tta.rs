@@ -16,8 +16,10 @@ impl FractureClassifier {
 
     /// Score every image as the mean logit over the views of `config` in `classify_*` and
     /// [`FractureClassifier::evaluate`] ([`TtaConfig::none`] turns it off). A runtime option:
-    /// it is not saved in the bundle, and the temperature and threshold (fitted without it)
-    /// apply to the mean logit unchanged.
+    /// it is not saved in the bundle. Calibration and threshold are fitted on the logits as
+    /// scored when they are fitted (training and `calibrate` use the TTA set then, and the
+    /// calibration record names it); set TTA before training or calibrating to fit on the
+    /// mean logits, and the report says when the evaluation's TTA differs from the fit's.
     ///
     /// ```
     /// use fracture::augment::TtaConfig;

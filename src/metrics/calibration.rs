@@ -9,17 +9,24 @@
 //! the ranking metrics (ROC AUC, average precision) do not move, and a threshold carried over
 //! with [`rescale_threshold`] makes the same decisions.
 //!
+//! One temperature rescales the logits but cannot shift them: for the offset a class-weighted
+//! loss or a change of prevalence causes, use Platt scaling ([`super::fit_platt`]). Neither
+//! carries over to data unlike the part it was fitted on, and a fit on few cases can make the
+//! probabilities worse: [`CalibrationSummary`] gives bootstrap intervals of the ECE and the
+//! Brier score, and the calibration slope and intercept.
+//!
 //! Computed in `f64` from logits, the order is kept exactly; probabilities so close to 1 that
 //! they round to the same `f64` (`logit / T` above about 36) tie, which only `T < 1` can add.
 //!
 //! ```
-//! use fracture::metrics::{fit_temperature, CalibrationComparison, Metric};
+//! use fracture::metrics::{fit_temperature, CalibrationComparison, LogitMap, Metric};
 //! // An over-confident model: logits four times too large for the labels.
 //! let labels = [true, false, true, false, true, false, false, true];
 //! let logits = [8.0, -8.0, 4.0, 4.0, -4.0, -12.0, -4.0, 12.0];
 //! let fit = fit_temperature(&labels, &logits)?.value().unwrap();
 //! assert!(fit.temperature > 1.0 && fit.nll_after < fit.nll_before);
-//! let comparison = CalibrationComparison::compute(&labels, &logits, fit.temperature)?;
+//! let map = LogitMap::temperature(fit.temperature)?;
+//! let comparison = CalibrationComparison::compute(&labels, &logits, map)?;
 //! assert!(comparison.after.brier < comparison.before.brier);
 //! # Ok::<(), fracture::Error>(())
 //! ```
@@ -27,7 +34,8 @@
 use serde::Serialize;
 
 use super::{
-    calibration_bins, check_inputs, check_probabilities, CalibrationBin, Metric, Undefined,
+    calibration_bins, check_inputs, check_probabilities, BootstrapConfig, CalibrationBin, Interval,
+    LogitMap, Metric, Undefined,
 };
 use crate::{Error, Result};
 
@@ -124,62 +132,115 @@ pub fn brier_score(labels: &[bool], probabilities: &[f64]) -> Result<f64> {
 }
 
 /// Calibration of one set of probabilities: expected calibration error and Brier score over
-/// [`ECE_BINS`] bins, and the bins themselves (for a reliability diagram).
+/// [`ECE_BINS`] bins with their bootstrap intervals, the calibration slope and intercept, and
+/// the bins themselves (for a reliability diagram).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CalibrationSummary {
     /// Expected calibration error over [`ECE_BINS`] equal-width bins.
     pub ece: f64,
+    /// Percentile-bootstrap interval of the ECE (resampling cases).
+    pub ece_interval: Metric<Interval>,
     /// Brier score.
     pub brier: f64,
+    /// Percentile-bootstrap interval of the Brier score (the same resamples).
+    pub brier_interval: Metric<Interval>,
+    /// Calibration slope ([`super::calibration_slope`]): 1 is ideal, below 1 over-confident.
+    pub slope: Metric,
+    /// Calibration intercept ([`super::calibration_intercept`]): 0 is ideal, below 0 the
+    /// probabilities are too high on average.
+    pub intercept: Metric,
     /// The non-empty bins of the reliability diagram.
     pub bins: Vec<CalibrationBin>,
 }
 
 impl CalibrationSummary {
-    /// Summarize fracture probabilities against labels.
+    /// Summarize calibrated logits (`map.logit(z)`; the probabilities are their sigmoid)
+    /// against labels, with `bootstrap` intervals of the ECE and the Brier score.
     ///
     /// ```
-    /// use fracture::metrics::CalibrationSummary;
-    /// let s = CalibrationSummary::compute(&[true, false], &[0.9, 0.1])?;
+    /// use fracture::metrics::{BootstrapConfig, CalibrationSummary};
+    /// let logit_of = |p: f64| (p / (1.0 - p)).ln();
+    /// let s = CalibrationSummary::compute(&[true, false], &[logit_of(0.9), logit_of(0.1)], BootstrapConfig::default())?;
     /// assert!((s.ece - 0.1).abs() < 1e-12 && (s.brier - 0.01).abs() < 1e-12);
+    /// let ece = s.ece_interval.value().unwrap();
+    /// assert!(ece.lower <= s.ece && s.ece <= ece.upper);
     /// # Ok::<(), fracture::Error>(())
     /// ```
-    pub fn compute(labels: &[bool], probabilities: &[f64]) -> Result<Self> {
-        let bins = calibration_bins(labels, probabilities, ECE_BINS)?;
+    pub fn compute(
+        labels: &[bool],
+        calibrated_logits: &[f64],
+        bootstrap: BootstrapConfig,
+    ) -> Result<Self> {
+        check_inputs(labels, calibrated_logits)?;
+        let probabilities: Vec<f64> = calibrated_logits.iter().map(|&x| sigmoid(x)).collect();
+        let bins = calibration_bins(labels, &probabilities, ECE_BINS)?;
+        let ece = super::uncertainty::ece_of_bins(&bins, labels.len());
+        let brier = brier_score(labels, &probabilities)?;
+        let (mut sample_labels, mut sample_probabilities) = (Vec::new(), Vec::new());
+        let [ece_interval, brier_interval] = super::uncertainty::bootstrap_picks(
+            labels.len(),
+            [Metric::Defined(ece), Metric::Defined(brier)],
+            bootstrap,
+            |picks| {
+                sample_labels.clear();
+                sample_labels.extend(picks.iter().filter_map(|&i| labels.get(i).copied()));
+                sample_probabilities.clear();
+                sample_probabilities
+                    .extend(picks.iter().filter_map(|&i| probabilities.get(i).copied()));
+                Ok([
+                    Metric::Defined(super::expected_calibration_error(
+                        &sample_labels,
+                        &sample_probabilities,
+                        ECE_BINS,
+                    )?),
+                    Metric::Defined(brier_score(&sample_labels, &sample_probabilities)?),
+                ])
+            },
+        )?;
         Ok(Self {
-            ece: super::uncertainty::ece_of_bins(&bins, labels.len()),
-            brier: brier_score(labels, probabilities)?,
+            ece,
+            ece_interval,
+            brier,
+            brier_interval,
+            slope: super::calibration_slope(labels, calibrated_logits)?,
+            intercept: super::calibration_intercept(labels, calibrated_logits)?,
             bins,
         })
     }
 }
 
-/// Calibration before (`T = 1`) and after temperature scaling, on the same cases.
+/// Calibration before (`sigmoid(logit)`) and after a calibration map, on the same cases.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CalibrationComparison {
-    /// The temperature applied for "after".
-    pub temperature: f64,
+    /// The map applied for "after".
+    pub map: LogitMap,
     /// Probabilities `sigmoid(logit)`.
     pub before: CalibrationSummary,
-    /// Probabilities `sigmoid(logit / T)`.
+    /// Probabilities `sigmoid(slope · logit + intercept)`.
     pub after: CalibrationSummary,
 }
 
 impl CalibrationComparison {
-    /// Compare the calibration of `logits` at temperature 1 and at `temperature`.
-    pub fn compute(labels: &[bool], logits: &[f64], temperature: f64) -> Result<Self> {
+    /// Compare the calibration of `logits` as they are and under `map` (intervals from
+    /// [`BootstrapConfig::default`]).
+    ///
+    /// ```
+    /// use fracture::metrics::{CalibrationComparison, LogitMap};
+    /// let labels = [true, false, true, false, true, false, false, true];
+    /// let logits = [8.0, -8.0, 4.0, 4.0, -4.0, -12.0, -4.0, 12.0];
+    /// let c = CalibrationComparison::compute(&labels, &logits, LogitMap::temperature(4.0)?)?;
+    /// assert!(c.after.brier < c.before.brier);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn compute(labels: &[bool], logits: &[f64], map: LogitMap) -> Result<Self> {
         check_inputs(labels, logits)?;
-        check_temperature(temperature)?;
-        let at = |t: f64| -> Vec<f64> {
-            logits
-                .iter()
-                .map(|&z| calibrated_probability(z, t))
-                .collect()
-        };
+        let map = LogitMap::new(map.slope, map.intercept)?;
+        let mapped: Vec<f64> = logits.iter().map(|&z| map.logit(z)).collect();
+        let bootstrap = BootstrapConfig::default();
         Ok(Self {
-            temperature,
-            before: CalibrationSummary::compute(labels, &at(1.0))?,
-            after: CalibrationSummary::compute(labels, &at(temperature))?,
+            map,
+            before: CalibrationSummary::compute(labels, logits, bootstrap)?,
+            after: CalibrationSummary::compute(labels, &mapped, bootstrap)?,
         })
     }
 }

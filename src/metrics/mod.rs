@@ -33,6 +33,7 @@
 mod calibration;
 mod curves;
 pub mod localization;
+mod recalibration;
 mod report;
 mod uncertainty;
 
@@ -52,10 +53,12 @@ pub use curves::{
     average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve, ThresholdRule,
 };
 pub use localization::{LocalizationConfig, LocalizationReport};
+pub use recalibration::{calibration_intercept, calibration_slope, fit_platt, LogitMap, PlattFit};
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
 pub use uncertainty::{
-    bootstrap_ci, bootstrap_mean, calibration_bins, expected_calibration_error,
-    paired_auc_difference, BootstrapConfig, BootstrapIntervals, CalibrationBin, Interval,
+    bootstrap_ci, bootstrap_ci_ranked, bootstrap_mean, calibration_bins,
+    expected_calibration_error, paired_auc_difference, BootstrapConfig, BootstrapIntervals,
+    CalibrationBin, Interval,
 };
 
 /// Class names in report order: the positive class first, as in the reference fixtures.
@@ -79,6 +82,9 @@ pub enum Undefined {
     NoPredictedNotFractured,
     /// No threshold does better than calling every case not fractured (Youden's J <= 0).
     NoInformativeThreshold,
+    /// The classes are perfectly separated, so a logistic fit has no finite slope (the
+    /// calibration slope).
+    SeparatedClasses,
 }
 
 impl fmt::Display for Undefined {
@@ -90,6 +96,9 @@ impl fmt::Display for Undefined {
             Undefined::NoPredictedNotFractured => "no case predicted not fractured",
             Undefined::NoInformativeThreshold => {
                 "no threshold does better than calling every case not fractured"
+            }
+            Undefined::SeparatedClasses => {
+                "the classes are perfectly separated (the fitted slope would be infinite)"
             }
         })
     }
@@ -329,7 +338,32 @@ impl BinaryMetrics {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn compute(labels: &[bool], scores: &[f64], threshold: f64) -> Result<Self> {
+        Self::compute_ranked(labels, scores, scores, threshold)
+    }
+
+    /// [`BinaryMetrics::compute`] with ROC AUC and average precision taken from `ranking`,
+    /// any finite scores in the same order as the probabilities, such as the logits: a
+    /// sigmoid saturated in `f64` (logits above about 37) ties cases the logits tell apart.
+    ///
+    /// ```
+    /// use fracture::metrics::{sigmoid, BinaryMetrics, Metric};
+    /// let labels = [true, false];
+    /// let logits = [45.0, 40.0];
+    /// let p: Vec<f64> = logits.iter().map(|&z| sigmoid(z)).collect();
+    /// assert_eq!(p, [1.0, 1.0]);
+    /// let m = BinaryMetrics::compute_ranked(&labels, &p, &logits, 0.5)?;
+    /// assert_eq!(m.roc_auc, Metric::Defined(1.0));
+    /// assert_eq!(BinaryMetrics::compute(&labels, &p, 0.5)?.roc_auc, Metric::Defined(0.5));
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn compute_ranked(
+        labels: &[bool],
+        scores: &[f64],
+        ranking: &[f64],
+        threshold: f64,
+    ) -> Result<Self> {
         check_probabilities(labels, scores)?;
+        check_inputs(labels, ranking)?;
         let confusion = ConfusionMatrix::from_scores(labels, scores, threshold)?;
         Ok(BinaryMetrics {
             threshold,
@@ -337,8 +371,8 @@ impl BinaryMetrics {
             accuracy: confusion.accuracy(),
             majority_baseline_accuracy: confusion.majority_baseline_accuracy(),
             binary_cross_entropy: binary_cross_entropy(labels, scores)?,
-            roc_auc: roc_auc(labels, scores)?,
-            average_precision: average_precision(labels, scores)?,
+            roc_auc: roc_auc(labels, ranking)?,
+            average_precision: average_precision(labels, ranking)?,
             sensitivity: confusion.sensitivity(),
             specificity: confusion.specificity(),
             report: confusion.report(),

@@ -139,36 +139,87 @@ pub fn bootstrap_ci(
     threshold: f64,
     config: BootstrapConfig,
 ) -> Result<BootstrapIntervals> {
+    bootstrap_ci_ranked(labels, scores, scores, threshold, config)
+}
+
+/// [`bootstrap_ci`] with the AUC taken from `ranking` (for example the logits, which a
+/// saturated sigmoid cannot tie) and sensitivity and specificity from `scores >= threshold`,
+/// on the same resampled cases. `bootstrap_ci(l, s, t, c)` is `bootstrap_ci_ranked(l, s, s, t, c)`.
+///
+/// ```
+/// use fracture::metrics::{bootstrap_ci_ranked, sigmoid, BootstrapConfig};
+/// let labels = [true, false, true, false];
+/// let logits = [45.0, 40.0, 2.0, -1.0]; // 40 and 45 are both probability 1.0
+/// let probabilities: Vec<f64> = logits.iter().map(|&z| sigmoid(z)).collect();
+/// let ci = bootstrap_ci_ranked(&labels, &probabilities, &logits, 0.5, BootstrapConfig::default())?;
+/// assert_eq!(ci.auc.value().unwrap().estimate, 0.75);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn bootstrap_ci_ranked(
+    labels: &[bool],
+    scores: &[f64],
+    ranking: &[f64],
+    threshold: f64,
+    config: BootstrapConfig,
+) -> Result<BootstrapIntervals> {
     check_inputs(labels, scores)?;
+    check_inputs(labels, ranking)?;
     check_threshold(threshold)?;
     config.validate()?;
     let full = ConfusionMatrix::from_scores(labels, scores, threshold)?;
     let estimates = [
-        roc_auc(labels, scores)?,
+        roc_auc(labels, ranking)?,
         full.sensitivity(),
         full.specificity(),
     ];
-
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut resampled: [Vec<f64>; 3] = Default::default();
-    let mut first_undefined: [Option<Undefined>; 3] = [None; 3];
     let mut sample_labels = vec![false; labels.len()];
     let mut sample_scores = vec![0.0; scores.len()];
-    let mut picks = Vec::with_capacity(labels.len());
+    let mut sample_ranking = vec![0.0; ranking.len()];
+    let [auc, sensitivity, specificity] =
+        bootstrap_picks(labels.len(), estimates, config, |picks| {
+            for (((label, score), rank), &pick) in sample_labels
+                .iter_mut()
+                .zip(&mut sample_scores)
+                .zip(&mut sample_ranking)
+                .zip(picks)
+            {
+                // `pick` is below the common length of labels and scores (checked above).
+                *label = labels.get(pick).copied().unwrap_or_default();
+                *score = scores.get(pick).copied().unwrap_or_default();
+                *rank = ranking.get(pick).copied().unwrap_or_default();
+            }
+            let cm = ConfusionMatrix::from_scores(&sample_labels, &sample_scores, threshold)?;
+            Ok([
+                roc_auc(&sample_labels, &sample_ranking)?,
+                cm.sensitivity(),
+                cm.specificity(),
+            ])
+        })?;
+    Ok(BootstrapIntervals {
+        auc,
+        sensitivity,
+        specificity,
+    })
+}
+
+/// Percentile-bootstrap intervals of `K` statistics of `n` cases: `statistics` gets the case
+/// indices of each resample (drawn with replacement, seeded) and returns the `K` values; a
+/// value undefined on a resample is left out of its interval. `estimates` are the values on
+/// the full data.
+pub(super) fn bootstrap_picks<const K: usize>(
+    n: usize,
+    estimates: [Metric; K],
+    config: BootstrapConfig,
+    mut statistics: impl FnMut(&[usize]) -> Result<[Metric; K]>,
+) -> Result<[Metric<Interval>; K]> {
+    config.validate()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut resampled: [Vec<f64>; K] = std::array::from_fn(|_| Vec::new());
+    let mut first_undefined: [Option<Undefined>; K] = [None; K];
+    let mut picks = Vec::with_capacity(n);
     for _ in 0..config.n_resamples {
-        draw_resample(&mut rng, labels.len(), &mut picks);
-        for ((label, score), &pick) in sample_labels.iter_mut().zip(&mut sample_scores).zip(&picks)
-        {
-            // `pick` is below the common length of labels and scores (checked above).
-            *label = labels.get(pick).copied().unwrap_or_default();
-            *score = scores.get(pick).copied().unwrap_or_default();
-        }
-        let cm = ConfusionMatrix::from_scores(&sample_labels, &sample_scores, threshold)?;
-        let values = [
-            roc_auc(&sample_labels, &sample_scores)?,
-            cm.sensitivity(),
-            cm.specificity(),
-        ];
+        draw_resample(&mut rng, n, &mut picks);
+        let values = statistics(&picks)?;
         for ((values, reason), value) in resampled.iter_mut().zip(&mut first_undefined).zip(values)
         {
             match value {
@@ -179,16 +230,13 @@ pub fn bootstrap_ci(
             }
         }
     }
-    let [auc, sensitivity, specificity] = [0, 1, 2].map(|k| {
+    let mut k = 0;
+    Ok(estimates.map(|estimate| {
         let mut values = std::mem::take(&mut resampled[k]);
         let reason = first_undefined[k].unwrap_or(Undefined::NoFractured);
-        interval(estimates[k], &mut values, config.confidence, reason)
-    });
-    Ok(BootstrapIntervals {
-        auc,
-        sensitivity,
-        specificity,
-    })
+        k += 1;
+        interval(estimate, &mut values, config.confidence, reason)
+    }))
 }
 
 /// Percentile-bootstrap interval of the mean of per-case `values` (for example one hit or

@@ -26,8 +26,10 @@ pub struct ModelInfo {
     pub preprocess: PreprocessSpec,
     /// Decision threshold on the fracture probability.
     pub threshold: f64,
-    /// Temperature of the probabilities.
+    /// Temperature of the probabilities (`1 / slope` of the calibration map).
     pub temperature: f64,
+    /// The calibration: method, map and where it came from.
+    pub calibration: crate::classifier::Calibration,
     /// Test-time augmentation in use.
     pub tta: TtaConfig,
     /// Where the initial weights came from (`random(seed 42)`, a file, a hub repository).
@@ -52,6 +54,7 @@ impl ModelInfo {
             preprocess: PreprocessSpec::from(classifier.preprocess()),
             threshold: classifier.threshold(),
             temperature: classifier.temperature(),
+            calibration: classifier.calibration().clone(),
             tta: classifier.tta().clone(),
             initial_weights: classifier.initial_weights().map(str::to_string),
             training: classifier.train_config().cloned(),

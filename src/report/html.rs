@@ -175,7 +175,7 @@ pub(super) fn page(
     section(
         "calibration",
         "Calibration",
-        sections::calibration(&n, charts)?,
+        sections::calibration(data, &n, charts)?,
     );
     section("tta", "Test-time augmentation", sections::tta(data, &n)?);
     section("subgroups", "Subgroups", sections::subgroups(data, &n)?);

@@ -30,6 +30,7 @@
 //! # Ok::<(), fracture::Error>(())
 //! ```
 
+mod calibration_text;
 mod charts;
 mod data;
 mod gallery;

@@ -54,11 +54,11 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
         }
     }
     out.push(
-        "The threshold and the temperature were both fitted on the validation part; on data \
-         with another prevalence or from other scanners, the calibration and the balance of \
-         sensitivity and specificity will differ."
+        "The threshold was fitted on the validation part; on data with another prevalence or \
+         from other scanners, the balance of sensitivity and specificity will differ."
             .into(),
     );
+    out.push(super::calibration_text::limitation(evaluation));
     out.extend(report.data_source.notes.iter().cloned());
     out.extend(report.extra_limitations.iter().cloned());
     out
@@ -126,12 +126,12 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
         &mut out,
         "Model and weights",
         format!(
-            "<p>{}: a backbone and a small head giving one logit; probability \
-             sigmoid(logit / T). Initial weights: {}. Threshold chosen by Youden's J on the \
-             validation part; temperature fitted there by minimizing the negative \
-             log-likelihood. Full provenance above.</p>",
+            "<p>{}: a backbone and a small head giving one logit, from which the \
+             probability is computed. Initial weights: {}. Threshold chosen by Youden's J on the \
+             validation part. {} Full provenance above.</p>",
             escape(&m.backbone),
-            escape(m.initial_weights.as_deref().unwrap_or("not recorded"))
+            escape(m.initial_weights.as_deref().unwrap_or("not recorded")),
+            super::calibration_text::sentence(data.evaluation, n)?
         ),
     );
     item(
@@ -154,13 +154,15 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
         &mut out,
         "Calibration",
         format!(
-            "<p>Expected calibration error {} before and {} after temperature scaling \
-             (T = {}); Brier score {} and {}.</p>",
-            n.show("/evaluation/calibration/before/ece", Format::Decimal4)?,
-            n.show("/evaluation/calibration/after/ece", Format::Decimal4)?,
-            n.show("/evaluation/calibration/temperature", Format::Decimal3)?,
-            n.show("/evaluation/calibration/before/brier", Format::Decimal4)?,
-            n.show("/evaluation/calibration/after/brier", Format::Decimal4)?
+            "<p>Expected calibration error {} before and {} after calibration; Brier score {} \
+             and {}; calibration slope {} and intercept {} after. {}</p>",
+            super::calibration_text::with_interval(n, "before", "ece")?,
+            super::calibration_text::with_interval(n, "after", "ece")?,
+            super::calibration_text::with_interval(n, "before", "brier")?,
+            super::calibration_text::with_interval(n, "after", "brier")?,
+            n.show("/evaluation/calibration/after/slope", Format::Decimal3)?,
+            n.show("/evaluation/calibration/after/intercept", Format::Decimal3)?,
+            super::calibration_text::sentence(data.evaluation, n)?
         ),
     );
     item(

@@ -76,9 +76,9 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
     let mut out = format!("<div class=\"cards\">{}</div>", cards.join(""));
     let _ = write!(
         out,
-        "<p>Threshold {threshold} (chosen on the validation part); probabilities at temperature {}. \
+        "<p>Threshold {threshold} (chosen on the validation part). {} \
          At the reference notebook's 0.5: sensitivity {}, specificity {}.</p>",
-        n.show("/evaluation/temperature", Format::Decimal3)?,
+        super::calibration_text::sentence(data.evaluation, n)?,
         n.show("/evaluation/at_half/sensitivity", Format::Percent1)?,
         n.show("/evaluation/at_half/specificity", Format::Percent1)?
     );
@@ -146,21 +146,38 @@ pub(super) fn threshold_sweep(
     ))
 }
 
-pub(super) fn calibration(n: &Numbers<'_>, charts: &[RenderedChart]) -> Result<String> {
-    let c = |what: &str| n.show(&format!("/evaluation/calibration/{what}"), Format::Decimal4);
+pub(super) fn calibration(
+    data: &ReportData<'_>,
+    n: &Numbers<'_>,
+    charts: &[RenderedChart],
+) -> Result<String> {
+    let row = |when: &str| -> Result<String> {
+        let c = |what: &str| format!("/evaluation/calibration/{when}/{what}");
+        Ok(format!(
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            super::calibration_text::with_interval(n, when, "ece")?,
+            super::calibration_text::with_interval(n, when, "brier")?,
+            n.show(&c("slope"), Format::Decimal3)?,
+            n.show(&c("intercept"), Format::Decimal3)?
+        ))
+    };
     Ok(format!(
         "<div class=\"charts\">{}</div>\
-         <table id=\"calibration-table\"><tr><th class=\"name\"></th><th>ECE (15 bins)</th><th>Brier score</th></tr>\
-         <tr><td class=\"name\">before (T = 1)</td><td>{}</td><td>{}</td></tr>\
-         <tr><td class=\"name\">after (T = {})</td><td>{}</td><td>{}</td></tr></table>\
-         <p>Temperature scaling divides every logit by one number T fitted on the validation part; it changes the \
-         probabilities, not their order, so the ROC AUC and the decisions at the threshold stay the same.</p>",
+         <table id=\"calibration-table\"><tr><th class=\"name\"></th><th>ECE (15 bins)</th><th>Brier score</th>\
+         <th>calibration slope</th><th>calibration intercept</th></tr>\
+         <tr><td class=\"name\">before: sigmoid(logit)</td>{}</tr>\
+         <tr><td class=\"name\">after: {}</td>{}</tr></table>\
+         <p>{}</p>\
+         <p>Intervals: 95 % bootstrap over the evaluated images. Calibration slope 1 and intercept 0 \
+         are ideal (slope below 1: too confident; intercept below 0: probabilities too high on average). \
+         Calibration changes the probabilities, not their order, so the ROC AUC and the decisions at the \
+         threshold stay the same; it holds for data like the part it was fitted on, not for another \
+         prevalence or scanner.</p>",
         chart_image(charts, "reliability"),
-        c("before/ece")?,
-        c("before/brier")?,
-        n.show("/evaluation/calibration/temperature", Format::Decimal3)?,
-        c("after/ece")?,
-        c("after/brier")?,
+        row("before")?,
+        escape(&data.evaluation.calibration.map.describe()),
+        row("after")?,
+        super::calibration_text::sentence(data.evaluation, n)?,
     ))
 }
 
@@ -355,7 +372,7 @@ pub(super) fn provenance(data: &ReportData<'_>) -> Result<String> {
         ),
         ("training", training),
         ("threshold", format!("{:.4}", m.threshold)),
-        ("temperature", format!("{:.4}", m.temperature)),
+        ("calibration", m.calibration.describe()),
         ("test-time augmentation", m.tta.describe()),
         ("bundle", m.bundle.clone().unwrap_or_else(unknown)),
         (

@@ -146,7 +146,7 @@ pub(super) fn render_all(data: &ReportData<'_>) -> Result<Vec<RenderedChart>> {
             evaluation.calibration.before.ece,
             evaluation.calibration.after.ece,
         ),
-        temperature: evaluation.calibration.temperature,
+        map: evaluation.calibration.map.describe(),
     })?);
     if let Some(history) = data.history.filter(|h| !h.epochs.is_empty()) {
         charts.push(render(&TrainingChart { history })?);

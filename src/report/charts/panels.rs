@@ -96,7 +96,8 @@ pub(super) struct ReliabilityChart<'a> {
     pub(super) before: &'a [CalibrationBin],
     pub(super) after: &'a [CalibrationBin],
     pub(super) ece: (f64, f64),
-    pub(super) temperature: f64,
+    /// The calibration map applied for "after" (`T = 0.745`, or Platt's slope and intercept).
+    pub(super) map: String,
 }
 
 impl Chart for ReliabilityChart<'_> {
@@ -104,7 +105,7 @@ impl Chart for ReliabilityChart<'_> {
         "reliability"
     }
     fn title(&self) -> String {
-        format!("Reliability diagram (T = {:.3})", self.temperature)
+        format!("Reliability diagram ({})", self.map)
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let mut chart = unit_chart(
