@@ -139,9 +139,10 @@ pub enum ThresholdSource {
 }
 
 impl ThresholdSource {
-    /// The source of a threshold that was not chosen on data: `Default` for 0.5, else `Manual`.
+    /// The source of a threshold that was not chosen on data: `Default` for
+    /// [`super::DEFAULT_THRESHOLD`], else `Manual`.
     pub fn of_unchosen(threshold: f64) -> Self {
-        if threshold == 0.5 {
+        if threshold == super::DEFAULT_THRESHOLD {
             Self::Default
         } else {
             Self::Manual

@@ -33,13 +33,13 @@ pub use builder::FractureClassifierBuilder;
 pub use bundle::{
     BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
 };
-pub use evaluation::{CaseScore, Evaluation, TtaComparison};
+pub use evaluation::{CaseScore, Evaluation, SplitOrigin, TtaComparison};
 pub use explain::ExplainedImage;
 pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::augment::TtaConfig;
-use crate::dataset::{Label, Split};
+use crate::dataset::{Dataset, Label, Split, SplitConfig};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, FractureNet, FrozenBackbone, HeadConfig};
@@ -49,6 +49,17 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::fmt;
+
+/// The decision threshold of a classifier whose threshold was never chosen on data (a fresh
+/// or imported one): 0.5, the reference notebook's implicit threshold. Evaluations also
+/// report their metrics at it ([`Evaluation::at_half`]) for comparison.
+///
+/// ```
+/// use fracture::classifier::{ThresholdSource, DEFAULT_THRESHOLD};
+/// assert_eq!(DEFAULT_THRESHOLD, 0.5);
+/// assert_eq!(ThresholdSource::of_unchosen(DEFAULT_THRESHOLD), ThresholdSource::Default);
+/// ```
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
 fn check_threshold(threshold: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&threshold) {
@@ -249,6 +260,43 @@ impl FractureClassifier {
     /// The calibrated fracture probability of one logit.
     pub(crate) fn probability_of(&self, logit: f64) -> f64 {
         crate::metrics::calibrated_probability(logit, self.temperature)
+    }
+
+    /// The split to train or evaluate this classifier on: the split recorded with it (a bundle's
+    /// `split.csv`, or the one it was trained on) when it has one, else `fresh` applied to
+    /// `data`. A recorded split is the split: `data` only locates its images (the folder may
+    /// have moved), and must hold exactly the recorded parts, with the same labels and the same
+    /// content ([`Split::locate_in`]); otherwise the error names the first difference. A
+    /// classifier without a recorded split (a Keras import) needs `data`, and its evaluation
+    /// says that the split is not the one it was trained on ([`SplitOrigin::Unrecorded`]).
+    ///
+    /// ```
+    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// SyntheticConfig { n_fractured: 5, n_not_fractured: 5, ..Default::default() }.generate_to(dir.path())?;
+    /// let data = FracAtlas::open(dir.path())?;
+    /// let clf = fracture::FractureClassifier::builder()
+    ///     .backbone(fracture::model::ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// // No recorded split yet: `fresh` splits the data.
+    /// let fresh = SplitConfig { seed: 7, ..SplitConfig::default() };
+    /// assert_eq!(clf.resolve_split(Some(&data), &fresh)?, data.split(&fresh)?);
+    /// assert!(clf.resolve_split(None, &fresh).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resolve_split(&self, data: Option<&Dataset>, fresh: &SplitConfig) -> Result<Split> {
+        match (&self.split, data) {
+            (Some(recorded), None) => Ok(recorded.clone()),
+            (Some(recorded), Some(data)) => recorded.locate_in(data),
+            (None, Some(data)) => data.split(fresh),
+            (None, None) => Err(Error::InvalidInput(
+                "this model holds no split (a Keras model never does), so its images cannot be \
+                 known: give a data folder to split"
+                    .into(),
+            )),
+        }
     }
 
     /// The label for a fracture probability at this classifier's threshold.

@@ -20,12 +20,13 @@
 //! 4. Within a part, samples keep the dataset's order (sorted by path), so the same dataset
 //!    and seed always give the identical manifest.
 
-use super::{BodyPart, ClassCounts, ContentHash, Label, Sample};
+use super::{BodyPart, ClassCounts, ContentHash, Dataset, Label, Sample};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// Fractions and seed of a split. Default: 70/10/20, seed 42.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,6 +243,119 @@ impl Split {
         leaks.sort();
         leaks
     }
+}
+
+impl Split {
+    /// This split's images found in `data`: the same split with `data`'s samples (paths,
+    /// metadata). `data` only locates the images, so the folder may have moved: each image is
+    /// known by its path below the folder that holds all of a side's images. `data` must hold
+    /// exactly this split's images, part by part, with the same labels (compared with
+    /// [`Split::first_difference`]) and the same content (SHA-256); any other folder is an
+    /// error naming the first difference, so that a changed folder never puts a training
+    /// image into the test part.
+    ///
+    /// ```
+    /// use fracture::dataset::synthetic::SyntheticConfig;
+    /// use fracture::dataset::{FracAtlas, SplitConfig};
+    /// let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    /// let config = SyntheticConfig { n_fractured: 5, n_not_fractured: 5, ..Default::default() };
+    /// config.generate_to(a.path())?;
+    /// config.generate_to(b.path())?; // the same images in another folder
+    /// let split = FracAtlas::open(a.path())?.split(&SplitConfig { seed: 7, ..SplitConfig::default() })?;
+    /// let located = split.locate_in(&FracAtlas::open(b.path())?)?;
+    /// assert_eq!(located.test.len(), split.test.len());
+    /// assert!(located.test.samples[0].path.starts_with(b.path().canonicalize()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn locate_in(&self, data: &Dataset) -> Result<Split> {
+        let own: Vec<(PartName, &Sample)> = self
+            .parts()
+            .into_iter()
+            .flat_map(|p| p.samples.iter().map(move |s| (p.name, s)))
+            .collect();
+        let own_root = common_folder(own.iter().map(|(_, s)| s.path.as_path()));
+        let data_root = common_folder(data.samples.iter().map(|s| s.path.as_path()));
+        let part_of: HashMap<PathBuf, PartName> = own
+            .iter()
+            .map(|(part, s)| (below(&s.path, &own_root), *part))
+            .collect();
+        let mut located = PartName::ALL.map(|name| Part {
+            name,
+            samples: Vec::new(),
+        });
+        let mut unlisted = Vec::new();
+        for sample in &data.samples {
+            match part_of.get(&below(&sample.path, &data_root)) {
+                Some(&part) => located[part as usize].samples.push(sample.clone()),
+                None => unlisted.push(&sample.path),
+            }
+        }
+        let [train, val, test] = located;
+        let located = Split { train, val, test };
+        // The recorded split as it would read in `data`'s folder.
+        let mut rebased = self.clone();
+        for part in [&mut rebased.train, &mut rebased.val, &mut rebased.test] {
+            for s in &mut part.samples {
+                s.path = data_root.join(below(&s.path, &own_root));
+            }
+            part.samples.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        let refuse = |what: String| {
+            Err(Error::Dataset {
+                path: data.root.clone(),
+                message: format!(
+                    "does not hold the recorded split, so its parts cannot be trusted to be held \
+                     out: {what}"
+                ),
+            })
+        };
+        if let Some(difference) = rebased.first_difference(&located) {
+            return refuse(format!("{difference} (recorded against found)"));
+        }
+        if let Some(first) = unlisted.first() {
+            return refuse(format!(
+                "{} image(s) in no part of the recorded split, the first {}",
+                unlisted.len(),
+                first.display()
+            ));
+        }
+        for (recorded, found) in rebased.parts().into_iter().zip(located.parts()) {
+            for (r, f) in recorded.samples.iter().zip(&found.samples) {
+                if r.hash != f.hash {
+                    return refuse(format!(
+                        "{} ({} part) has other content than the recorded image (SHA-256 {} \
+                         recorded, {} found)",
+                        f.path.display(),
+                        recorded.name,
+                        r.hash,
+                        f.hash
+                    ));
+                }
+            }
+        }
+        Ok(located)
+    }
+}
+
+/// The deepest folder holding every path (made absolute); the current folder for none.
+fn common_folder<'a>(paths: impl Iterator<Item = &'a Path>) -> PathBuf {
+    let mut common: Option<PathBuf> = None;
+    for path in paths {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let folder = common.get_or_insert_with(|| {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        });
+        while !path.starts_with(&*folder) && folder.pop() {}
+    }
+    common.unwrap_or_else(|| std::path::absolute(".").unwrap_or_default())
+}
+
+/// `path` (made absolute) below `root`, or the whole path when it is not below it.
+fn below(path: &Path, root: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    path.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or(path)
 }
 
 impl fmt::Display for Split {

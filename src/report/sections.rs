@@ -7,6 +7,7 @@ use super::data::ReportData;
 use super::encode_png;
 use super::gallery::{overlay_thumbnail, thumbnail, GalleryImage, GalleryKind};
 use super::html::{base64, card, chart_image, escape, pointer_step, Format, Numbers};
+use crate::classifier::DEFAULT_THRESHOLD;
 use crate::error::Result;
 use std::fmt::Write;
 
@@ -63,7 +64,7 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
         ),
         card(
             "Average precision",
-            n.show(
+            n.show_or_undefined(
                 "/evaluation/at_threshold/average_precision",
                 Format::Decimal3,
             )?,
@@ -76,11 +77,17 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
     let mut out = format!("<div class=\"cards\">{}</div>", cards.join(""));
     let _ = write!(
         out,
-        "<p>Threshold {threshold} (chosen on the validation part); probabilities at temperature {}. \
-         At the reference notebook's 0.5: sensitivity {}, specificity {}.</p>",
+        "<p>{} Probabilities at temperature {}. \
+         At the reference notebook's {DEFAULT_THRESHOLD}: sensitivity {}, specificity {}.</p>\
+         <p id=\"split-origin\">{}</p>",
+        escape(&data.model.threshold_sentence()),
         n.show("/evaluation/temperature", Format::Decimal3)?,
-        n.show("/evaluation/at_half/sensitivity", Format::Percent1)?,
-        n.show("/evaluation/at_half/specificity", Format::Percent1)?
+        n.show_or_undefined("/evaluation/at_half/sensitivity", Format::Percent1)?,
+        n.show_or_undefined("/evaluation/at_half/specificity", Format::Percent1)?,
+        escape(&super::data::split_origin_sentence(
+            &data.evaluation.part,
+            data.evaluation.split_origin
+        ))
     );
     if data.summary.skipped > 0 {
         let _ = write!(
@@ -108,8 +115,8 @@ pub(super) fn confusion(n: &Numbers<'_>) -> Result<String> {
         c("false_negatives")?,
         c("false_positives")?,
         c("true_negatives")?,
-        n.show("/summary/ppv", Format::Percent1)?,
-        n.show("/summary/npv", Format::Percent1)?,
+        n.show_or_undefined("/summary/ppv", Format::Percent1)?,
+        n.show_or_undefined("/summary/npv", Format::Percent1)?,
         n.show("/evaluation/at_threshold/threshold", Format::Decimal3)?,
     ))
 }
@@ -125,7 +132,7 @@ pub(super) fn threshold_sweep(
             continue;
         }
         let cell = |what: &str| {
-            n.show(
+            n.show_or_undefined(
                 &format!("/threshold_sweep/{index}/{what}"),
                 Format::Percent1,
             )
@@ -153,7 +160,7 @@ pub(super) fn calibration(n: &Numbers<'_>, charts: &[RenderedChart]) -> Result<S
          <table id=\"calibration-table\"><tr><th class=\"name\"></th><th>ECE (15 bins)</th><th>Brier score</th></tr>\
          <tr><td class=\"name\">before (T = 1)</td><td>{}</td><td>{}</td></tr>\
          <tr><td class=\"name\">after (T = {})</td><td>{}</td><td>{}</td></tr></table>\
-         <p>Temperature scaling divides every logit by one number T fitted on the validation part; it changes the \
+         <p>Temperature scaling divides every logit by one number T; it changes the \
          probabilities, not their order, so the ROC AUC and the decisions at the threshold stay the same.</p>",
         chart_image(charts, "reliability"),
         c("before/ece")?,
@@ -172,8 +179,8 @@ pub(super) fn tta(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
         "<p>Views: {} (the logits are averaged). ROC AUC without {}, with {}; paired-bootstrap difference \
          (with − without) {}.</p>",
         escape(&tta.config.describe()),
-        n.show("/evaluation/tta/auc_without", Format::Decimal4)?,
-        n.show("/evaluation/tta/auc_with", Format::Decimal4)?,
+        n.show_or_undefined("/evaluation/tta/auc_without", Format::Decimal4)?,
+        n.show_or_undefined("/evaluation/tta/auc_with", Format::Decimal4)?,
         n.interval("/evaluation/tta/difference", Format::Decimal4)?
     ))
 }
@@ -193,15 +200,17 @@ fn subgroup_table(
     for (name, _) in groups.iter() {
         let base = format!("{pointer}/groups/{}", pointer_step(name));
         let v = |what: &str, format| n.show(&format!("{base}/{what}"), format);
+        let metric =
+            |what: &str, format| n.show_or_undefined(&format!("{base}/{what}"), format);
         let _ = write!(
             rows,
             "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(name),
             v("report/fractured/support", Format::Count)?,
             v("report/not_fractured/support", Format::Count)?,
-            v("sensitivity", Format::Percent1)?,
-            v("specificity", Format::Percent1)?,
-            v("roc_auc", Format::Decimal3)?,
+            metric("sensitivity", Format::Percent1)?,
+            metric("specificity", Format::Percent1)?,
+            metric("roc_auc", Format::Decimal3)?,
             v("accuracy", Format::Percent1)?
         );
     }
@@ -237,7 +246,7 @@ pub(super) fn training(
             n.show(&format!("/history/epochs/{index}/epoch"), Format::Count)?,
             history.epochs.len(),
             n.show(&format!("/history/epochs/{index}/val_loss"), Format::Decimal4)?,
-            n.show(&format!("/history/epochs/{index}/val_auc"), Format::Decimal3)?
+            n.show_or_undefined(&format!("/history/epochs/{index}/val_auc"), Format::Decimal3)?
         ),
         None => String::new(),
     };
@@ -353,6 +362,11 @@ pub(super) fn provenance(data: &ReportData<'_>) -> Result<String> {
         ),
         ("training", training),
         ("threshold", format!("{:.4}", m.threshold)),
+        (
+            "threshold source",
+            m.threshold_source
+                .map_or_else(unknown, |s| format!("{s:?}").to_lowercase()),
+        ),
         ("temperature", format!("{:.4}", m.temperature)),
         ("test-time augmentation", m.tta.describe()),
         ("bundle", m.bundle.clone().unwrap_or_else(unknown)),
