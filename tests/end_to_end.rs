@@ -452,7 +452,11 @@ fn a_bundles_split_is_the_split_and_a_data_folder_only_locates_its_images() {
 
     // A folder that changed since is refused, naming the first difference.
     let test_image = located.test.samples[0].path.clone();
-    let test_name = test_image.file_name().unwrap().to_string_lossy().into_owned();
+    let test_name = test_image
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let refused = |root: &Path| {
         let data = FracAtlas::open(root).unwrap();
         let message = loaded
@@ -485,13 +489,11 @@ fn a_bundles_split_is_the_split_and_a_data_folder_only_locates_its_images() {
     std::fs::write(&test_image, &original).unwrap();
     // A test image relabelled (moved to the other class folder).
     let label_folder = test_image.parent().unwrap();
-    let other_folder = label_folder.with_file_name(
-        if label_folder.ends_with("Fractured") {
-            "Non_fractured"
-        } else {
-            "Fractured"
-        },
-    );
+    let other_folder = label_folder.with_file_name(if label_folder.ends_with("Fractured") {
+        "Non_fractured"
+    } else {
+        "Fractured"
+    });
     std::fs::rename(&test_image, other_folder.join(&test_name)).unwrap();
     let message = refused(b.path());
     assert!(message.contains(&test_name), "{message}");
@@ -513,10 +515,7 @@ fn an_evaluation_that_cannot_be_recorded_is_an_error() {
         name: fracture::dataset::PartName::Test,
         samples,
     };
-    let message = tiny_classifier()
-        .evaluate(&part)
-        .unwrap_err()
-        .to_string();
+    let message = tiny_classifier().evaluate(&part).unwrap_err().to_string();
     assert!(
         message.contains("the evaluation of the test part cannot be recorded"),
         "{message}"

@@ -4,13 +4,13 @@
 
 mod common;
 
+use fracture::augment::TtaConfig;
+use fracture::classifier::{Evaluation, SplitOrigin, ThresholdSource};
+use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::report::{
     fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind, Overlay,
     Report, REPORT_HTML,
 };
-use fracture::augment::TtaConfig;
-use fracture::classifier::{Evaluation, SplitOrigin, ThresholdSource};
-use fracture::dataset::{FracAtlas, SplitConfig};
 use serde_json::Value;
 use std::path::Path;
 
@@ -260,7 +260,10 @@ fn an_untrained_classifier_without_a_split_is_described_by_what_was_recorded() {
         "The model holds no record of the images it was trained on",
         "were never trained",
     ] {
-        assert!(text.contains(fact), "the page does not say {fact:?}: {text}");
+        assert!(
+            text.contains(fact),
+            "the page does not say {fact:?}: {text}"
+        );
     }
     let json = read_json(&files.metrics);
     assert_eq!(json["model"]["threshold_source"], "default");
@@ -311,7 +314,12 @@ fn the_threshold_source_and_the_split_origin_are_stated_as_recorded() {
         .samples
         .iter()
         .filter(|s| {
-            split.train.samples.iter().chain(&split.val.samples).any(|t| t.path == s.path)
+            split
+                .train
+                .samples
+                .iter()
+                .chain(&split.val.samples)
+                .any(|t| t.path == s.path)
         })
         .count();
     assert!(in_training > 0);
@@ -352,7 +360,10 @@ fn a_report_refuses_an_evaluation_the_classifier_did_not_make_as_it_is() {
 
     clf.set_threshold(0.37).unwrap();
     let message = refused(&clf, &evaluation);
-    assert!(message.contains("threshold (") && message.contains("0.37"), "{message}");
+    assert!(
+        message.contains("threshold (") && message.contains("0.37"),
+        "{message}"
+    );
 
     // Another temperature at the same threshold.
     clf.set_temperature(temperature * 2.0).unwrap();
@@ -364,7 +375,10 @@ fn a_report_refuses_an_evaluation_the_classifier_did_not_make_as_it_is() {
     clf.set_threshold(threshold).unwrap();
     clf.set_tta(TtaConfig::standard()).unwrap();
     let message = refused(&clf, &evaluation);
-    assert!(message.contains("test-time augmentation (off)"), "{message}");
+    assert!(
+        message.contains("test-time augmentation (off)"),
+        "{message}"
+    );
 
     clf.set_tta(TtaConfig::none()).unwrap();
     assert!(Report::new(&clf, &evaluation).write(out.path()).is_ok());

@@ -113,8 +113,7 @@ impl FractureClassifier {
             .into_iter()
             .map(|(name, t)| Ok((name, t.to_device(device)?)))
             .collect::<Result<_>>()?;
-        let mut clf =
-            Self::from_tensors(
+        let mut clf = Self::from_tensors(
             model.backbone,
             model.head,
             tensors,

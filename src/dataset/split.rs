@@ -342,9 +342,8 @@ fn common_folder<'a>(paths: impl Iterator<Item = &'a Path>) -> PathBuf {
     let mut common: Option<PathBuf> = None;
     for path in paths {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let folder = common.get_or_insert_with(|| {
-            path.parent().map(Path::to_path_buf).unwrap_or_default()
-        });
+        let folder =
+            common.get_or_insert_with(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
         while !path.starts_with(&*folder) && folder.pop() {}
     }
     common.unwrap_or_else(|| std::path::absolute(".").unwrap_or_default())

@@ -227,7 +227,11 @@ fn check_consistent(evaluation: &Evaluation, model: &ModelInfo) -> crate::Result
     };
     let threshold = evaluation.at_threshold.threshold;
     if threshold.to_bits() != model.threshold.to_bits() {
-        return differ("threshold", threshold.to_string(), model.threshold.to_string());
+        return differ(
+            "threshold",
+            threshold.to_string(),
+            model.threshold.to_string(),
+        );
     }
     if evaluation.temperature.to_bits() != model.temperature.to_bits() {
         return differ(

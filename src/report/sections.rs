@@ -200,8 +200,7 @@ fn subgroup_table(
     for (name, _) in groups.iter() {
         let base = format!("{pointer}/groups/{}", pointer_step(name));
         let v = |what: &str, format| n.show(&format!("{base}/{what}"), format);
-        let metric =
-            |what: &str, format| n.show_or_undefined(&format!("{base}/{what}"), format);
+        let metric = |what: &str, format| n.show_or_undefined(&format!("{base}/{what}"), format);
         let _ = write!(
             rows,
             "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
