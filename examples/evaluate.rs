@@ -4,7 +4,7 @@
 //!
 //! ```bash
 //! cargo run --release --example evaluate -- BUNDLE_DIR                 # the bundle's own test part
-//! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test --tta
+//! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --part test --tta  # the bundle's split, its images found in FracAtlas/
 //! cargo run --release --example evaluate -- best_model.h5 --data FracAtlas --out eval/
 //! cargo run --release --example evaluate -- BUNDLE_DIR --data FracAtlas --localization  # + Grad-CAM vs boxes
 //! ```
@@ -29,9 +29,15 @@ struct Args {
     /// A folder written by `FractureClassifier::save`, or the Keras notebook's saved model
     /// (`.h5` or `.keras`, recognised by content; it holds no split, so pass --data).
     bundle: PathBuf,
-    /// A FracAtlas-layout folder to split (default: the split saved in the bundle).
+    /// The FracAtlas-layout folder holding the images. With a bundle it only locates the
+    /// images of the bundle's own split (the folder may have moved) and must hold exactly
+    /// them; a Keras model holds no split, so its folder is split afresh (70/10/20, seed
+    /// --split-seed) and the report says the model's training images are unknown.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Seed of the fresh split of --data for a model without a recorded split (a Keras file).
+    #[arg(long, default_value_t = SplitConfig::default().seed)]
+    split_seed: u64,
     /// Which part to evaluate: train, val or test.
     #[arg(long, default_value = "test")]
     part: String,
@@ -74,23 +80,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
     let mut clf = FractureClassifier::open(&args.bundle, &device)?;
-    let (split, load_report): (Split, Option<LoadReport>) = match &args.data {
-        Some(dir) => {
-            let data = FracAtlas::open(dir)?;
-            (data.split(&SplitConfig::default())?, Some(data.report))
-        }
-        None => {
-            let split = clf
-                .split()
-                .cloned()
-                .ok_or("the model holds no split (a Keras model never does): pass --data")?;
-            // A bundle stores image paths relative to the data root, never absolute.
-            if split.data_root().is_none() {
-                return Err("the bundle stores image paths relative to the data root: pass --data, the folder the images are in now".into());
-            }
-            (split, None)
-        }
+    let data = args.data.as_ref().map(FracAtlas::open).transpose()?;
+    let fresh = SplitConfig {
+        seed: args.split_seed,
+        ..SplitConfig::default()
     };
+    // A bundle's split is the split; --data only locates its images.
+    let split = clf.resolve_split(data.as_ref(), &fresh)?;
+    let load_report: Option<LoadReport> = data.map(|d| d.report);
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name).clone();
     if args.tta {

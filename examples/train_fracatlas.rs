@@ -99,9 +99,14 @@ struct Args {
     /// Continue the run whose checkpoints are in OUT/checkpoints.
     #[arg(long)]
     resume: bool,
-    /// Seed of the split and of the training.
+    /// Seed of the training (head initialization, shuffling, augmentation, dropout).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Seed of the train/val/test split (default 42), recorded in OUT/split.json. Not with
+    /// --init-bundle: a second phase trains on the first phase's own split, so that its test
+    /// images stay held out.
+    #[arg(long, conflicts_with = "init_bundle")]
+    split_seed: Option<u64>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -109,13 +114,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let data = FracAtlas::open(&args.data)?;
     println!("{} images\n{}", data.len(), data.report);
-    let split = data.split(&SplitConfig {
-        seed: args.seed,
-        ..SplitConfig::default()
-    })?;
-    println!("{split}");
-    std::fs::create_dir_all(&args.out)?;
-    split.save_manifest(args.out.join("split.csv"))?;
 
     let small = matches!(args.backbone, Backbone::Small);
     let backbone: BackboneConfig = match args.backbone {
@@ -172,6 +170,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clf.backbone_config().describe(),
         fracture::device::name(clf.device())
     );
+    // A fresh split for a fresh classifier; a second phase keeps its bundle's split (its
+    // images located in --data, which must hold exactly them).
+    let fresh = SplitConfig {
+        seed: args.split_seed.unwrap_or(SplitConfig::default().seed),
+        ..SplitConfig::default()
+    };
+    let recorded = clf.split().is_some();
+    let split = clf.resolve_split(Some(&data), &fresh)?;
+    println!("{split}");
+    std::fs::create_dir_all(&args.out)?;
+    split.save_manifest(args.out.join("split.csv"))?;
+    let split_record = match (&args.init_bundle, recorded) {
+        (Some(bundle), true) => serde_json::json!({
+            "origin": "the split recorded in the initial bundle",
+            "bundle": bundle.display().to_string(),
+        }),
+        _ => serde_json::json!({
+            "origin": "a fresh split of the data",
+            "train": fresh.train,
+            "val": fresh.val,
+            "test": fresh.test,
+            "seed": fresh.seed,
+        }),
+    };
+    std::fs::write(
+        args.out.join("split.json"),
+        serde_json::to_string_pretty(&split_record)?,
+    )?;
 
     let defaults = TrainConfig::default();
     let learning_rate =
@@ -229,8 +255,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "threshold chosen on the validation part (Youden's J): {:.4}",
-        clf.threshold()
+        "threshold {:.4} (source: {:?})",
+        clf.threshold(),
+        clf.threshold_source()
     );
     let evaluation = clf.evaluate(&split.test)?;
     println!("\n== test part ({} images)\n{evaluation}", split.test.len());

@@ -5,9 +5,9 @@ use crate::common;
 
 use candle_core::Device;
 use common::{generated_samples, quick_training, tiny_classifier};
-use fracture::classifier::Evaluation;
+use fracture::classifier::{Evaluation, SplitOrigin};
 use fracture::dataset::synthetic::SyntheticConfig;
-use fracture::dataset::{Label, Split};
+use fracture::dataset::{FracAtlas, Label, Split, SplitConfig};
 use fracture::FractureClassifier;
 use std::path::Path;
 
@@ -375,4 +375,149 @@ fn classify_batch_matches_one_by_one() {
         assert!((alone.fracture_probability - together.fracture_probability).abs() < 1e-6);
         assert_eq!(alone.label, together.label);
     }
+}
+
+/// Copy a folder tree (files and folders only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_bundles_split_is_the_split_and_a_data_folder_only_locates_its_images() {
+    // Trained on a split of seed 7, not the default: a data folder split afresh would put
+    // training images into the test part.
+    let a = tempfile::tempdir().unwrap();
+    generated_samples(a.path(), 10, 48, 64);
+    let data = FracAtlas::open(a.path()).unwrap();
+    let seven = SplitConfig {
+        seed: 7,
+        ..SplitConfig::default()
+    };
+    let split = data.split(&seven).unwrap();
+    assert!(
+        split
+            .first_difference(&data.split(&SplitConfig::default()).unwrap())
+            .is_some(),
+        "seeds 7 and 42 must split differently for this test to mean anything"
+    );
+    let mut clf = tiny_classifier();
+    let config = fracture::train::TrainConfig {
+        augment: false,
+        ..quick_training(1)
+    };
+    clf.train(&split, config).unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    clf.save(bundle.path()).unwrap();
+    let mut loaded = FractureClassifier::load(bundle.path(), &Device::Cpu).unwrap();
+
+    // With or without the folder, the split is the bundle's.
+    let fresh = SplitConfig::default();
+    let resolved = loaded.resolve_split(Some(&data), &fresh).unwrap();
+    assert_eq!(resolved.first_difference(&split), None);
+    let alone = loaded.resolve_split(None, &fresh).unwrap();
+    assert_eq!(alone.first_difference(&split), None);
+
+    // The folder moved: the same images are found there, part by part.
+    let b = tempfile::tempdir().unwrap();
+    copy_tree(a.path(), b.path());
+    let moved = FracAtlas::open(b.path()).unwrap();
+    let located = loaded.resolve_split(Some(&moved), &fresh).unwrap();
+    let names = |part: &fracture::dataset::Part| -> Vec<_> {
+        part.samples
+            .iter()
+            .map(|s| s.path.file_name().unwrap().to_owned())
+            .collect()
+    };
+    for (mine, found) in split.parts().into_iter().zip(located.parts()) {
+        assert_eq!(names(mine), names(found), "{} part", mine.name);
+        let b_root = b.path().canonicalize().unwrap();
+        assert!(found.samples.iter().all(|s| s.path.starts_with(&b_root)));
+    }
+    let evaluation = loaded.evaluate(&located.test).unwrap();
+    assert_eq!(
+        evaluation.split_origin,
+        SplitOrigin::Recorded {
+            seen_in_training: 0
+        }
+    );
+
+    // A folder that changed since is refused, naming the first difference.
+    let test_image = located.test.samples[0].path.clone();
+    let test_name = test_image
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let refused = |root: &Path| {
+        let data = FracAtlas::open(root).unwrap();
+        let message = loaded
+            .resolve_split(Some(&data), &fresh)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("does not hold the recorded split"),
+            "{message}"
+        );
+        message
+    };
+    // An image added.
+    let extra = test_image.with_file_name("IMG9999999.jpg");
+    std::fs::copy(&located.train.samples[0].path, &extra).unwrap();
+    let message = refused(b.path());
+    assert!(
+        message.contains("in no part of the recorded split") && message.contains("IMG9999999.jpg"),
+        "{message}"
+    );
+    std::fs::remove_file(&extra).unwrap();
+    // A test image's content changed.
+    let original = std::fs::read(&test_image).unwrap();
+    std::fs::copy(&located.train.samples[0].path, &test_image).unwrap();
+    let message = refused(b.path());
+    assert!(
+        message.contains("other content") && message.contains(&test_name),
+        "{message}"
+    );
+    std::fs::write(&test_image, &original).unwrap();
+    // A test image relabelled (moved to the other class folder).
+    let label_folder = test_image.parent().unwrap();
+    let other_folder = label_folder.with_file_name(if label_folder.ends_with("Fractured") {
+        "Non_fractured"
+    } else {
+        "Fractured"
+    });
+    std::fs::rename(&test_image, other_folder.join(&test_name)).unwrap();
+    let message = refused(b.path());
+    assert!(message.contains(&test_name), "{message}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_evaluation_that_cannot_be_recorded_is_an_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples = generated_samples(dir.path(), 2, 32, 40);
+    // A file name that is not UTF-8 cannot be written into metrics.json.
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"odd-\xff.jpg"));
+    std::fs::copy(&samples[0].path, &odd).unwrap();
+    samples[0].path = odd;
+    let part = fracture::dataset::Part {
+        name: fracture::dataset::PartName::Test,
+        samples,
+    };
+    let message = tiny_classifier().evaluate(&part).unwrap_err().to_string();
+    assert!(
+        message.contains("the evaluation of the test part cannot be recorded"),
+        "{message}"
+    );
 }

@@ -4,6 +4,9 @@
 
 use crate::common;
 
+use fracture::augment::TtaConfig;
+use fracture::classifier::{Evaluation, SplitOrigin, ThresholdSource};
+use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::report::{
     fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind, Overlay,
     Report, REPORT_HTML,
@@ -228,4 +231,199 @@ fn report_numbers_agree_with_a_recount_of_the_cases() {
         "{} {before}",
         stated("before")
     );
+}
+
+/// The text of a page, tags removed, entities decoded, white space collapsed.
+fn page_text(html: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let text = text
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn an_untrained_classifier_without_a_split_is_described_by_what_was_recorded() {
+    // Built, never trained: threshold 0.5 by default, no split, random weights. Nothing may
+    // claim a validation-chosen threshold, a split shared with training or held-out images.
+    let data = tempfile::tempdir().unwrap();
+    let split = common::synthetic_split(data.path(), 12);
+    let mut clf = common::tiny_classifier();
+    let evaluation = clf.evaluate(&split.test).unwrap();
+    assert_eq!(evaluation.split_origin, SplitOrigin::Unrecorded);
+    let out = tempfile::tempdir().unwrap();
+    let files = Report::new(&clf, &evaluation).write(out.path()).unwrap();
+    let text = page_text(&std::fs::read_to_string(&files.html).unwrap());
+    for claim in [
+        "Youden",
+        "chosen on the validation part",
+        "same split as training",
+        "fitted on the validation part",
+        "fitted there",
+        "held out from training",
+        "Trained from scratch",
+    ] {
+        assert!(!text.contains(claim), "the page claims {claim:?}: {text}");
+    }
+    for fact in [
+        "Threshold 0.500: the default (the reference notebook's), never chosen on data.",
+        "The model holds no record of the images it was trained on",
+        "were never trained",
+    ] {
+        assert!(
+            text.contains(fact),
+            "the page does not say {fact:?}: {text}"
+        );
+    }
+    let json = read_json(&files.metrics);
+    assert_eq!(json["model"]["threshold_source"], "default");
+    assert_eq!(json["evaluation"]["split_origin"]["kind"], "unrecorded");
+}
+
+#[test]
+fn the_threshold_source_and_the_split_origin_are_stated_as_recorded() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut clf, split) = common::trained_tiny(data.path(), 24, 1);
+    assert_eq!(clf.threshold_source(), Some(ThresholdSource::Validation));
+    let read = |clf: &fracture::FractureClassifier, evaluation: &Evaluation| {
+        let out = tempfile::tempdir().unwrap();
+        let files = Report::new(clf, evaluation).write(out.path()).unwrap();
+        page_text(&std::fs::read_to_string(&files.html).unwrap())
+    };
+    // The recorded split's test part: held out, checked by content.
+    let evaluation = clf.evaluate(&split.test).unwrap();
+    assert_eq!(
+        evaluation.split_origin,
+        SplitOrigin::Recorded {
+            seen_in_training: 0
+        }
+    );
+    let text = read(&clf, &evaluation);
+    assert!(
+        text.contains("chosen on the validation part")
+            && text.contains("Evaluated on the test part of the split recorded with the model")
+            && !text.contains("Youden"),
+        "{text}"
+    );
+
+    // The test part of another split of the same folder (what `evaluate --data` once did): its
+    // images were trained on, and the page must say so, not call them held out.
+    let other = FracAtlas::open(data.path())
+        .unwrap()
+        .split(&SplitConfig {
+            seed: 7,
+            ..SplitConfig::default()
+        })
+        .unwrap();
+    let evaluation = clf.evaluate(&other.test).unwrap();
+    let SplitOrigin::Other { seen_in_training } = evaluation.split_origin else {
+        panic!("{:?}", evaluation.split_origin);
+    };
+    let in_training = other
+        .test
+        .samples
+        .iter()
+        .filter(|s| {
+            split
+                .train
+                .samples
+                .iter()
+                .chain(&split.val.samples)
+                .any(|t| t.path == s.path)
+        })
+        .count();
+    assert!(in_training > 0);
+    assert_eq!(seen_in_training, in_training);
+    let text = read(&clf, &evaluation);
+    assert!(
+        text.contains(&format!(
+            "{in_training} of them are, by content, in its training or validation part"
+        )) && !text.contains("held out from training")
+            && !text.contains("same split as training"),
+        "{text}"
+    );
+
+    // A threshold set by hand is called so.
+    clf.set_threshold(0.3).unwrap();
+    let evaluation = clf.evaluate(&split.test).unwrap();
+    let text = read(&clf, &evaluation);
+    assert!(
+        text.contains("Threshold 0.300: set by hand, not chosen on data by fracture.")
+            && !text.contains("chosen on the validation part"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_report_refuses_an_evaluation_the_classifier_did_not_make_as_it_is() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut clf, split) = common::trained_tiny(data.path(), 12, 1);
+    let evaluation = clf.evaluate(&split.test).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let refused = |clf: &fracture::FractureClassifier, evaluation: &Evaluation| {
+        Report::new(clf, evaluation)
+            .write(out.path())
+            .unwrap_err()
+            .to_string()
+    };
+    let (threshold, temperature) = (clf.threshold(), clf.temperature());
+
+    clf.set_threshold(0.37).unwrap();
+    let message = refused(&clf, &evaluation);
+    assert!(
+        message.contains("threshold (") && message.contains("0.37"),
+        "{message}"
+    );
+
+    // Another temperature at the same threshold.
+    clf.set_temperature(temperature * 2.0).unwrap();
+    clf.set_threshold(threshold).unwrap();
+    let message = refused(&clf, &evaluation);
+    assert!(message.contains("temperature ("), "{message}");
+
+    clf.set_temperature(temperature).unwrap();
+    clf.set_threshold(threshold).unwrap();
+    clf.set_tta(TtaConfig::standard()).unwrap();
+    let message = refused(&clf, &evaluation);
+    assert!(
+        message.contains("test-time augmentation (off)"),
+        "{message}"
+    );
+
+    clf.set_tta(TtaConfig::none()).unwrap();
+    assert!(Report::new(&clf, &evaluation).write(out.path()).is_ok());
+}
+
+#[test]
+fn a_nan_in_the_evaluation_is_an_error_naming_it_not_n_a() {
+    let data = tempfile::tempdir().unwrap();
+    let split = common::synthetic_split(data.path(), 6);
+    let mut clf = common::tiny_classifier();
+    let mut evaluation = clf.evaluate(&split.test).unwrap();
+    evaluation.at_threshold.accuracy = f64::NAN;
+    let out = tempfile::tempdir().unwrap();
+    let message = Report::new(&clf, &evaluation)
+        .write(out.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("/evaluation/at_threshold/accuracy"),
+        "{message}"
+    );
+    assert!(!out.path().join(REPORT_HTML).exists());
 }

@@ -1,7 +1,7 @@
 //! [`FractureClassifierBuilder`]: choosing backbone, weights, head, device, preprocessing and
 //! threshold, then loading and checking the weights.
 
-use super::{check_threshold, FractureClassifier};
+use super::{check_threshold, FractureClassifier, DEFAULT_THRESHOLD};
 use crate::device::{self, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, HeadConfig, ResNetV2Config};
@@ -11,7 +11,7 @@ use crate::weights::{HubOptions, KerasCache, WeightsSource};
 /// Step-by-step construction of a [`FractureClassifier`].
 ///
 /// Defaults: ResNet152V2, the notebook's head, the best available device, 224x224 Keras
-/// `resnet_v2` preprocessing, threshold 0.5. The weights have no default: a classifier on
+/// `resnet_v2` preprocessing, threshold [`DEFAULT_THRESHOLD`] (0.5). The weights have no default: a classifier on
 /// random weights runs and predicts nonsense, so [`FractureClassifierBuilder::weights`] must be
 /// called (with [`WeightsSource::Random`] when an untrained network is really what is wanted,
 /// e.g. to train from scratch), else [`FractureClassifierBuilder::build`] is an error.
@@ -51,7 +51,7 @@ impl Default for FractureClassifierBuilder {
             preprocess: Preprocess::default(),
             hub: HubOptions::from_env(),
             keras: KerasCache::from_env(),
-            threshold: 0.5,
+            threshold: DEFAULT_THRESHOLD,
         }
     }
 }

@@ -143,13 +143,11 @@ pub enum ThresholdSource {
     Manual,
 }
 
-/// The threshold of a classifier whose threshold was never chosen or set ([`ThresholdSource::Default`]).
-pub const DEFAULT_THRESHOLD: f64 = 0.5;
-
 impl ThresholdSource {
-    /// The source of a threshold that was not chosen on data: `Default` for 0.5, else `Manual`.
+    /// The source of a threshold that was not chosen on data: `Default` for
+    /// [`super::DEFAULT_THRESHOLD`], else `Manual`.
     pub fn of_unchosen(threshold: f64) -> Self {
-        if threshold == DEFAULT_THRESHOLD {
+        if threshold == super::DEFAULT_THRESHOLD {
             Self::Default
         } else {
             Self::Manual

@@ -3,12 +3,12 @@
 //! temperature, test-time augmentation against none, subgroups, per-case scores, unreadable
 //! files) and the threshold choice on the validation part.
 
-use super::FractureClassifier;
+use super::{FractureClassifier, DEFAULT_THRESHOLD};
 use crate::augment::TtaConfig;
 use crate::batch::{check_pass, BatchSource};
 use crate::dataset::loader::ImageLoader;
-use crate::dataset::Part;
-use crate::error::Result;
+use crate::dataset::{ContentHash, Label, Part, PartName, Split};
+use crate::error::{Error, Result};
 use crate::metrics::{
     bootstrap_ci_ranked, by_subgroup, choose_threshold, paired_auc_difference, roc_auc, sigmoid,
     BinaryMetrics, BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric,
@@ -16,6 +16,7 @@ use crate::metrics::{
 };
 use crate::progress::Progress;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -62,14 +63,92 @@ pub struct TtaComparison {
     pub difference: Metric<Interval>,
 }
 
+/// Where the evaluated images stand against the split recorded with the classifier: a fact
+/// [`FractureClassifier::evaluate`] checks (by content, SHA-256), so that a report never calls
+/// a part held out that the model was trained on.
+///
+/// ```
+/// use fracture::classifier::SplitOrigin;
+/// let origin = SplitOrigin::Unrecorded;
+/// assert_eq!(serde_json::to_value(origin).unwrap()["kind"], "unrecorded");
+/// assert!(!origin.is_known_held_out("test"));
+/// assert!(SplitOrigin::Recorded { seen_in_training: 0 }.is_known_held_out("test"));
+/// assert!(!SplitOrigin::Recorded { seen_in_training: 0 }.is_known_held_out("val"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SplitOrigin {
+    /// The part of this name of the classifier's recorded split: the same images (by content)
+    /// with the same labels. `seen_in_training` of them are, by content, also in its training
+    /// or validation part (0 unless the split was edited by hand).
+    Recorded {
+        /// Evaluated images whose content is in the training or validation part.
+        seen_in_training: usize,
+    },
+    /// Other images than the recorded split's part of this name; `seen_in_training` of them
+    /// are, by content, in the classifier's training or validation part.
+    Other {
+        /// Evaluated images whose content is in the training or validation part.
+        seen_in_training: usize,
+    },
+    /// The classifier holds no record of the images it was trained on (a Keras import, or a
+    /// classifier never trained by fracture): whether these images are held out is unknown.
+    Unrecorded,
+}
+
+impl SplitOrigin {
+    /// Check `part` against the classifier's recorded split (`None`: no record).
+    pub fn of(recorded: Option<&Split>, part: &Part) -> Self {
+        let Some(split) = recorded else {
+            return Self::Unrecorded;
+        };
+        let shaped_model: HashSet<ContentHash> = [&split.train, &split.val]
+            .into_iter()
+            .flat_map(|p| p.samples.iter().map(|s| s.hash))
+            .collect();
+        let seen_in_training = part
+            .samples
+            .iter()
+            .filter(|s| shaped_model.contains(&s.hash))
+            .count();
+        let content = |p: &Part| {
+            let mut v: Vec<(ContentHash, Label)> =
+                p.samples.iter().map(|s| (s.hash, s.label)).collect();
+            v.sort();
+            v
+        };
+        if content(split.part(part.name)) == content(part) {
+            Self::Recorded { seen_in_training }
+        } else {
+            Self::Other { seen_in_training }
+        }
+    }
+
+    /// Whether the evaluated part (named `part`) is known to hold no image the model was
+    /// trained or validated on: the recorded split's test part, or other images none of which
+    /// is in its training or validation part.
+    pub fn is_known_held_out(&self, part: &str) -> bool {
+        match *self {
+            Self::Recorded { seen_in_training } => {
+                seen_in_training == 0 && part == PartName::Test.name()
+            }
+            Self::Other { seen_in_training } => seen_in_training == 0,
+            Self::Unrecorded => false,
+        }
+    }
+}
+
 /// What [`FractureClassifier::evaluate`] measured on one dataset part.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     /// The part evaluated: `train`, `val` or `test`.
     pub part: String,
+    /// Where the evaluated images stand against the classifier's recorded split.
+    pub split_origin: SplitOrigin,
     /// Metrics at the classifier's threshold.
     pub at_threshold: BinaryMetrics,
-    /// Metrics at 0.5, the reference notebook's implicit threshold (for comparison).
+    /// Metrics at [`DEFAULT_THRESHOLD`], the reference notebook's implicit threshold (for
+    /// comparison).
     pub at_half: BinaryMetrics,
     /// Seeded bootstrap intervals (AUC, sensitivity, specificity) at the classifier's threshold.
     pub intervals: BootstrapIntervals,
@@ -116,7 +195,10 @@ impl fmt::Display for Evaluation {
         writeln!(f, "{}", self.at_threshold)?;
         writeln!(f, "{}", self.intervals)?;
         if (self.at_half.threshold - self.at_threshold.threshold).abs() > 1e-12 {
-            writeln!(f, "== at threshold 0.5 (the reference notebook's)")?;
+            writeln!(
+                f,
+                "== at threshold {DEFAULT_THRESHOLD} (the reference notebook's)"
+            )?;
             writeln!(f, "{}", self.at_half)?;
             writeln!(f, "{}", self.intervals_at_half)?;
         }
@@ -250,9 +332,10 @@ impl FractureClassifier {
         // Ranking metrics from the logits: the sigmoid ties logits above about 37.
         let at_threshold =
             BinaryMetrics::compute_ranked(&labels, &scores, &logits, self.threshold)?;
-        let at_half = BinaryMetrics::compute_ranked(&labels, &scores, &logits, 0.5)?;
+        let at_half = BinaryMetrics::compute_ranked(&labels, &scores, &logits, DEFAULT_THRESHOLD)?;
         let intervals = bootstrap_ci_ranked(&labels, &scores, &logits, self.threshold, bootstrap)?;
-        let intervals_at_half = bootstrap_ci_ranked(&labels, &scores, &logits, 0.5, bootstrap)?;
+        let intervals_at_half =
+            bootstrap_ci_ranked(&labels, &scores, &logits, DEFAULT_THRESHOLD, bootstrap)?;
         let calibration = CalibrationComparison::compute(&labels, &logits, self.calibration.map)?;
         let tta = match plain_logits {
             Some(plain) => Some(TtaComparison {
@@ -287,6 +370,7 @@ impl FractureClassifier {
             .collect();
         let evaluation = Evaluation {
             part: part.name.name().to_string(),
+            split_origin: SplitOrigin::of(self.split.as_ref(), part),
             at_threshold,
             at_half,
             intervals,
@@ -300,7 +384,14 @@ impl FractureClassifier {
             cases,
             skipped,
         };
-        self.evaluation = serde_json::to_value(&evaluation).ok();
+        // The bundle's metrics.json: an evaluation that cannot be recorded is an error, never
+        // a bundle silently saved without it.
+        self.evaluation = Some(serde_json::to_value(&evaluation).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the evaluation of the {} part cannot be recorded as JSON: {e}",
+                evaluation.part
+            ))
+        })?);
         Ok(evaluation)
     }
 

@@ -62,6 +62,10 @@ impl Default for KerasImport {
     }
 }
 
+/// How [`FractureClassifier::initial_weights`] starts for a classifier imported from a saved
+/// Keras model (its weights were trained outside fracture).
+pub(crate) const KERAS_IMPORT_PREFIX: &str = "imported from the Keras model";
+
 impl FractureClassifier {
     /// Open a saved Keras model: a legacy HDF5 full model of Keras 2 (tf_keras) or Keras 3, or
     /// a Keras 3 `.keras` zip, recognised by content. Its own config must describe a ResNetV2
@@ -109,9 +113,21 @@ impl FractureClassifier {
             .into_iter()
             .map(|(name, t)| Ok((name, t.to_device(device)?)))
             .collect::<Result<_>>()?;
-        let mut clf =
-            Self::from_tensors(model.backbone, model.head, tensors, preprocess, 0.5, device)?;
+        let mut clf = Self::from_tensors(
+            model.backbone,
+            model.head,
+            tensors,
+            preprocess,
+            super::DEFAULT_THRESHOLD,
+            device,
+        )?;
         clf.threshold_source = Some(ThresholdSource::Default);
+        // The weights were trained outside fracture: say so, and name the file they came from.
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        clf.initial_weights = Some(format!("{KERAS_IMPORT_PREFIX} {file}"));
         if !options.fast_path {
             clf.set_fast_path(false)?;
         }

@@ -33,20 +33,19 @@ mod tta;
 pub use builder::FractureClassifierBuilder;
 pub use bundle::{
     BundleManifest, PreprocessSpec, ThresholdSource, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
-    DEFAULT_THRESHOLD,
 };
 pub use calibration::{
     Calibration, CalibrationConfig, CalibrationFit, CalibrationMethod, CalibrationSource,
     MIN_CALIBRATION_CASES, MIN_CALIBRATION_PER_CLASS,
 };
-pub use evaluation::{CaseScore, Evaluation, TtaComparison};
+pub use evaluation::{CaseScore, Evaluation, SplitOrigin, TtaComparison};
 pub use explain::ExplainedImage;
 pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
 
 use crate::augment::TtaConfig;
 use crate::dataset::stored_path::PathForm;
-use crate::dataset::{Label, Split};
+use crate::dataset::{Dataset, Label, Split, SplitConfig};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, FractureNet, FrozenBackbone, HeadConfig};
@@ -56,6 +55,17 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::fmt;
+
+/// The decision threshold of a classifier whose threshold was never chosen on data (a fresh
+/// or imported one): 0.5, the reference notebook's implicit threshold. Evaluations also
+/// report their metrics at it ([`Evaluation::at_half`]) for comparison.
+///
+/// ```
+/// use fracture::classifier::{ThresholdSource, DEFAULT_THRESHOLD};
+/// assert_eq!(DEFAULT_THRESHOLD, 0.5);
+/// assert_eq!(ThresholdSource::of_unchosen(DEFAULT_THRESHOLD), ThresholdSource::Default);
+/// ```
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
 fn check_threshold(threshold: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&threshold) {
@@ -288,6 +298,48 @@ impl FractureClassifier {
     /// The calibrated fracture probability of one logit.
     pub(crate) fn probability_of(&self, logit: f64) -> f64 {
         self.calibration.map.probability(logit)
+    }
+
+    /// The split to train or evaluate this classifier on: the split recorded with it (a bundle's
+    /// `split.csv`, or the one it was trained on) when it has one, else `fresh` applied to
+    /// `data`. A recorded split is the split: `data` only locates its images (the folder may
+    /// have moved), and must hold exactly the recorded parts, with the same labels and the same
+    /// content ([`Split::locate`], in this classifier's [`PathForm`]); otherwise the error names the first difference. A
+    /// classifier without a recorded split (a Keras import) needs `data`, and its evaluation
+    /// says that the split is not the one it was trained on ([`SplitOrigin::Unrecorded`]).
+    ///
+    /// ```
+    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// SyntheticConfig { n_fractured: 5, n_not_fractured: 5, ..Default::default() }.generate_to(dir.path())?;
+    /// let data = FracAtlas::open(dir.path())?;
+    /// let clf = fracture::FractureClassifier::builder()
+    ///     .backbone(fracture::model::ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// // No recorded split yet: `fresh` splits the data.
+    /// let fresh = SplitConfig { seed: 7, ..SplitConfig::default() };
+    /// assert_eq!(clf.resolve_split(Some(&data), &fresh)?, data.split(&fresh)?);
+    /// assert!(clf.resolve_split(None, &fresh).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resolve_split(&self, data: Option<&Dataset>, fresh: &SplitConfig) -> Result<Split> {
+        match (&self.split, data) {
+            (Some(recorded), None) if recorded.data_root().is_some() => Ok(recorded.clone()),
+            (Some(_), None) => Err(Error::InvalidInput(
+                "this model's split stores image paths relative to the data root (or as salted \
+                 hashes), never where they are: give the data folder the images are in now"
+                    .into(),
+            )),
+            (Some(recorded), Some(data)) => recorded.locate(&data.samples, &self.path_form),
+            (None, Some(data)) => data.split(fresh),
+            (None, None) => Err(Error::InvalidInput(
+                "this model holds no split (a Keras model never does), so its images cannot be \
+                 known: give a data folder to split"
+                    .into(),
+            )),
+        }
     }
 
     /// The label for a fracture probability at this classifier's threshold.

@@ -279,57 +279,6 @@ impl Split {
         self.map_paths(|p| root.join(p))
     }
 
-    /// This split (a bundle's, paths in `form`) with each path replaced by that of the
-    /// image in `samples` (a data set opened from where the images are now, e.g. `--data`)
-    /// whose stored form against the data root of `samples` is the same. An error names the
-    /// first image of the split that `samples` does not hold, or whose label differs.
-    ///
-    /// ```
-    /// use fracture::dataset::stored_path::{PathForm, PathSalt};
-    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
-    /// let dir = tempfile::tempdir()?;
-    /// SyntheticConfig { n_fractured: 3, n_not_fractured: 3, ..Default::default() }.generate_to(dir.path())?;
-    /// let data = FracAtlas::open(dir.path())?;
-    /// let split = data.split(&SplitConfig::default())?;
-    /// let form = PathForm::SaltedHash(PathSalt::new("sixteen bytes at least")?);
-    /// let stored = split.stored(&form, &split.data_root().unwrap()); // as a bundle holds it
-    /// assert_eq!(stored.locate(&data.samples, &form)?, split);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn locate(&self, samples: &[Sample], form: &PathForm) -> Result<Split> {
-        let root =
-            stored_path::data_root(samples.iter().map(|s| s.path.as_path())).unwrap_or_default();
-        let by_stored: HashMap<String, &Sample> = samples
-            .iter()
-            .map(|s| (form.store(&root, &s.path), s))
-            .collect();
-        let mut split = self.clone();
-        for part in [&mut split.train, &mut split.val, &mut split.test] {
-            let name = part.name;
-            for s in &mut part.samples {
-                let key = s.path.to_string_lossy().into_owned();
-                let found = by_stored.get(&key).ok_or_else(|| Error::Dataset {
-                    path: root.clone(),
-                    message: format!(
-                        "the {name} part's image {key} (stored {}) is not in this data set",
-                        form.describe()
-                    ),
-                })?;
-                if found.label != s.label {
-                    return Err(Error::Dataset {
-                        path: found.path.clone(),
-                        message: format!(
-                            "labelled {} here but {} in the {name} part",
-                            found.label, s.label
-                        ),
-                    });
-                }
-                s.path = found.path.clone();
-            }
-        }
-        Ok(split)
-    }
-
     fn samples(&self) -> impl Iterator<Item = &Sample> {
         self.parts().into_iter().flat_map(|p| p.samples.iter())
     }
@@ -342,6 +291,110 @@ impl Split {
             }
         }
         split
+    }
+}
+
+impl Split {
+    /// This split (a bundle's, its paths in `form`: relative to the data root, salted hashes,
+    /// or absolute in bundles older than the relative form) found in `samples`, a data set
+    /// opened from where the images are now (`--data`): the same split with `samples`' paths
+    /// and metadata. Each image is known by its stored form below the folder holding all of a
+    /// side's images, so the folder may have moved. `samples` must hold exactly this split's
+    /// images, part by part, with the same labels (compared with [`Split::first_difference`])
+    /// and the same content (SHA-256); any other data set is an error naming the first
+    /// difference, so that a changed folder never puts a training image into the test part.
+    ///
+    /// ```
+    /// use fracture::dataset::stored_path::{PathForm, PathSalt};
+    /// use fracture::dataset::{synthetic::SyntheticConfig, FracAtlas, SplitConfig};
+    /// let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    /// let config = SyntheticConfig { n_fractured: 5, n_not_fractured: 5, ..Default::default() };
+    /// config.generate_to(a.path())?;
+    /// config.generate_to(b.path())?; // the same images in another folder
+    /// let split = FracAtlas::open(a.path())?.split(&SplitConfig { seed: 7, ..SplitConfig::default() })?;
+    /// let form = PathForm::SaltedHash(PathSalt::new("sixteen bytes at least")?);
+    /// let stored = split.stored(&form, &split.data_root().unwrap()); // as a bundle holds it
+    /// let located = stored.locate(&FracAtlas::open(b.path())?.samples, &form)?;
+    /// assert_eq!(located.test.len(), split.test.len());
+    /// assert!(located.test.samples[0].path.starts_with(b.path().canonicalize()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn locate(&self, samples: &[Sample], form: &PathForm) -> Result<Split> {
+        let own_root = self.data_root().unwrap_or_default();
+        let data_root =
+            stored_path::data_root(samples.iter().map(|s| s.path.as_path())).unwrap_or_default();
+        let part_of: HashMap<String, PartName> = self
+            .parts()
+            .into_iter()
+            .flat_map(|p| p.samples.iter().map(move |s| (p.name, s)))
+            .map(|(part, s)| (form.store(&own_root, &s.path), part))
+            .collect();
+        let mut found_at: HashMap<String, PathBuf> = HashMap::new();
+        let mut located = PartName::ALL.map(|name| Part {
+            name,
+            samples: Vec::new(),
+        });
+        let mut unlisted = Vec::new();
+        for sample in samples {
+            let key = form.store(&data_root, &sample.path);
+            match part_of.get(&key) {
+                Some(&part) => {
+                    located[part as usize].samples.push(sample.clone());
+                    found_at.insert(key, sample.path.clone());
+                }
+                None => unlisted.push(&sample.path),
+            }
+        }
+        let [train, val, test] = located;
+        let located = Split { train, val, test };
+        // The recorded split as it reads in `samples`' folder (an image not found there keeps
+        // its stored form, which names it in the difference).
+        let mut rebased = self.clone();
+        for part in [&mut rebased.train, &mut rebased.val, &mut rebased.test] {
+            for s in &mut part.samples {
+                let key = form.store(&own_root, &s.path);
+                s.path = found_at
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| data_root.join(key));
+            }
+            part.samples.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        let refuse = |what: String| {
+            Err(Error::Dataset {
+                path: data_root.clone(),
+                message: format!(
+                    "does not hold the recorded split (paths {}), so its parts cannot be \
+                     trusted to be held out: {what}",
+                    form.describe()
+                ),
+            })
+        };
+        if let Some(difference) = rebased.first_difference(&located) {
+            return refuse(format!("{difference} (recorded against found)"));
+        }
+        if let Some(first) = unlisted.first() {
+            return refuse(format!(
+                "{} image(s) in no part of the recorded split, the first {}",
+                unlisted.len(),
+                first.display()
+            ));
+        }
+        for (recorded, found) in rebased.parts().into_iter().zip(located.parts()) {
+            for (r, f) in recorded.samples.iter().zip(&found.samples) {
+                if r.hash != f.hash {
+                    return refuse(format!(
+                        "{} ({} part) has other content than the recorded image (SHA-256 {} \
+                         recorded, {} found)",
+                        f.path.display(),
+                        recorded.name,
+                        r.hash,
+                        f.hash
+                    ));
+                }
+            }
+        }
+        Ok(located)
     }
 }
 

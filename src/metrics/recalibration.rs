@@ -213,7 +213,7 @@ fn separated(labels: &[bool], z: &[f64]) -> bool {
     let range = |class: bool| {
         z.iter()
             .zip(labels)
-            .filter(|(_, &y)| y == class)
+            .filter(|&(_, &y)| y == class)
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (&v, _)| {
                 (lo.min(v), hi.max(v))
             })

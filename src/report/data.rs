@@ -4,7 +4,9 @@
 
 use super::gallery::GalleryImage;
 use crate::augment::TtaConfig;
-use crate::classifier::{Evaluation, FractureClassifier, PreprocessSpec};
+use crate::classifier::{
+    Evaluation, FractureClassifier, PreprocessSpec, SplitOrigin, ThresholdSource,
+};
 use crate::dataset::{LoadReport, Split};
 use crate::metrics::ConfusionMatrix;
 use crate::model::HeadConfig;
@@ -26,6 +28,8 @@ pub struct ModelInfo {
     pub preprocess: PreprocessSpec,
     /// Decision threshold on the fracture probability.
     pub threshold: f64,
+    /// Where the threshold came from (`None`: a bundle written before this was recorded).
+    pub threshold_source: Option<ThresholdSource>,
     /// Temperature of the probabilities (`1 / slope` of the calibration map).
     pub temperature: f64,
     /// The calibration: method, map and where it came from.
@@ -53,6 +57,7 @@ impl ModelInfo {
             head: classifier.head_config().clone(),
             preprocess: PreprocessSpec::from(classifier.preprocess()),
             threshold: classifier.threshold(),
+            threshold_source: classifier.threshold_source(),
             temperature: classifier.temperature(),
             calibration: classifier.calibration().clone(),
             tta: classifier.tta().clone(),
@@ -63,11 +68,62 @@ impl ModelInfo {
         }
     }
 
-    /// Whether training started from random weights (no pretraining).
+    /// Whether fracture trained the model starting from random weights (no pretraining).
     pub fn trained_from_scratch(&self) -> bool {
+        self.training.is_some() && self.random_initial_weights()
+    }
+
+    /// Whether the initial weights were seeded random ones.
+    fn random_initial_weights(&self) -> bool {
         self.initial_weights
             .as_deref()
             .is_some_and(|w| w.starts_with("random"))
+    }
+
+    /// One sentence on where the weights come from, from what the classifier recorded: its
+    /// initial weights and whether fracture trained it.
+    pub fn weights_sentence(&self) -> String {
+        let initial = self.initial_weights.as_deref();
+        match (&self.training, initial) {
+            (Some(_), Some(w)) => format!(
+                "Trained by fracture from the initial weights {w} (training configuration under \
+                 provenance)."
+            ),
+            (Some(_), None) => "Trained by fracture; the initial weights are not recorded (a \
+                                bundle written before fracture recorded them)."
+                .into(),
+            (None, Some(w)) if self.random_initial_weights() => format!(
+                "Untrained: the weights are seeded random ones ({w}) and were never trained, so \
+                 the model's answers are chance."
+            ),
+            (None, Some(w)) => format!(
+                "Weights {w}; not trained by fracture, so how they were trained is not recorded \
+                 here."
+            ),
+            (None, None) => "The origin of the weights is not recorded, and no training by \
+                             fracture is recorded."
+                .into(),
+        }
+    }
+
+    /// One sentence on where the decision threshold comes from, from its recorded source.
+    pub fn threshold_sentence(&self) -> String {
+        let t = self.threshold;
+        match self.threshold_source {
+            Some(ThresholdSource::Default) => format!(
+                "Threshold {t:.3}: the default (the reference notebook's), never chosen on data."
+            ),
+            Some(ThresholdSource::Validation) => format!(
+                "Threshold {t:.3}: chosen on the validation part (the rule used is not recorded)."
+            ),
+            Some(ThresholdSource::Manual) => {
+                format!("Threshold {t:.3}: set by hand, not chosen on data by fracture.")
+            }
+            None => format!(
+                "Threshold {t:.3}: where it came from is not recorded (a bundle written before \
+                 fracture recorded it)."
+            ),
+        }
     }
 }
 
@@ -162,6 +218,44 @@ impl DataSource {
     }
 }
 
+/// The evaluation must have been made by the classifier as the report describes it: at its
+/// threshold, its temperature and its test-time augmentation. Otherwise the page would pair
+/// one model's description with another's numbers; the error names the field.
+fn check_consistent(evaluation: &Evaluation, model: &ModelInfo) -> crate::Result<()> {
+    let differ = |field: &str, evaluated: String, classifier: String| {
+        Err(crate::Error::InvalidInput(format!(
+            "report: the evaluation's {field} ({evaluated}) is not the classifier's ({classifier}); \
+             evaluate again with the classifier as it is now"
+        )))
+    };
+    let threshold = evaluation.at_threshold.threshold;
+    if threshold.to_bits() != model.threshold.to_bits() {
+        return differ(
+            "threshold",
+            threshold.to_string(),
+            model.threshold.to_string(),
+        );
+    }
+    if evaluation.temperature.to_bits() != model.temperature.to_bits() {
+        return differ(
+            "temperature",
+            evaluation.temperature.to_string(),
+            model.temperature.to_string(),
+        );
+    }
+    let evaluated = evaluation.tta.as_ref().map(|t| &t.config);
+    let current = model.tta.is_enabled().then_some(&model.tta);
+    if evaluated != current {
+        let describe = |c: Option<&TtaConfig>| c.map_or_else(|| "off".into(), TtaConfig::describe);
+        return differ(
+            "test-time augmentation",
+            describe(evaluated),
+            describe(current),
+        );
+    }
+    Ok(())
+}
+
 /// Images per class in one part of the split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartCounts {
@@ -187,6 +281,46 @@ pub(super) fn part_counts(split: &Split) -> Vec<PartCounts> {
             not_fractured: s.counts.not_fractured,
         })
         .collect()
+}
+
+/// What the evaluated images are, from the split origin [`FractureClassifier::evaluate`]
+/// checked: never "held out" unless that was checked.
+///
+/// [`FractureClassifier::evaluate`]: crate::FractureClassifier::evaluate
+pub(super) fn split_origin_sentence(part: &str, origin: SplitOrigin) -> String {
+    match origin {
+        SplitOrigin::Recorded {
+            seen_in_training: 0,
+        } if part == "test" => "Evaluated on the test part of the split recorded with the model: \
+             images held out from training and validation (checked by content), but from the \
+             same data set, not from another site: internal validation only."
+            .into(),
+        SplitOrigin::Recorded { seen_in_training } if part == "test" => format!(
+            "Evaluated on the test part of the split recorded with the model, but \
+             {seen_in_training} of its images are, by content, also in the training or \
+             validation part: these numbers are optimistic."
+        ),
+        SplitOrigin::Recorded { .. } => format!(
+            "Evaluated on the {part} part of the split recorded with the model, which is not \
+             held out: the model was trained or validated on these images, so these numbers are \
+             optimistic."
+        ),
+        SplitOrigin::Other {
+            seen_in_training: 0,
+        } => format!(
+            "Evaluated on images that are not the {part} part of the split recorded with the \
+             model; none of them is, by content, in its training or validation part."
+        ),
+        SplitOrigin::Other { seen_in_training } => format!(
+            "Evaluated on images that are not the {part} part of the split recorded with the \
+             model, and {seen_in_training} of them are, by content, in its training or \
+             validation part: these numbers are optimistic, not a held-out measurement."
+        ),
+        SplitOrigin::Unrecorded => "The model holds no record of the images it was trained on \
+             (for example a Keras import): whether the evaluated images were held out from its \
+             training is unknown, so these numbers may be optimistic."
+            .into(),
+    }
 }
 
 /// The headline's counts.
@@ -292,6 +426,7 @@ impl<'a> ReportData<'a> {
         gallery: &[GalleryImage],
     ) -> crate::Result<Self> {
         let evaluation = report.evaluation;
+        check_consistent(evaluation, &report.model)?;
         let (labels, scores) = evaluation.labels_and_probabilities();
         let fractured = labels.iter().filter(|&&l| l).count();
         let cases = labels.len();

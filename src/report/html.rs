@@ -71,14 +71,31 @@ pub(super) struct Numbers<'a> {
 }
 
 impl Numbers<'_> {
-    /// A `<span>` showing the number at `pointer` (or `n/a` when it is `null`, an undefined
-    /// metric); an error if the pointer leads nowhere or to something else (a bug).
+    /// A `<span>` showing the number at `pointer`; an error naming the pointer if it leads
+    /// nowhere, to `null` (a NaN is written as `null`, so it is refused here rather than shown
+    /// as "n/a") or to something other than a number.
     pub(super) fn show(&self, pointer: &str, format: Format) -> Result<String> {
+        self.render(pointer, format, false)
+    }
+
+    /// [`Self::show`] for a metric that may be undefined (`null`: a
+    /// [`crate::metrics::Metric::Undefined`] or an absent value), shown as `n/a`.
+    pub(super) fn show_or_undefined(&self, pointer: &str, format: Format) -> Result<String> {
+        self.render(pointer, format, true)
+    }
+
+    fn render(&self, pointer: &str, format: Format, may_be_undefined: bool) -> Result<String> {
         let value = self.json.pointer(pointer).ok_or_else(|| {
             Error::Internal(format!("report: no value at {pointer} in metrics.json"))
         })?;
         let (raw, text) = match value {
-            Value::Null => ("null".to_string(), "n/a".to_string()),
+            Value::Null if may_be_undefined => ("null".to_string(), "n/a".to_string()),
+            Value::Null => {
+                return Err(Error::InvalidInput(format!(
+                    "report: {pointer} is not a number (NaN or missing), and the report shows no \
+                     made-up value"
+                )))
+            }
             Value::Number(n) => {
                 let v = n.as_f64().ok_or_else(|| {
                     Error::Internal(format!("report: {pointer} is not a finite number"))
@@ -111,10 +128,14 @@ impl Numbers<'_> {
         }
     }
 
-    /// `estimate (95 % CI lower to upper)` of a serialized [`crate::metrics::Interval`] (or
-    /// `n/a`).
+    /// `estimate (95 % CI lower to upper)` of a serialized [`crate::metrics::Interval`], or
+    /// `n/a` when it is `null` (an undefined interval); an error naming the pointer if it leads
+    /// nowhere.
     pub(super) fn interval(&self, pointer: &str, format: Format) -> Result<String> {
-        if self.json.pointer(pointer).is_none_or(Value::is_null) {
+        let value = self.json.pointer(pointer).ok_or_else(|| {
+            Error::Internal(format!("report: no interval at {pointer} in metrics.json"))
+        })?;
+        if value.is_null() {
             return Ok(format!(
                 "<span class=\"num\" data-key=\"{}\" data-value=\"null\" data-format=\"{}\">n/a</span>",
                 escape(pointer),
@@ -161,7 +182,8 @@ pub(super) fn page(
         "curves",
         "ROC and precision-recall curves",
         format!(
-            "<p>The red point is the classifier's threshold, the purple one 0.5.</p><div class=\"charts\">{}{}</div>",
+            "<p>The red point is the classifier's threshold, the purple one {}.</p><div class=\"charts\">{}{}</div>",
+            crate::classifier::DEFAULT_THRESHOLD,
             chart_image(charts, "roc"),
             chart_image(charts, "pr")
         ),
@@ -266,4 +288,35 @@ pub(super) fn card(label: &str, value: String, note: &str) -> String {
         "<div class=\"card\"><div class=\"label\">{}</div><div class=\"value\">{value}</div><div class=\"note\">{note}</div></div>",
         escape(label)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Format, Numbers};
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_or_null_number_is_an_error_unless_it_may_be_undefined() {
+        let json = json!({"ece": null, "auc": null, "ci": null, "n": 3});
+        let n = Numbers { json: &json };
+        for pointer in ["/ece", "/missing"] {
+            let message = n.show(pointer, Format::Decimal4).unwrap_err().to_string();
+            assert!(message.contains(pointer), "{message}");
+        }
+        assert!(n
+            .show_or_undefined("/auc", Format::Decimal3)
+            .unwrap()
+            .ends_with(">n/a</span>"));
+        assert!(n.show_or_undefined("/missing", Format::Decimal3).is_err());
+        assert!(n
+            .interval("/ci", Format::Decimal3)
+            .unwrap()
+            .ends_with(">n/a</span>"));
+        let message = n
+            .interval("/nowhere", Format::Decimal3)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("/nowhere"), "{message}");
+        assert!(n.show("/n", Format::Count).unwrap().ends_with(">3</span>"));
+    }
 }

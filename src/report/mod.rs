@@ -89,7 +89,9 @@ pub struct ReportFiles {
 impl<'a> Report<'a> {
     /// A report of `evaluation`, made by `classifier` (its provenance, history and split are
     /// taken from it). The gallery is picked by [`select_gallery`] unless
-    /// [`Report::gallery`] is called.
+    /// [`Report::gallery`] is called. The evaluation must have been made at the classifier's
+    /// threshold, temperature and test-time augmentation: [`Report::write`] and
+    /// [`Report::data`] refuse it otherwise, naming the field.
     pub fn new(classifier: &FractureClassifier, evaluation: &'a Evaluation) -> Self {
         let evaluation_paths: Vec<PathBuf> = (evaluation.cases.iter().map(|c| c.path.clone()))
             .chain(evaluation.skipped.iter().map(|(path, _)| path.clone()))

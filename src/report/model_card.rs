@@ -18,8 +18,9 @@ const WIDE_INTERVAL: f64 = 0.15;
 pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let evaluation = report.evaluation;
-    match report.model.initial_weights.as_deref() {
-        Some(w) if report.model.trained_from_scratch() => out.push(format!(
+    let model = &report.model;
+    match model.initial_weights.as_deref() {
+        Some(w) if model.trained_from_scratch() => out.push(format!(
             "Trained from scratch ({w}): no ImageNet or other pretraining, so the features were \
              learned from this data set alone."
         )),
@@ -30,18 +31,15 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
                 .into(),
         ),
     }
-    out.push(format!(
-        "Evaluated on the {} part of the same split as training, not on data from another \
-         site: this is internal validation only.",
-        evaluation.part
+    out.push(super::data::split_origin_sentence(
+        &evaluation.part,
+        evaluation.split_origin,
     ));
-    if evaluation.part != "test" {
-        out.push(format!(
-            "The {} part is not the held-out test part: the model saw it during training or \
-             threshold choice, so these numbers are optimistic.",
-            evaluation.part
-        ));
-    }
+    out.push(format!(
+        "{} On data with another prevalence or from other scanners, the calibration and the \
+         balance of sensitivity and specificity will differ.",
+        model.threshold_sentence()
+    ));
     let fractured = evaluation.cases.iter().filter(|c| c.fractured).count();
     if let Some(ci) = evaluation.intervals.sensitivity.value() {
         if ci.upper - ci.lower > WIDE_INTERVAL {
@@ -53,11 +51,6 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
             ));
         }
     }
-    out.push(
-        "The threshold was fitted on the validation part; on data with another prevalence or \
-         from other scanners, the balance of sensitivity and specificity will differ."
-            .into(),
-    );
     out.push(super::calibration_text::limitation(evaluation));
     out.extend(report.data_source.notes.iter().cloned());
     out.extend(report.extra_limitations.iter().cloned());
@@ -127,10 +120,10 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
         "Model and weights",
         format!(
             "<p>{}: a backbone and a small head giving one logit, from which the \
-             probability is computed. Initial weights: {}. Threshold chosen by Youden's J on the \
-             validation part. {} Full provenance above.</p>",
+             probability is computed. {} {} {} Full provenance above.</p>",
             escape(&m.backbone),
-            escape(m.initial_weights.as_deref().unwrap_or("not recorded")),
+            escape(&m.weights_sentence()),
+            escape(&m.threshold_sentence()),
             super::calibration_text::sentence(data.evaluation, n)?
         ),
     );

@@ -7,6 +7,7 @@ use super::data::ReportData;
 use super::encode_png;
 use super::gallery::{overlay_thumbnail, thumbnail, GalleryImage, GalleryKind};
 use super::html::{base64, card, chart_image, escape, pointer_step, Format, Numbers};
+use crate::classifier::DEFAULT_THRESHOLD;
 use crate::error::Result;
 use std::fmt::Write;
 
@@ -63,7 +64,7 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
         ),
         card(
             "Average precision",
-            n.show(
+            n.show_or_undefined(
                 "/evaluation/at_threshold/average_precision",
                 Format::Decimal3,
             )?,
@@ -76,11 +77,17 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
     let mut out = format!("<div class=\"cards\">{}</div>", cards.join(""));
     let _ = write!(
         out,
-        "<p>Threshold {threshold} (chosen on the validation part). {} \
-         At the reference notebook's 0.5: sensitivity {}, specificity {}.</p>",
+        "<p>{} {} \
+         At the reference notebook's {DEFAULT_THRESHOLD}: sensitivity {}, specificity {}.</p>\
+         <p id=\"split-origin\">{}</p>",
+        escape(&data.model.threshold_sentence()),
         super::calibration_text::sentence(data.evaluation, n)?,
-        n.show("/evaluation/at_half/sensitivity", Format::Percent1)?,
-        n.show("/evaluation/at_half/specificity", Format::Percent1)?
+        n.show_or_undefined("/evaluation/at_half/sensitivity", Format::Percent1)?,
+        n.show_or_undefined("/evaluation/at_half/specificity", Format::Percent1)?,
+        escape(&super::data::split_origin_sentence(
+            &data.evaluation.part,
+            data.evaluation.split_origin
+        ))
     );
     if data.summary.skipped > 0 {
         let _ = write!(
@@ -108,8 +115,8 @@ pub(super) fn confusion(n: &Numbers<'_>) -> Result<String> {
         c("false_negatives")?,
         c("false_positives")?,
         c("true_negatives")?,
-        n.show("/summary/ppv", Format::Percent1)?,
-        n.show("/summary/npv", Format::Percent1)?,
+        n.show_or_undefined("/summary/ppv", Format::Percent1)?,
+        n.show_or_undefined("/summary/npv", Format::Percent1)?,
         n.show("/evaluation/at_threshold/threshold", Format::Decimal3)?,
     ))
 }
@@ -125,7 +132,7 @@ pub(super) fn threshold_sweep(
             continue;
         }
         let cell = |what: &str| {
-            n.show(
+            n.show_or_undefined(
                 &format!("/threshold_sweep/{index}/{what}"),
                 Format::Percent1,
             )
@@ -189,8 +196,8 @@ pub(super) fn tta(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
         "<p>Views: {} (the logits are averaged). ROC AUC without {}, with {}; paired-bootstrap difference \
          (with − without) {}.</p>",
         escape(&tta.config.describe()),
-        n.show("/evaluation/tta/auc_without", Format::Decimal4)?,
-        n.show("/evaluation/tta/auc_with", Format::Decimal4)?,
+        n.show_or_undefined("/evaluation/tta/auc_without", Format::Decimal4)?,
+        n.show_or_undefined("/evaluation/tta/auc_with", Format::Decimal4)?,
         n.interval("/evaluation/tta/difference", Format::Decimal4)?
     ))
 }
@@ -210,15 +217,16 @@ fn subgroup_table(
     for (name, _) in groups.iter() {
         let base = format!("{pointer}/groups/{}", pointer_step(name));
         let v = |what: &str, format| n.show(&format!("{base}/{what}"), format);
+        let metric = |what: &str, format| n.show_or_undefined(&format!("{base}/{what}"), format);
         let _ = write!(
             rows,
             "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(name),
             v("report/fractured/support", Format::Count)?,
             v("report/not_fractured/support", Format::Count)?,
-            v("sensitivity", Format::Percent1)?,
-            v("specificity", Format::Percent1)?,
-            v("roc_auc", Format::Decimal3)?,
+            metric("sensitivity", Format::Percent1)?,
+            metric("specificity", Format::Percent1)?,
+            metric("roc_auc", Format::Decimal3)?,
             v("accuracy", Format::Percent1)?
         );
     }
@@ -254,7 +262,7 @@ pub(super) fn training(
             n.show(&format!("/history/epochs/{index}/epoch"), Format::Count)?,
             history.epochs.len(),
             n.show(&format!("/history/epochs/{index}/val_loss"), Format::Decimal4)?,
-            n.show(&format!("/history/epochs/{index}/val_auc"), Format::Decimal3)?
+            n.show_or_undefined(&format!("/history/epochs/{index}/val_auc"), Format::Decimal3)?
         ),
         None => String::new(),
     };
@@ -373,6 +381,11 @@ pub(super) fn provenance(data: &ReportData<'_>) -> Result<String> {
         ("training", training),
         ("threshold", format!("{:.4}", m.threshold)),
         ("calibration", m.calibration.describe()),
+        (
+            "threshold source",
+            m.threshold_source
+                .map_or_else(unknown, |s| format!("{s:?}").to_lowercase()),
+        ),
         ("test-time augmentation", m.tta.describe()),
         ("bundle", m.bundle.clone().unwrap_or_else(unknown)),
         (

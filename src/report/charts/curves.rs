@@ -172,7 +172,10 @@ impl Chart for SweepChart<'_> {
                 }
             }
         }
-        for (index, threshold) in [self.threshold, 0.5].into_iter().enumerate() {
+        for (index, threshold) in [self.threshold, crate::classifier::DEFAULT_THRESHOLD]
+            .into_iter()
+            .enumerate()
+        {
             let (color, what) = marker_style(index);
             chart
                 .draw_series(LineSeries::new(
