@@ -9,7 +9,7 @@
 //! marker (`SIZ`) must match the tags, and every RLE segment must be complete, before decoding.
 
 use super::header::DicomInfo;
-use super::pixels::guarded;
+use super::guard::guarded;
 use image::ImageFormat;
 use std::io::Cursor;
 
