@@ -3,8 +3,8 @@
 //! (with or without the EXIF orientation), resize to the model size as RGB in `f32` whatever
 //! the bit depth (grayscale replicated), then scale the 0..255 values ([`Normalization`]).
 
-use crate::dataset::decode::{self, Decoded};
 pub use crate::dataset::decode::ExifOrientation;
+use crate::dataset::decode::{self, Decoded};
 use crate::error::{Error, Result};
 use crate::image::ImageF32;
 use candle_core::{Device, Tensor};

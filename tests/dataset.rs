@@ -260,7 +260,13 @@ fn one_file_loader(path: &Path, preprocess: Preprocess) -> ImageLoader {
         dimensions: None,
         metadata: None,
     };
-    ImageLoader::new(vec![sample], preprocess, LoaderConfig::default(), Device::Cpu).unwrap()
+    ImageLoader::new(
+        vec![sample],
+        preprocess,
+        LoaderConfig::default(),
+        Device::Cpu,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -294,7 +300,11 @@ fn a_malformed_exif_block_is_reported_and_the_image_kept_as_stored() {
         assert_eq!(warnings[0].path, path);
         // Ignoring EXIF, there is nothing to say.
         let ignored = decode::decode_file_with(&path, ExifOrientation::Ignore).unwrap();
-        assert!(ignored.warnings.is_empty(), "{name}: {:?}", ignored.warnings);
+        assert!(
+            ignored.warnings.is_empty(),
+            "{name}: {:?}",
+            ignored.warnings
+        );
     }
     // A well-formed block: rotated, no warning; ignored: as stored.
     let path = dir.path().join("fine.jpg");
@@ -326,7 +336,11 @@ fn a_16_bit_png_holding_12_bit_data_is_widened_and_says_so() {
         .collect();
     assert_eq!(widened, expected);
     assert_eq!(decoded.warnings.len(), 1, "{:?}", decoded.warnings);
-    assert!(decoded.warnings[0].contains("12-bit"), "{:?}", decoded.warnings);
+    assert!(
+        decoded.warnings[0].contains("12-bit"),
+        "{:?}",
+        decoded.warnings
+    );
     // On the model's 0..255 scale, 4095 is white and 2048 mid-gray (not 8 and 32).
     let preprocess = Preprocess {
         height: 1,
@@ -334,7 +348,13 @@ fn a_16_bit_png_holding_12_bit_data_is_widened_and_says_so() {
         filter: FilterType::Nearest,
         ..Default::default()
     };
-    let red: Vec<f32> = preprocess.load(&path).unwrap().data.chunks(3).map(|p| p[0]).collect();
+    let red: Vec<f32> = preprocess
+        .load(&path)
+        .unwrap()
+        .data
+        .chunks(3)
+        .map(|p| p[0])
+        .collect();
     for (got, v) in red.iter().zip(twelve) {
         let want = f32::from(v) / 4095.0 * 255.0;
         assert!((got - want).abs() <= 0.01, "{red:?}");

@@ -1131,7 +1131,13 @@ fn one_picture_in_every_container_gives_one_input_and_one_probability() {
             .iter()
             .zip(&other)
             .map(|(a, b)| (a - b).abs())
-            .fold(0f32, |m, d| if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) });
+            .fold(0f32, |m, d| {
+                if d.is_nan() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(d)
+                }
+            });
         assert!(
             worst <= 1e-5,
             "{name}: model input differs from the 8-bit gray PNG's by up to {worst}"
@@ -1205,7 +1211,10 @@ fn presentation_lut_shape_inverse_inverts_a_monochrome2_display_once() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("Presentation LUT Shape (2050,0020)"), "{error}");
+    assert!(
+        error.contains("Presentation LUT Shape (2050,0020)"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -1246,7 +1255,11 @@ fn pixel_padding_takes_no_part_in_min_max_and_shows_black() {
         VR::US,
         dicom_core::PrimitiveValue::from(3900u16),
     );
-    assert_display("padding range", &display_of(&ranged), &[0.0, 1.0, 0.5, 0.0, 0.0]);
+    assert_display(
+        "padding range",
+        &display_of(&ranged),
+        &[0.0, 1.0, 0.5, 0.0, 0.0],
+    );
 }
 
 #[test]

@@ -319,8 +319,8 @@ fn an_import_reads_images_as_the_notebook_did_unless_told_otherwise() {
     assert_eq!(*notebook.preprocess(), Preprocess::keras_notebook(160, 128));
     assert_eq!(notebook.preprocess().filter, FilterType::Nearest);
     assert_eq!(notebook.preprocess().exif, ExifOrientation::Ignore);
-    let own = FractureClassifier::from_keras_model(&path, &cpu(true).with_crate_preprocessing())
-        .unwrap();
+    let own =
+        FractureClassifier::from_keras_model(&path, &cpu(true).with_crate_preprocessing()).unwrap();
     assert_eq!(own.preprocess().filter, FilterType::Triangle);
     assert_eq!(own.preprocess().exif, ExifOrientation::Apply);
 
@@ -369,7 +369,10 @@ fn an_import_reads_images_as_the_notebook_did_unless_told_otherwise() {
     assert_eq!(again.preprocess(), notebook.preprocess());
     // A bundle written before the field existed applied EXIF orientation.
     let mut old = manifest.clone();
-    old["preprocess"].as_object_mut().unwrap().remove("exif_orientation");
+    old["preprocess"]
+        .as_object_mut()
+        .unwrap()
+        .remove("exif_orientation");
     std::fs::write(bundle.join("bundle.json"), old.to_string()).unwrap();
     let old = FractureClassifier::load(&bundle, &Device::Cpu).unwrap();
     assert_eq!(old.preprocess().exif, ExifOrientation::Apply);

@@ -199,34 +199,35 @@ fn decode_oriented(
 ) -> image::ImageResult<Decoded> {
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder()?;
     let mut warnings = Vec::new();
-    let orientation = match exif {
-        ExifOrientation::Ignore => Orientation::NoTransforms,
-        ExifOrientation::Apply => {
-            // A malformed EXIF block is not worth losing the image for: keep it unrotated,
-            // and say so. (TIFF keeps its orientation in its own tags, not an EXIF block.)
-            if matches!(
-                format,
-                ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP
-            ) {
-                let problem = match decoder.exif_metadata() {
-                    Ok(Some(chunk)) => exif_problem(&chunk),
-                    Ok(None) => None,
-                    Err(e) => Some(format!("unreadable EXIF block ({e})")),
-                };
-                warnings.extend(problem.map(|p| {
-                    format!("{p}: EXIF orientation not applied, image left as stored")
-                }));
-            }
-            decoder.orientation().unwrap_or_else(|e| {
-                if warnings.is_empty() {
-                    warnings.push(format!(
-                        "unreadable orientation ({e}): image left as stored"
-                    ));
+    let orientation =
+        match exif {
+            ExifOrientation::Ignore => Orientation::NoTransforms,
+            ExifOrientation::Apply => {
+                // A malformed EXIF block is not worth losing the image for: keep it unrotated,
+                // and say so. (TIFF keeps its orientation in its own tags, not an EXIF block.)
+                if matches!(
+                    format,
+                    ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP
+                ) {
+                    let problem = match decoder.exif_metadata() {
+                        Ok(Some(chunk)) => exif_problem(&chunk),
+                        Ok(None) => None,
+                        Err(e) => Some(format!("unreadable EXIF block ({e})")),
+                    };
+                    warnings.extend(problem.map(|p| {
+                        format!("{p}: EXIF orientation not applied, image left as stored")
+                    }));
                 }
-                Orientation::NoTransforms
-            })
-        }
-    };
+                decoder.orientation().unwrap_or_else(|e| {
+                    if warnings.is_empty() {
+                        warnings.push(format!(
+                            "unreadable orientation ({e}): image left as stored"
+                        ));
+                    }
+                    Orientation::NoTransforms
+                })
+            }
+        };
     let mut image = DynamicImage::from_decoder(decoder)?;
     image.apply_orientation(orientation);
     Ok(Decoded { image, warnings })
@@ -287,9 +288,8 @@ pub fn exif_problem(chunk: &[u8]) -> Option<String> {
         };
         if tag == 0x0112 {
             // The entries after it do not matter: the orientation was read.
-            return (!(1..=8).contains(&value)).then(|| {
-                format!("malformed EXIF block (orientation value {value}, not 1 to 8)")
-            });
+            return (!(1..=8).contains(&value))
+                .then(|| format!("malformed EXIF block (orientation value {value}, not 1 to 8)"));
         }
     }
     None

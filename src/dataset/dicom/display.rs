@@ -104,7 +104,8 @@ pub(crate) fn display_gray(
         }
     };
     let padding = info.pixel_padding.filter(|_| options.pixel_padding);
-    let is_padding = |stored: i32| padding.is_some_and(|(low, high)| (low..=high).contains(&stored));
+    let is_padding =
+        |stored: i32| padding.is_some_and(|(low, high)| (low..=high).contains(&stored));
     let image_values = || {
         frame
             .values

@@ -414,7 +414,8 @@ impl DicomInfo {
         };
         let padding_value = |name: &str, tag: Tag| -> Result<Option<i32>, String> {
             // US or SS as the pixels are: a signed image's value may have been read as US.
-            let value = integer(obj, name, tag)?.map(|v| if signed && v >= 32768 { v - 65536 } else { v });
+            let value =
+                integer(obj, name, tag)?.map(|v| if signed && v >= 32768 { v - 65536 } else { v });
             value
                 .map(|v| i32::try_from(v).map_err(|_| format!("{} is {v}", attribute(name, tag))))
                 .transpose()
