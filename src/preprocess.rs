@@ -1,9 +1,10 @@
-//! [`Preprocess`]: from a decoded image to the model's input, the same for training
-//! ([`crate::dataset::loader`]) and for inference ([`crate::FractureClassifier`]): resize to
-//! the model size as RGB (grayscale replicated), then scale the 0..255 values
-//! ([`Normalization`]).
+//! [`Preprocess`]: from a file to the model's input, the same for training
+//! ([`crate::dataset::loader`]) and for inference ([`crate::FractureClassifier`]): decode
+//! (with or without the EXIF orientation), resize to the model size as RGB in `f32` whatever
+//! the bit depth (grayscale replicated), then scale the 0..255 values ([`Normalization`]).
 
-use crate::dataset::decode;
+pub use crate::dataset::decode::ExifOrientation;
+use crate::dataset::decode::{self, Decoded};
 use crate::error::{Error, Result};
 use crate::image::ImageF32;
 use candle_core::{Device, Tensor};
@@ -48,11 +49,12 @@ impl Normalization {
     }
 }
 
-/// Model input geometry and scaling. Default: 224x224, bilinear (`Triangle`, antialiased when
-/// shrinking), Keras `x / 127.5 - 1`.
+/// Model input geometry and scaling. Default: EXIF orientation applied, 224x224, bilinear
+/// (`Triangle`, antialiased when shrinking), Keras `x / 127.5 - 1`.
 ///
-/// Keras's `flow_from_directory` resizes with `nearest` by default; choose
-/// `FilterType::Nearest` to mimic it exactly.
+/// Keras's `flow_from_directory` and `load_img` resize with `nearest` and ignore EXIF
+/// orientation: [`Preprocess::keras_notebook`] is that preprocessing (the default of a Keras
+/// import, [`crate::classifier::KerasImport`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocess {
     /// Output height in pixels.
@@ -63,6 +65,8 @@ pub struct Preprocess {
     pub filter: FilterType,
     /// Scaling of the 0..255 values.
     pub normalization: Normalization,
+    /// Whether a file's EXIF orientation is applied when it is decoded.
+    pub exif: ExifOrientation,
 }
 
 impl Default for Preprocess {
@@ -72,11 +76,31 @@ impl Default for Preprocess {
             width: 224,
             filter: FilterType::Triangle,
             normalization: Normalization::KerasResNetV2,
+            exif: ExifOrientation::Apply,
         }
     }
 }
 
 impl Preprocess {
+    /// The reference notebook's preprocessing at `height x width`: Keras's `load_img` as
+    /// `flow_from_directory` calls it (nearest resizing, EXIF orientation ignored) and
+    /// `resnet_v2.preprocess_input` (`x / 127.5 - 1`).
+    ///
+    /// ```
+    /// use fracture::preprocess::{ExifOrientation, FilterType, Preprocess};
+    /// let p = Preprocess::keras_notebook(224, 224);
+    /// assert_eq!((p.filter, p.exif), (FilterType::Nearest, ExifOrientation::Ignore));
+    /// ```
+    pub fn keras_notebook(height: usize, width: usize) -> Self {
+        Self {
+            height,
+            width,
+            filter: FilterType::Nearest,
+            normalization: Normalization::KerasResNetV2,
+            exif: ExifOrientation::Ignore,
+        }
+    }
+
     /// Check the geometry.
     pub fn validate(&self) -> Result<()> {
         if self.height == 0 || self.width == 0 || self.height > 8192 || self.width > 8192 {
@@ -95,38 +119,25 @@ impl Preprocess {
     /// let gray = image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(40, 30, image::Luma([200])));
     /// let rgb = Preprocess { height: 8, width: 8, ..Default::default() }.resize_rgb(&gray);
     /// assert_eq!((rgb.height, rgb.width, rgb.channels), (8, 8, 3));
-    /// assert!(rgb.data.iter().all(|&v| v == 200.0));
+    /// assert!(rgb.data.iter().all(|&v| (v - 200.0).abs() < 1e-4));
     /// ```
     ///
-    /// 8-bit images are resized in 8 bits (the values the model was always given). Deeper
-    /// images (16-bit PNG, DICOM's 16-bit display intensity) are resized in `f32` and scaled
-    /// to 0..255 without rounding, so their extra precision reaches the model.
+    /// One path for every bit depth: the image is converted to `f32` in [0, 1] (8-bit `v / 255`,
+    /// 16-bit `v / 65535`, so a 16-bit `g * 257` is exactly the 8-bit `g`), resized in `f32`
+    /// and scaled to 0..255 without rounding. Equal display values give an equal model input,
+    /// whether the picture came as an 8-bit PNG or JPEG, a 16-bit PNG or a DICOM file.
+    /// Grayscale images are resized before being replicated to RGB (the same values, a third
+    /// of the work).
     pub fn resize_rgb(&self, image: &DynamicImage) -> ImageF32 {
         let (w, h) = (self.width as u32, self.height as u32);
-        let deep = !matches!(
-            image,
-            DynamicImage::ImageLuma8(_)
-                | DynamicImage::ImageLumaA8(_)
-                | DynamicImage::ImageRgb8(_)
-                | DynamicImage::ImageRgba8(_)
-        );
-        let data: Vec<f32> = if deep && image.color().has_color() {
+        let data: Vec<f32> = if image.color().has_color() {
             let rgb = image::imageops::resize(&image.to_rgb32f(), w, h, self.filter);
             rgb.into_raw().into_iter().map(|v| v * 255.0).collect()
-        } else if deep {
+        } else {
             let gray = image::imageops::resize(&image.to_luma32f(), w, h, self.filter);
             gray.into_raw()
                 .into_iter()
                 .flat_map(|v| [v * 255.0; 3])
-                .collect()
-        } else if image.color().has_color() {
-            let rgb = image::imageops::resize(&image.to_rgb8(), w, h, self.filter);
-            rgb.into_raw().into_iter().map(f32::from).collect()
-        } else {
-            let gray = image::imageops::resize(&image.to_luma8(), w, h, self.filter);
-            gray.into_raw()
-                .into_iter()
-                .flat_map(|v| [f32::from(v); 3])
                 .collect()
         };
         ImageF32 {
@@ -155,9 +166,33 @@ impl Preprocess {
         Ok(out)
     }
 
-    /// Decode and resize one file: RGB, 0..255, HWC, model size.
+    /// Decode one file as this preprocessing does (EXIF orientation per [`Preprocess::exif`]),
+    /// with what decoding noticed ([`Decoded::warnings`]).
+    ///
+    /// ```
+    /// use fracture::preprocess::Preprocess;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("x.png");
+    /// image::GrayImage::new(5, 3).save(&path)?;
+    /// let decoded = Preprocess::default().decode(&path)?;
+    /// assert_eq!((decoded.image.width(), decoded.warnings.len()), (5, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode(&self, path: impl AsRef<Path>) -> Result<Decoded> {
+        decode::decode_file_with(path, self.exif)
+    }
+
+    /// Decode one file as this preprocessing does; its warnings are written to standard
+    /// error, naming the file ([`Preprocess::decode`] returns them instead).
+    pub fn decode_image(&self, path: impl AsRef<Path>) -> Result<DynamicImage> {
+        let path = path.as_ref();
+        Ok(self.decode(path)?.into_image_warning(path))
+    }
+
+    /// Decode and resize one file: RGB, 0..255, HWC, model size (warnings to standard error,
+    /// as [`Preprocess::decode_image`]).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<ImageF32> {
-        Ok(self.resize_rgb(&decode::decode_file(path)?))
+        Ok(self.resize_rgb(&self.decode_image(path)?))
     }
 
     /// One file as a normalized `(1, 3, H, W)` tensor on `device`, ready for the model.

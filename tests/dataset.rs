@@ -251,6 +251,127 @@ fn sixteen_bit_grayscale_png_decodes_to_rgb_on_the_0_255_scale() {
     assert!(rgb.data.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
 }
 
+/// A loader over one file, 4 x 4 model input, so that its warnings can be read.
+fn one_file_loader(path: &Path, preprocess: Preprocess) -> ImageLoader {
+    let sample = Sample {
+        path: path.to_path_buf(),
+        label: Label::Fractured,
+        hash: ContentHash::of(&std::fs::read(path).unwrap()),
+        dimensions: None,
+        metadata: None,
+    };
+    ImageLoader::new(
+        vec![sample],
+        preprocess,
+        LoaderConfig::default(),
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_malformed_exif_block_is_reported_and_the_image_kept_as_stored() {
+    use decode::ExifOrientation;
+    let dir = tempfile::tempdir().unwrap();
+    let stored = half_black_half_white(32, 16);
+    let mut past_end = exif_orientation(6);
+    past_end[4..8].copy_from_slice(&0xFFFFu32.to_le_bytes()); // first IFD past the end
+    let mut bad_value = exif_orientation(6);
+    bad_value[18] = 9; // orientation 9: no such value
+    for (name, exif, said) in [
+        ("past_end.jpg", past_end, "runs past the end"),
+        ("bad_value.jpg", bad_value, "orientation value 9"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, jpeg_bytes(&stored, Some(exif))).unwrap();
+        let decoded = decode::decode_file_with(&path, ExifOrientation::Apply).unwrap();
+        assert_eq!(decoded.image.width(), 32, "{name}: not left as stored");
+        assert_eq!(decoded.warnings.len(), 1, "{name}: {:?}", decoded.warnings);
+        assert!(
+            decoded.warnings[0].contains(said) && decoded.warnings[0].contains("not applied"),
+            "{name}: {:?}",
+            decoded.warnings
+        );
+        // The training loader lists it, with the file.
+        let loader = one_file_loader(&path, tiny_preprocess());
+        loader.load_sample(0, 0).unwrap();
+        let warnings = loader.warnings();
+        assert_eq!(warnings.len(), 1, "{name}: {warnings:?}");
+        assert_eq!(warnings[0].path, path);
+        // Ignoring EXIF, there is nothing to say.
+        let ignored = decode::decode_file_with(&path, ExifOrientation::Ignore).unwrap();
+        assert!(
+            ignored.warnings.is_empty(),
+            "{name}: {:?}",
+            ignored.warnings
+        );
+    }
+    // A well-formed block: rotated, no warning; ignored: as stored.
+    let path = dir.path().join("fine.jpg");
+    std::fs::write(&path, jpeg_bytes(&stored, Some(exif_orientation(6)))).unwrap();
+    let fine = decode::decode_file_with(&path, ExifOrientation::Apply).unwrap();
+    assert_eq!((fine.image.width(), fine.warnings.len()), (16, 0));
+    let ignored = decode::decode_file_with(&path, ExifOrientation::Ignore).unwrap();
+    assert_eq!((ignored.image.width(), ignored.warnings.len()), (32, 0));
+}
+
+#[test]
+fn a_16_bit_png_holding_12_bit_data_is_widened_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, values: &[u16]| {
+        let path = dir.path().join(name);
+        let n = values.len() as u32;
+        image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(n, 1, |x, _| Luma([values[x as usize]]))
+            .save(&path)
+            .unwrap();
+        path
+    };
+    let twelve = [0u16, 1000, 2048, 4095];
+    let path = save("twelve.png", &twelve);
+    let decoded = decode::decode_file_with(&path, decode::ExifOrientation::Apply).unwrap();
+    let widened = decoded.image.to_luma16().into_raw();
+    let expected: Vec<u16> = twelve
+        .iter()
+        .map(|&v| (f64::from(v) * 65535.0 / 4095.0).round() as u16)
+        .collect();
+    assert_eq!(widened, expected);
+    assert_eq!(decoded.warnings.len(), 1, "{:?}", decoded.warnings);
+    assert!(
+        decoded.warnings[0].contains("12-bit"),
+        "{:?}",
+        decoded.warnings
+    );
+    // On the model's 0..255 scale, 4095 is white and 2048 mid-gray (not 8 and 32).
+    let preprocess = Preprocess {
+        height: 1,
+        width: 4,
+        filter: FilterType::Nearest,
+        ..Default::default()
+    };
+    let red: Vec<f32> = preprocess
+        .load(&path)
+        .unwrap()
+        .data
+        .chunks(3)
+        .map(|p| p[0])
+        .collect();
+    for (got, v) in red.iter().zip(twelve) {
+        let want = f32::from(v) / 4095.0 * 255.0;
+        assert!((got - want).abs() <= 0.01, "{red:?}");
+    }
+    // The loader lists it.
+    let loader = one_file_loader(&path, tiny_preprocess());
+    loader.load_sample(0, 0).unwrap();
+    assert_eq!(loader.warnings().len(), 1);
+    // A sample above 4095 is 16-bit data: untouched, nothing said. All zeros: untouched.
+    for values in [vec![0u16, 1000, 4096], vec![0, 0, 0]] {
+        let path = save("sixteen.png", &values);
+        let decoded = decode::decode_file_with(&path, decode::ExifOrientation::Apply).unwrap();
+        assert_eq!(decoded.image.to_luma16().into_raw(), values);
+        assert!(decoded.warnings.is_empty(), "{:?}", decoded.warnings);
+    }
+}
+
 #[test]
 fn csv_label_disagreeing_with_folder_is_reported_and_the_folder_wins() {
     let dir = tempfile::tempdir().unwrap();

@@ -1046,3 +1046,279 @@ fn fuzzed_files_give_errors_never_panics_or_huge_allocations() {
     assert!(refused > total / 2, "suspiciously few refusals: {refused}");
     assert_no_failures(failures);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 23 item 14: one picture in five containers, one model input and one probability.
+
+/// Gray levels of a small radiograph-like picture (smooth ramps, a sharp edge, both ends of
+/// the range), `rows x columns`, deterministic.
+fn container_picture(rows: u32, columns: u32) -> Vec<u8> {
+    (0..rows * columns)
+        .map(|i| {
+            let (r, c) = (i / columns, i % columns);
+            let ramp = (r * 255 / (rows - 1) + c * 7) % 256;
+            let edge = if (c + r / 3) % 17 < 5 { 255 } else { ramp };
+            edge as u8
+        })
+        .collect()
+}
+
+#[test]
+fn one_picture_in_every_container_gives_one_input_and_one_probability() {
+    let (rows, columns) = (83u32, 70u32);
+    let gray = container_picture(rows, columns);
+    assert!(gray.contains(&0) && gray.contains(&255));
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    image::GrayImage::from_raw(columns, rows, gray.clone())
+        .unwrap()
+        .save(path("gray8.png"))
+        .unwrap();
+    let rgb: Vec<u8> = gray.iter().flat_map(|&g| [g; 3]).collect();
+    image::RgbImage::from_raw(columns, rows, rgb)
+        .unwrap()
+        .save(path("rgb8.png"))
+        .unwrap();
+    let deep: Vec<u16> = gray.iter().map(|&g| u16::from(g) * 257).collect();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(columns, rows, deep)
+        .unwrap()
+        .save(path("gray16.png"))
+        .unwrap();
+    // 12-bit DICOM whose display values are the gray levels: stored 16 g (MONOCHROME2) or
+    // 4080 - 16 g (MONOCHROME1), LINEAR_EXACT window 0..4080, so display = g / 255.
+    for (name, photometric, stored) in [
+        (
+            "mono2.dcm",
+            "MONOCHROME2",
+            gray.iter().map(|&g| u16::from(g) * 16).collect::<Vec<_>>(),
+        ),
+        (
+            "mono1.dcm",
+            "MONOCHROME1",
+            gray.iter().map(|&g| 4080 - u16::from(g) * 16).collect(),
+        ),
+    ] {
+        let file = Gray16 {
+            rows: rows as u16,
+            columns: columns as u16,
+            bits_stored: 12,
+            frames: vec![stored],
+            photometric,
+            extra: Vec::new(),
+        }
+        .with_text(tags::WINDOW_CENTER, VR::DS, "2040")
+        .with_text(tags::WINDOW_WIDTH, VR::DS, "4080")
+        .with_text(tags::VOILUT_FUNCTION, VR::CS, "LINEAR_EXACT")
+        .native(dicom_writer::EXPLICIT_LE);
+        std::fs::write(path(name), file).unwrap();
+    }
+    let clf = tiny_classifier();
+    let preprocess = *clf.preprocess();
+    let input = |name: &str| {
+        let image = preprocess.load(path(name)).unwrap();
+        preprocess.normalize_chw(&image).unwrap()
+    };
+    let reference = input("gray8.png");
+    let p_reference = clf
+        .classify_path(path("gray8.png"))
+        .unwrap()
+        .fracture_probability;
+    assert!(p_reference.is_finite());
+    for name in ["rgb8.png", "gray16.png", "mono2.dcm", "mono1.dcm"] {
+        let other = input(name);
+        assert_eq!(other.len(), reference.len());
+        let worst = reference
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, |m, d| {
+                if d.is_nan() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(d)
+                }
+            });
+        assert!(
+            worst <= 1e-5,
+            "{name}: model input differs from the 8-bit gray PNG's by up to {worst}"
+        );
+        let p = clf.classify_path(path(name)).unwrap().fracture_probability;
+        assert!(
+            (p - p_reference).abs() <= 1e-6,
+            "{name}: P(fracture) {p}, the 8-bit gray PNG's {p_reference}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 23 item 8: Presentation LUT Shape INVERSE and Pixel Padding Value.
+
+fn display_of(gray: &Gray16) -> Vec<f32> {
+    dicom::read_bytes(
+        &gray.native(dicom_writer::EXPLICIT_LE),
+        Path::new("x.dcm"),
+        &DicomOptions::default(),
+    )
+    .unwrap()
+    .display(0)
+    .unwrap()
+}
+
+fn assert_display(name: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}");
+    for (g, w) in got.iter().zip(want) {
+        // NaN fails: `!(d <= tol)`.
+        let d = (f64::from(*g) - w).abs();
+        assert!(d <= 1e-6, "{name}: display {got:?}, expected {want:?}");
+    }
+}
+
+#[test]
+fn presentation_lut_shape_inverse_inverts_a_monochrome2_display_once() {
+    // Min-max over 0..4000: display = stored / 4000.
+    let gray = |photometric| Gray16 {
+        rows: 1,
+        columns: 4,
+        bits_stored: 12,
+        frames: vec![vec![0u16, 1000, 3000, 4000]],
+        photometric,
+        extra: Vec::new(),
+    };
+    let plain = [0.0, 0.25, 0.75, 1.0];
+    let inverted = [1.0, 0.75, 0.25, 0.0];
+    assert_display("MONOCHROME2", &display_of(&gray("MONOCHROME2")), &plain);
+    let inverse2 = gray("MONOCHROME2").with_text(tags::PRESENTATION_LUT_SHAPE, VR::CS, "INVERSE");
+    assert_display("MONOCHROME2 + INVERSE", &display_of(&inverse2), &inverted);
+    let identity2 = gray("MONOCHROME2").with_text(tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY");
+    assert_display("MONOCHROME2 + IDENTITY", &display_of(&identity2), &plain);
+    // The DX module pairs MONOCHROME1 with INVERSE: one inversion, not two.
+    let inverse1 = gray("MONOCHROME1").with_text(tags::PRESENTATION_LUT_SHAPE, VR::CS, "INVERSE");
+    assert_display("MONOCHROME1 + INVERSE", &display_of(&inverse1), &inverted);
+    // Through the decoder: bone (high stored values) is bright again.
+    let image = dicom::decode_first_frame(
+        &inverse2.native(dicom_writer::EXPLICIT_LE),
+        Path::new("x.dcm"),
+    )
+    .unwrap()
+    .to_luma16();
+    assert_eq!(image.into_raw(), vec![65535, 49151, 16384, 0]);
+    // An unknown shape is refused, naming the attribute.
+    let odd = gray("MONOCHROME2").with_text(tags::PRESENTATION_LUT_SHAPE, VR::CS, "SIDEWAYS");
+    let error = dicom::read_bytes(
+        &odd.native(dicom_writer::EXPLICIT_LE),
+        Path::new("odd.dcm"),
+        &DicomOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("Presentation LUT Shape (2050,0020)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn pixel_padding_takes_no_part_in_min_max_and_shows_black() {
+    // A border of padding (0) around image values 1000..2000: min-max over the image only.
+    let stored = vec![0u16, 1000, 1500, 2000, 0];
+    let gray = Gray16 {
+        rows: 1,
+        columns: 5,
+        bits_stored: 12,
+        frames: vec![stored],
+        photometric: "MONOCHROME2",
+        extra: Vec::new(),
+    }
+    .with(
+        tags::PIXEL_PADDING_VALUE,
+        VR::US,
+        dicom_core::PrimitiveValue::from(0u16),
+    );
+    assert_display("padding 0", &display_of(&gray), &[0.0, 0.0, 0.5, 1.0, 0.0]);
+    // A range (0028,0121): 3900..4095 is padding; MONOCHROME1 inverts the image, and padding
+    // stays black.
+    let ranged = Gray16 {
+        rows: 1,
+        columns: 5,
+        bits_stored: 12,
+        frames: vec![vec![4095u16, 1000, 1500, 2000, 3900]],
+        photometric: "MONOCHROME1",
+        extra: Vec::new(),
+    }
+    .with(
+        tags::PIXEL_PADDING_VALUE,
+        VR::US,
+        dicom_core::PrimitiveValue::from(4095u16),
+    )
+    .with(
+        tags::PIXEL_PADDING_RANGE_LIMIT,
+        VR::US,
+        dicom_core::PrimitiveValue::from(3900u16),
+    );
+    assert_display(
+        "padding range",
+        &display_of(&ranged),
+        &[0.0, 1.0, 0.5, 0.0, 0.0],
+    );
+}
+
+#[test]
+fn the_dicom_modules_import_no_circle() {
+    // `use super::x` edges between the files of src/dataset/dicom; no path may come back.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dataset/dicom");
+    let mut edges: Vec<(String, String)> = Vec::new();
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().map(str::trim_start) {
+            for prefix in ["use super::", "pub use super::", "pub(crate) use super::"] {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    let target: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    edges.push((name.clone(), target));
+                }
+            }
+            // `mod.rs` reaches its children with `use x::` / `pub use x::`.
+            if name == "mod" {
+                for prefix in ["use ", "pub use "] {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        let target: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        edges.push((name.clone(), target));
+                    }
+                }
+            }
+        }
+        modules.push(name);
+    }
+    let reaches = |from: &str, to: &str| {
+        let mut stack = vec![from.to_string()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(m) = stack.pop() {
+            for (a, b) in &edges {
+                if *a == m {
+                    if b == to {
+                        return true;
+                    }
+                    if seen.insert(b.clone()) {
+                        stack.push(b.clone());
+                    }
+                }
+            }
+        }
+        false
+    };
+    assert!(modules.len() >= 5, "modules found: {modules:?}");
+    for m in modules.iter().filter(|m| *m != "mod") {
+        assert!(
+            !reaches(m, m),
+            "src/dataset/dicom/{m}.rs imports itself through a circle: {edges:?}"
+        );
+    }
+}

@@ -283,6 +283,101 @@ fn open_takes_a_bundle_folder_or_a_keras_file() {
     );
 }
 
+// ---------------------------------------------------------------- the notebook's reading
+
+/// A JPEG of `stored` (RGB, 8-bit) carrying EXIF orientation 6 (display rotated clockwise).
+fn jpeg_rotated_by_exif(stored: &RgbImage) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut tiff = b"II".to_vec();
+    tiff.extend_from_slice(&42u16.to_le_bytes());
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&6u16.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+    encoder.set_exif_metadata(tiff).unwrap();
+    encoder
+        .write_image(
+            stored.as_raw(),
+            stored.width(),
+            stored.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    bytes
+}
+
+#[test]
+fn an_import_reads_images_as_the_notebook_did_unless_told_otherwise() {
+    use fracture::preprocess::{ExifOrientation, FilterType, Preprocess};
+    let path = shipped("notebook_model.keras");
+    let notebook = FractureClassifier::from_keras_model(&path, &cpu(true)).unwrap();
+    assert_eq!(*notebook.preprocess(), Preprocess::keras_notebook(160, 128));
+    assert_eq!(notebook.preprocess().filter, FilterType::Nearest);
+    assert_eq!(notebook.preprocess().exif, ExifOrientation::Ignore);
+    let own =
+        FractureClassifier::from_keras_model(&path, &cpu(true).with_crate_preprocessing()).unwrap();
+    assert_eq!(own.preprocess().filter, FilterType::Triangle);
+    assert_eq!(own.preprocess().exif, ExifOrientation::Apply);
+
+    // A picture twice the model size whose EXIF says "rotate": Keras's load_img keeps it as
+    // stored and picks the nearest pixels as PIL does, source = floor((x + 0.5) * scale),
+    // here stored pixel (2x + 1, 2y + 1) of output pixel (x, y).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let stored = RgbImage::from_fn(256, 320, |x, y| {
+        let g = ((x * 3 + y * 5) % 256) as u8;
+        let noise: u8 = rng.random_range(0..40);
+        image::Rgb([g.saturating_add(noise), g, g / 2 + noise])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sideways.jpg");
+    std::fs::write(&file, jpeg_rotated_by_exif(&stored)).unwrap();
+    let as_stored = fracture::dataset::decode::decode_file_with(&file, ExifOrientation::Ignore)
+        .unwrap()
+        .image;
+    assert_eq!((as_stored.width(), as_stored.height()), (256, 320));
+    let as_stored_rgb = as_stored.to_rgb8();
+    let keras_view = DynamicImage::ImageRgb8(RgbImage::from_fn(128, 160, |x, y| {
+        *as_stored_rgb.get_pixel(2 * x + 1, 2 * y + 1)
+    }));
+    let p_file = notebook.classify_path(&file).unwrap().fracture_probability;
+    let p_keras = notebook
+        .classify_image(&keras_view)
+        .unwrap()
+        .fracture_probability;
+    assert!(
+        (p_file - p_keras).abs() <= 1e-6,
+        "import P(fracture) {p_file}, the notebook's reading {p_keras}"
+    );
+    // The crate's reading rotates the picture: another input.
+    let p_own = own.classify_path(&file).unwrap().fracture_probability;
+    assert!(p_own.is_finite() && p_own != p_file, "{p_own} vs {p_file}");
+
+    // The choice travels with a bundle.
+    let bundle = dir.path().join("bundle");
+    notebook.save(&bundle).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("bundle.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["preprocess"]["filter"], "nearest");
+    assert_eq!(manifest["preprocess"]["exif_orientation"], "ignore");
+    let again = FractureClassifier::load(&bundle, &Device::Cpu).unwrap();
+    assert_eq!(again.preprocess(), notebook.preprocess());
+    // A bundle written before the field existed applied EXIF orientation.
+    let mut old = manifest.clone();
+    old["preprocess"]
+        .as_object_mut()
+        .unwrap()
+        .remove("exif_orientation");
+    std::fs::write(bundle.join("bundle.json"), old.to_string()).unwrap();
+    let old = FractureClassifier::load(&bundle, &Device::Cpu).unwrap();
+    assert_eq!(old.preprocess().exif, ExifOrientation::Apply);
+}
+
 // ---------------------------------------------------------------- bad files
 
 /// The import's error for `path`: an `Error::Format` naming the file (checked here).

@@ -22,7 +22,7 @@ use crate::atomic::AtomicWriter;
 use crate::dataset::Split;
 use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, HeadConfig};
-use crate::preprocess::{FilterType, Normalization, Preprocess};
+use crate::preprocess::{ExifOrientation, FilterType, Normalization, Preprocess};
 use crate::train::{History, TrainConfig};
 use crate::weights::{network_variables, read_tensors, save_network};
 use candle_core::Device;
@@ -62,6 +62,14 @@ pub struct PreprocessSpec {
     pub filter: String,
     /// Value scaling: keras_resnet_v2 (`x/127.5 - 1`), unit_range (`x/255`) or imagenet.
     pub normalization: String,
+    /// EXIF orientation: apply or ignore (absent in bundles written before it was recorded,
+    /// which all applied it).
+    #[serde(default = "exif_apply")]
+    pub exif_orientation: String,
+}
+
+fn exif_apply() -> String {
+    "apply".into()
 }
 
 impl From<&Preprocess> for PreprocessSpec {
@@ -78,11 +86,16 @@ impl From<&Preprocess> for PreprocessSpec {
             Normalization::UnitRange => "unit_range",
             Normalization::ImageNet => "imagenet",
         };
+        let exif_orientation = match p.exif {
+            ExifOrientation::Apply => "apply",
+            ExifOrientation::Ignore => "ignore",
+        };
         Self {
             height: p.height,
             width: p.width,
             filter: filter.into(),
             normalization: normalization.into(),
+            exif_orientation: exif_orientation.into(),
         }
     }
 }
@@ -112,11 +125,21 @@ impl PreprocessSpec {
                 )))
             }
         };
+        let exif = match self.exif_orientation.as_str() {
+            "apply" => ExifOrientation::Apply,
+            "ignore" => ExifOrientation::Ignore,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown EXIF orientation {other:?} (apply or ignore)"
+                )))
+            }
+        };
         let preprocess = Preprocess {
             height: self.height,
             width: self.width,
             filter,
             normalization,
+            exif,
         };
         preprocess.validate()?;
         Ok(preprocess)

@@ -4,7 +4,6 @@
 
 use super::{FractureClassifier, Prediction};
 use crate::dataset::annotations::{Annotations, FractureRegion};
-use crate::dataset::decode::decode_file;
 use crate::dataset::{Label, Part};
 use crate::error::{Error, Result};
 use crate::explain::{explain_batch, overlay, CamConfig, CamMethod, Explanation, OverlayStyle};
@@ -80,7 +79,7 @@ impl FractureClassifier {
         path: impl AsRef<Path>,
         config: CamConfig,
     ) -> Result<ExplainedImage> {
-        self.explain_image(&decode_file(path.as_ref())?, config)
+        self.explain_image(&self.preprocess.decode_image(path.as_ref())?, config)
     }
 
     /// Classify one decoded image and explain the answer.
@@ -178,7 +177,7 @@ impl FractureClassifier {
         for chunk in todo.chunks(CHUNK) {
             let decoded: Vec<Result<DynamicImage>> = chunk
                 .par_iter()
-                .map(|(path, _, _)| decode_file(path))
+                .map(|(path, _, _)| self.preprocess.decode_image(path))
                 .collect();
             let mut images = Vec::with_capacity(chunk.len());
             let mut items = Vec::with_capacity(chunk.len());

@@ -13,7 +13,7 @@
 use super::{FractureClassifier, ThresholdSource};
 use crate::device::{self, DeviceRequest};
 use crate::error::Result;
-use crate::preprocess::{FilterType, Normalization, Preprocess};
+use crate::preprocess::{ExifOrientation, FilterType, Normalization, Preprocess};
 use crate::weights::keras_model::{read_keras_model, KerasModelOptions, SigmoidOutput};
 use candle_core::Device;
 use std::path::Path;
@@ -21,15 +21,28 @@ use std::path::Path;
 /// How to import a saved Keras model ([`FractureClassifier::from_keras_model`]).
 ///
 /// The defaults are the reference notebook's: its sigmoid is P(Not_Fractured) (the class
-/// folders sorted alphabetically make `Fractured` class 0), images scaled with Keras's
-/// `resnet_v2` `x / 127.5 - 1`. The file cannot tell how images were scaled in training (a
-/// generator's `rescale=1/255` is not saved): set `normalization` to match yours.
+/// folders sorted alphabetically make `Fractured` class 0), images read as Keras's
+/// `flow_from_directory` reads them (`load_img`: EXIF orientation ignored, **nearest**
+/// resizing) and scaled with Keras's `resnet_v2` `x / 127.5 - 1`
+/// ([`Preprocess::keras_notebook`]). The file cannot tell how images were scaled in training
+/// (a generator's `rescale=1/255` is not saved): set `normalization` to match yours.
+///
+/// The crate's own models read images differently (EXIF orientation applied, antialiased
+/// `Triangle` resizing, [`Preprocess::default`]): a radiograph stored sideways with an EXIF
+/// rotation reaches the two differently, and nearest resizing keeps aliasing that the
+/// triangle filter smooths away. [`KerasImport::with_crate_preprocessing`] imports with the
+/// crate's reading instead. Either way the choice is recorded in a saved bundle's
+/// preprocessing (`filter`, `exif_orientation`).
 ///
 /// ```
 /// use fracture::classifier::KerasImport;
+/// use fracture::preprocess::{ExifOrientation, FilterType};
 /// use fracture::weights::keras_model::SigmoidOutput;
 /// let options = KerasImport { sigmoid: SigmoidOutput::Fractured, ..KerasImport::default() };
 /// assert!(options.fast_path);
+/// assert_eq!((options.filter, options.exif), (FilterType::Nearest, ExifOrientation::Ignore));
+/// let crate_way = KerasImport::default().with_crate_preprocessing();
+/// assert_eq!((crate_way.filter, crate_way.exif), (FilterType::Triangle, ExifOrientation::Apply));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct KerasImport {
@@ -41,8 +54,10 @@ pub struct KerasImport {
     pub fast_path: bool,
     /// Value scaling of the input (default: Keras's `resnet_v2` `x / 127.5 - 1`).
     pub normalization: Normalization,
-    /// Resize filter (default: bilinear, `Triangle`).
+    /// Resize filter (default: `Nearest`, as Keras's `load_img`).
     pub filter: FilterType,
+    /// EXIF orientation (default: `Ignore`, as Keras's `load_img`).
+    pub exif: ExifOrientation,
     /// Input (height, width) for a model whose config leaves it open (default 224 x 224);
     /// a model with a fixed input size always gets its own.
     pub image_size_if_open: (usize, usize),
@@ -50,14 +65,29 @@ pub struct KerasImport {
 
 impl Default for KerasImport {
     fn default() -> Self {
-        let preprocess = Preprocess::default();
+        let (height, width) = (Preprocess::default().height, Preprocess::default().width);
+        let notebook = Preprocess::keras_notebook(height, width);
         Self {
             sigmoid: SigmoidOutput::default(),
             device: DeviceRequest::BestAvailable,
             fast_path: true,
-            normalization: preprocess.normalization,
-            filter: preprocess.filter,
-            image_size_if_open: (preprocess.height, preprocess.width),
+            normalization: notebook.normalization,
+            filter: notebook.filter,
+            exif: notebook.exif,
+            image_size_if_open: (height, width),
+        }
+    }
+}
+
+impl KerasImport {
+    /// These options with the crate's own image reading ([`Preprocess::default`]'s filter and
+    /// EXIF orientation) instead of Keras's `load_img`'s; the normalization is kept.
+    pub fn with_crate_preprocessing(self) -> Self {
+        let own = Preprocess::default();
+        Self {
+            filter: own.filter,
+            exif: own.exif,
+            ..self
         }
     }
 }
@@ -106,6 +136,7 @@ impl FractureClassifier {
             width,
             filter: options.filter,
             normalization: options.normalization,
+            exif: options.exif,
         };
         preprocess.validate()?;
         let tensors = model

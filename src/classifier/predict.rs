@@ -1,7 +1,6 @@
 //! Classifying images: one file, one decoded image, a batch, or a whole folder.
 
 use super::FractureClassifier;
-use crate::dataset::decode::decode_file;
 use crate::dataset::Label;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -59,7 +58,7 @@ impl FractureClassifier {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn classify_path(&self, path: impl AsRef<Path>) -> Result<Prediction> {
-        let image = decode_file(path.as_ref())?;
+        let image = self.preprocess.decode_image(path.as_ref())?;
         self.classify_image(&image)
     }
 
@@ -133,7 +132,7 @@ impl FractureClassifier {
         for chunk in files.chunks(DIR_CHUNK) {
             let decoded: Vec<(PathBuf, Result<DynamicImage>)> = chunk
                 .par_iter()
-                .map(|path| (path.clone(), decode_file(path)))
+                .map(|path| (path.clone(), self.preprocess.decode_image(path)))
                 .collect();
             let mut paths = Vec::with_capacity(decoded.len());
             let mut images = Vec::with_capacity(decoded.len());

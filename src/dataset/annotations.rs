@@ -282,8 +282,8 @@ impl Annotations {
         let dir = dir.as_ref();
         let mut annotations = Self::default();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut files: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
+        let mut files: Vec<_> = entry_paths(dir, entries.map(|e| e.map(|e| e.path())))?
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("txt")))
             .collect();
         files.sort();
@@ -478,6 +478,17 @@ fn file_name(name: &str) -> String {
     name.rsplit(['/', '\\']).next().unwrap_or(name).to_string()
 }
 
+/// The paths of a folder's entries; an entry that cannot be read is an error naming the
+/// folder (a dropped label file would silently turn a fractured image into an unannotated one).
+fn entry_paths(
+    dir: &Path,
+    entries: impl Iterator<Item = std::io::Result<std::path::PathBuf>>,
+) -> Result<Vec<std::path::PathBuf>> {
+    entries
+        .map(|entry| entry.map_err(|e| Error::io(dir, e)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +514,25 @@ mod tests {
         let region = annotation.region(400.0, 200.0).unwrap();
         assert_eq!(region.bbox, BoundingBox::new(0.25, 0.25, 0.75, 0.75));
         assert_eq!(region.polygons[0][1], (0.75, 0.25));
+    }
+
+    #[test]
+    fn an_unreadable_directory_entry_is_an_error_naming_the_folder() {
+        let dir = Path::new("labels_yolo");
+        let entries = vec![
+            Ok(dir.join("IMG0000001.txt")),
+            Err(std::io::Error::other("entry unreadable")),
+            Ok(dir.join("IMG0000002.txt")),
+        ];
+        match entry_paths(dir, entries.into_iter()) {
+            Err(Error::Io { path, source }) => {
+                assert_eq!(path, dir);
+                assert!(source.to_string().contains("entry unreadable"));
+            }
+            other => panic!("an unreadable entry was not an error: {other:?}"),
+        }
+        let fine = entry_paths(dir, vec![Ok(dir.join("a.txt"))].into_iter()).unwrap();
+        assert_eq!(fine, vec![dir.join("a.txt")]);
     }
 
     #[test]

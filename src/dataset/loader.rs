@@ -9,6 +9,10 @@
 //! `(seed, epoch)`; every per-sample result depends only on the file and
 //! `(seed, epoch, index)`, so batches are identical whatever the number of threads.
 //!
+//! What decoding noticed without refusing a file (a malformed EXIF block, 12-bit data in a
+//! 16-bit PNG: [`super::decode::Decoded::warnings`]) is recorded once per file in
+//! [`ImageLoader::warnings`].
+//!
 //! A file that cannot be decoded is skipped (its batch is one image shorter) and recorded in
 //! [`ImageLoader::skipped`], with its path and the reason; consumers check each pass against
 //! [`crate::batch::check_pass`]. Any other error (a transform's, a panic in the background
@@ -57,6 +61,15 @@ impl Default for LoaderConfig {
     }
 }
 
+/// Something decoding noticed in a file it still used ([`ImageLoader::warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeWarning {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// What was noticed, one sentence.
+    pub warning: String,
+}
+
 /// Batches of preprocessed images from a list of samples; implements [`BatchSource`].
 ///
 /// ```
@@ -86,6 +99,7 @@ struct Inner {
     config: LoaderConfig,
     pool: rayon::ThreadPool,
     skipped: Mutex<BTreeMap<usize, SkippedFile>>,
+    warnings: Mutex<BTreeMap<usize, Vec<String>>>,
 }
 
 /// A batch assembled on the CPU by the background thread.
@@ -122,6 +136,7 @@ impl ImageLoader {
                 config,
                 pool,
                 skipped: Mutex::new(BTreeMap::new()),
+                warnings: Mutex::new(BTreeMap::new()),
             }),
             transform: None,
             device,
@@ -162,6 +177,41 @@ impl ImageLoader {
         }
     }
 
+    /// What decoding noticed in the files loaded so far without refusing them, in sample
+    /// order, each once.
+    ///
+    /// ```
+    /// use fracture::dataset::loader::{ImageLoader, LoaderConfig};
+    /// use fracture::dataset::{ContentHash, Label, Sample};
+    /// use fracture::preprocess::Preprocess;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("twelve_bit.png");
+    /// image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(4, 4, image::Luma([4000u16])).save(&path)?;
+    /// let hash = ContentHash::of(&std::fs::read(&path)?);
+    /// let sample = Sample { path, label: Label::Fractured, hash, dimensions: None, metadata: None };
+    /// let preprocess = Preprocess { height: 4, width: 4, ..Default::default() };
+    /// let loader = ImageLoader::new(vec![sample], preprocess, LoaderConfig::default(), candle_core::Device::Cpu)?;
+    /// loader.load_sample(0, 0)?;
+    /// assert!(loader.warnings()[0].warning.contains("12-bit"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn warnings(&self) -> Vec<DecodeWarning> {
+        let map = match self.inner.warnings.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.iter()
+            .filter_map(|(&i, warnings)| {
+                let path = &self.inner.samples.get(i)?.path;
+                Some(warnings.iter().map(move |w| DecodeWarning {
+                    path: path.clone(),
+                    warning: w.clone(),
+                }))
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Decode, resize, transform and normalize one sample (CHW, model size).
     pub fn load_sample(&self, index: usize, epoch: u64) -> Result<Vec<f32>> {
         self.inner
@@ -187,7 +237,15 @@ impl Inner {
                 self.samples.len()
             ))
         })?;
-        let mut image = self.preprocess.load(&sample.path)?;
+        let decoded = self.preprocess.decode(&sample.path)?;
+        if !decoded.warnings.is_empty() {
+            let mut map = match self.warnings.lock() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.insert(index, decoded.warnings);
+        }
+        let mut image = self.preprocess.resize_rgb(&decoded.image);
         if let Some(transform) = transform {
             image = transform.apply(image, self.config.seed, epoch, index as u64)?;
         }

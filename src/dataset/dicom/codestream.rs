@@ -8,8 +8,8 @@
 //! decodes short makes them panic. So every JPEG frame header (`SOFn`) and JPEG 2000 size
 //! marker (`SIZ`) must match the tags, and every RLE segment must be complete, before decoding.
 
+use super::guard::guarded;
 use super::header::DicomInfo;
-use super::pixels::guarded;
 use image::ImageFormat;
 use std::io::Cursor;
 

@@ -7,7 +7,13 @@
 //!    (divided by `2^bits - 1` of its descriptor); else min-max of the frame's modality
 //!    values (all zeros when they are all equal). The window's output is normalised to
 //!    [0, 1] directly: with LINEAR, `clamp((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1)`.
-//! 3. **MONOCHROME1** is inverted: `1 - v`.
+//!    **Padding** (Pixel Padding Value (0028,0120), up to Pixel Padding Range Limit
+//!    (0028,0121) when present, in stored values) takes no part in min-max: a border of
+//!    padding at an extreme value would otherwise crush the image's contrast.
+//! 3. **Inversion**, `1 - v`, at most once: a MONOCHROME1 image is inverted; a MONOCHROME2
+//!    image is inverted when its Presentation LUT Shape (2050,0020) is INVERSE. (The DX
+//!    module pairs MONOCHROME1 with INVERSE: both describe the one inversion.)
+//! 4. **Padding pixels** are black (0), whatever the window and inversion.
 //!
 //! Computed in `f64`, returned as `f32`. This is the definition of the DICOM fixtures
 //! (`display_definition` in their manifest: pydicom's `apply_modality_lut`, then
@@ -61,6 +67,10 @@ pub struct DisplayOptions {
     pub voi: Voi,
     /// Invert MONOCHROME1 images so that bone is bright as in MONOCHROME2 (default `true`).
     pub invert_monochrome1: bool,
+    /// Invert MONOCHROME2 images whose Presentation LUT Shape is INVERSE (default `true`).
+    pub presentation_lut_shape: bool,
+    /// Leave padding pixels out of min-max and show them black (default `true`).
+    pub pixel_padding: bool,
 }
 
 impl Default for DisplayOptions {
@@ -69,6 +79,8 @@ impl Default for DisplayOptions {
             modality_lut: ModalityLut::FromTags,
             voi: Voi::FromTags,
             invert_monochrome1: true,
+            presentation_lut_shape: true,
+            pixel_padding: true,
         }
     }
 }
@@ -91,25 +103,42 @@ pub(crate) fn display_gray(
             (ModalityLut::Identity, _) => f64::from(stored),
         }
     };
+    let padding = info.pixel_padding.filter(|_| options.pixel_padding);
+    let is_padding =
+        |stored: i32| padding.is_some_and(|(low, high)| (low..=high).contains(&stored));
+    let image_values = || {
+        frame
+            .values
+            .iter()
+            .filter(|&&v| !is_padding(v))
+            .map(|&v| modality(v))
+    };
     let voi = match options.voi {
         Voi::FromTags => match (info.windows.first(), &info.voi_lut) {
             (Some(window), _) => Curve::window(*window, info.voi_function)?,
             (None, Some(lut)) => Curve::Lut(lut),
-            (None, None) => Curve::min_max(frame.values.iter().map(|&v| modality(v))),
+            (None, None) => Curve::min_max(image_values()),
         },
         Voi::Window(window) => Curve::window(window, info.voi_function)?,
-        Voi::MinMax => Curve::min_max(frame.values.iter().map(|&v| modality(v))),
+        Voi::MinMax => Curve::min_max(image_values()),
         Voi::FullRange => {
             let (low, high) = stored_range(info);
             let ends = [modality(low), modality(high)];
             Curve::min_max(ends.into_iter())
         }
     };
-    let invert = options.invert_monochrome1 && info.photometric == Photometric::Monochrome1;
+    let invert = if info.photometric == Photometric::Monochrome1 {
+        options.invert_monochrome1
+    } else {
+        options.presentation_lut_shape && info.presentation_inverse
+    };
     Ok(frame
         .values
         .iter()
         .map(|&stored| {
+            if is_padding(stored) {
+                return 0.0;
+            }
             let v = voi.apply(modality(stored)).clamp(0.0, 1.0);
             (if invert { 1.0 - v } else { v }) as f32
         })

@@ -7,18 +7,30 @@
 //! declared length runs past the end of its container, when sequences nest deeper than
 //! [`MAX_DEPTH`], or when a header is malformed. It reads no values except the transfer syntax.
 //! It is stricter than dicom-parser (an unknown VR code is refused), never looser.
+//!
+//! [`guarded`] is the other guard: it runs a third-party decoder and turns its panic into an
+//! error.
 
 use super::sniff::{is_vr, LONG_VRS};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Deepest sequence nesting accepted (real radiographs use 3 or 4 levels).
 pub(crate) const MAX_DEPTH: usize = 16;
 
 /// Largest inflated data set accepted from a deflated transfer syntax (1 GiB).
 pub(crate) const MAX_INFLATED: u64 = 1 << 30;
+
+/// Run a third-party decoder, turning a panic into an error (the last resort of
+/// [`super::pixels`] and [`super::codestream`]; it does nothing in a program built with
+/// `panic = "abort"`).
+pub(crate) fn guarded<T>(decoder: &str, run: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(run))
+        .map_err(|_| format!("{decoder} failed on this file (internal panic caught)"))
+}
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);

@@ -168,6 +168,11 @@ pub struct DicomInfo {
     pub voi_function: VoiFunction,
     /// The first item of the VOI LUT Sequence (0028,3010).
     pub voi_lut: Option<Lut>,
+    /// Presentation LUT Shape (2050,0020) is INVERSE: the display is to be inverted.
+    pub presentation_inverse: bool,
+    /// Stored values that are padding, not image: Pixel Padding Value (0028,0120) alone, or
+    /// the inclusive range from it to Pixel Padding Range Limit (0028,0121), as (low, high).
+    pub pixel_padding: Option<(i32, i32)>,
 }
 
 /// Patient Name, Patient ID and Patient's Birth Date (and other IDs), read only so that they
@@ -416,6 +421,30 @@ impl DicomInfo {
                 ))
             }
         };
+        let presentation_inverse = match text(obj, tags::PRESENTATION_LUT_SHAPE).as_deref() {
+            None | Some("IDENTITY") => false,
+            Some("INVERSE") => true,
+            Some(other) => {
+                return Err(format!(
+                    "{} is {other:?} (IDENTITY or INVERSE are read)",
+                    attribute("Presentation LUT Shape", tags::PRESENTATION_LUT_SHAPE)
+                ))
+            }
+        };
+        let padding_value = |name: &str, tag: Tag| -> Result<Option<i32>, String> {
+            // US or SS as the pixels are: a signed image's value may have been read as US.
+            let value =
+                integer(obj, name, tag)?.map(|v| if signed && v >= 32768 { v - 65536 } else { v });
+            value
+                .map(|v| i32::try_from(v).map_err(|_| format!("{} is {v}", attribute(name, tag))))
+                .transpose()
+        };
+        let padding = padding_value("Pixel Padding Value", tags::PIXEL_PADDING_VALUE)?;
+        let limit = padding_value("Pixel Padding Range Limit", tags::PIXEL_PADDING_RANGE_LIMIT)?;
+        let pixel_padding = padding.map(|value| {
+            let other = limit.unwrap_or(value);
+            (value.min(other), value.max(other))
+        });
         Ok(DicomInfo {
             transfer_syntax: transfer_syntax.to_string(),
             transfer_syntax_name: transfer_syntax_name.to_string(),
@@ -440,6 +469,8 @@ impl DicomInfo {
             windows,
             voi_function,
             voi_lut: lut(obj, "VOI LUT Sequence", tags::VOILUT_SEQUENCE, false)?,
+            presentation_inverse,
+            pixel_padding,
         })
     }
 

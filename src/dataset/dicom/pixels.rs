@@ -15,18 +15,19 @@
 //! converted with the ITU-R BT.601 full-range matrix in `f32`, rounded half up, as pydicom
 //! does; JPEG and JPEG 2000 decoders already return RGB.
 //!
-//! As a last resort each third-party decoder call runs under `catch_unwind`, so that a panic
+//! As a last resort each third-party decoder call runs under `catch_unwind`
+//! ([`super::guard::guarded`]), so that a panic
 //! inside a decoder on input the checks did not foresee becomes an error (this does nothing
 //! in a program built with `panic = "abort"`).
 
 use super::codestream;
+use super::guard::guarded;
 use super::header::{DicomInfo, Photometric};
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use std::borrow::Cow;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Largest decoded frame accepted (1 GiB of samples).
 pub const MAX_FRAME_BYTES: usize = 1 << 30;
@@ -239,12 +240,6 @@ pub(crate) fn decode_frame(
 
 fn is_rle(transfer_syntax: &str) -> bool {
     transfer_syntax == "1.2.840.10008.1.2.5"
-}
-
-/// Run a third-party decoder, turning a panic into an error (see the module docs).
-pub(crate) fn guarded<T>(decoder: &str, run: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(run))
-        .map_err(|_| format!("{decoder} failed on this file (internal panic caught)"))
 }
 
 /// The compressed bytes of one frame: all fragments for a single frame, one fragment per
