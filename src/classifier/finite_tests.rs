@@ -50,7 +50,7 @@ fn classifier(backbone: BackboneConfig, bias: f32, fast: bool) -> FractureClassi
         clf.backbone.clone(),
         clf.head.clone(),
         tensors,
-        clf.preprocess.clone(),
+        clf.preprocess,
         clf.threshold,
         &device,
     )

@@ -198,7 +198,8 @@ impl ImageAnnotations {
         let scale = match self.annotated_size {
             Some((aw, ah)) => {
                 let (sx, sy) = (w / aw, h / ah);
-                if !((sx / sy - 1.0).abs() <= 0.02) {
+                let disagreement = (sx / sy - 1.0).abs();
+                if disagreement.is_nan() || disagreement > 0.02 {
                     return Err(format!(
                         "annotated as {aw}x{ah} but decoded as {w}x{h} (another orientation \
                          or crop?)"
