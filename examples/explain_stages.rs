@@ -18,7 +18,7 @@ use fracture::dataset::annotations::Annotations;
 use fracture::dataset::decode::decode_file;
 use fracture::dataset::{FracAtlas, Label, PartName, SplitConfig};
 use fracture::explain::{explain_features, CamConfig, CamMethod};
-use fracture::metrics::localization::score_annotated_image;
+use fracture::metrics::localization::score_image;
 use fracture::metrics::{LocalizationConfig, LocalizationReport};
 use fracture::model::Backbone;
 use fracture::progress::Progress;
@@ -99,20 +99,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 explain_features(features, &rest, cam, (preprocess.height, preprocess.width))?;
             let map = explained[0].at_size(height as usize, width as usize)?;
             sizes[k] = (explained[0].raw.height, explained[0].raw.width);
-            match score_annotated_image(
-                path.clone(),
-                &map,
-                &annotated.regions,
-                annotated.annotated_size,
-                &config,
-            ) {
-                Ok(image) => scored[k].push(image),
+            match annotated.pixel_boxes(width, height) {
+                Ok(placed) => scored[k].push(score_image(
+                    path.clone(),
+                    &map,
+                    &placed.boxes,
+                    config.tolerance_px * placed.scale,
+                    &config,
+                )?),
                 // Another orientation than annotated: the same for every stage.
-                Err(fracture::Error::InvalidInput(reason)) => {
+                Err(reason) => {
                     skipped.push((path.clone(), reason));
                     break;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }

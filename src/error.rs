@@ -112,6 +112,21 @@ pub enum Error {
     #[error("metric: {0}")]
     Metric(String),
 
+    /// A number computed for one image (its fracture logit, its features, its
+    /// class-activation map) is NaN or infinite, so there is no answer for that image (usually
+    /// corrupt weights). It is never read as "not fractured"; it stops the work.
+    #[error("{image}: the {what} is {value}, not a finite number (corrupt weights?); no answer is given")]
+    NonFinite {
+        /// The image: its path when known, else its position (`image 3 of the batch`).
+        image: String,
+        /// Its position (from 0) in the batch it was computed in.
+        index: usize,
+        /// What was not finite (`fracture logit`, `backbone features`, `class-activation map`).
+        what: String,
+        /// The first such value.
+        value: f64,
+    },
+
     /// A bug in `fracture` itself (an invariant the code should have kept); please report it.
     #[error("internal error (a bug in fracture, please report it): {0}")]
     Internal(String),
@@ -134,6 +149,36 @@ impl Error {
         )
     }
 
+    /// An [`Error::NonFinite`] for image `index` of a batch (named by its position until
+    /// [`Error::naming_image`] gives it a path).
+    pub(crate) fn non_finite(index: usize, what: &str, value: f64) -> Self {
+        Error::NonFinite {
+            image: format!("image {index} of the batch"),
+            index,
+            what: what.to_string(),
+            value,
+        }
+    }
+
+    /// An [`Error::NonFinite`] named by `name(index)` (the image's path) when it gives one;
+    /// any other error unchanged.
+    pub(crate) fn naming_image(self, name: impl Fn(usize) -> Option<String>) -> Self {
+        match self {
+            Error::NonFinite {
+                image,
+                index,
+                what,
+                value,
+            } => Error::NonFinite {
+                image: name(index).unwrap_or(image),
+                index,
+                what,
+                value,
+            },
+            other => other,
+        }
+    }
+
     /// Build an [`Error::Io`] from a path and an I/O error.
     ///
     /// ```
@@ -146,5 +191,41 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The first value that is NaN or infinite, with its position (one pass, for the checks that
+/// keep a corrupt number from being read as an answer).
+pub(crate) fn first_non_finite<T: Copy + Into<f64>>(values: &[T]) -> Option<(usize, f64)> {
+    values
+        .iter()
+        .map(|&v| v.into())
+        .enumerate()
+        .find(|(_, v): &(usize, f64)| !v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_nan_or_infinity_is_found_with_its_position() {
+        assert_eq!(first_non_finite(&[1.0f32, 2.0]), None);
+        assert_eq!(
+            first_non_finite(&[1.0f32, f32::INFINITY, f32::NAN]),
+            Some((1, f64::INFINITY))
+        );
+        let (index, value) = first_non_finite(&[0.5f64, f64::NAN]).unwrap();
+        assert!(index == 1 && value.is_nan());
+    }
+
+    #[test]
+    fn a_non_finite_error_is_renamed_by_its_position() {
+        let error = Error::non_finite(2, "fracture logit", f64::NAN);
+        assert!(error
+            .to_string()
+            .starts_with("image 2 of the batch: the fracture logit is NaN"));
+        let named = error.naming_image(|i| Some(format!("x{i}.png")));
+        assert!(named.to_string().starts_with("x2.png: "), "{named}");
     }
 }

@@ -61,6 +61,40 @@ impl ImageF32 {
     pub fn get(&self, row: usize, col: usize, channel: usize) -> f32 {
         self.data[(row * self.width + col) * self.channels + channel]
     }
+
+    /// An [`crate::Error::InvalidInput`] unless this is a non-empty one-channel map (an
+    /// explanation map, or a map scored by [`crate::metrics::localization`]).
+    pub(crate) fn check_map(&self) -> crate::Result<()> {
+        let expected = self.height.checked_mul(self.width);
+        if self.channels != 1 || expected != Some(self.data.len()) || self.data.is_empty() {
+            return Err(crate::Error::InvalidInput(format!(
+                "expected a non-empty one-channel map, found {}x{}x{} with {} values",
+                self.height,
+                self.width,
+                self.channels,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The maximum of a map ([`Self::check_map`]) whose values are all finite and non-negative
+    /// (an [`crate::Error::InvalidInput`] otherwise: maps are ReLU'd, so a bad value means
+    /// bad features). The one place that rule is written, for the explanations and the
+    /// localization scores.
+    pub(crate) fn map_peak(&self) -> crate::Result<f32> {
+        self.check_map()?;
+        let mut peak = 0f32;
+        for &v in &self.data {
+            if !v.is_finite() || v < 0.0 {
+                return Err(crate::Error::InvalidInput(format!(
+                    "a map must hold finite non-negative values, found {v}"
+                )));
+            }
+            peak = peak.max(v);
+        }
+        Ok(peak)
+    }
 }
 
 /// A per-sample transform the loader applies in its parallel decode stage.

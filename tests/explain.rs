@@ -429,6 +429,65 @@ fn a_closure_head_is_explained_by_autograd() {
     assert_eq!(negated[0].raw.data, vec![0.0, 2.0, 3.0, 0.0]);
 }
 
+#[test]
+fn a_nan_map_is_an_error_naming_the_image_not_a_map_of_zeros() {
+    // logit = sum(sqrt(A) - sqrt(A)) = 0: finite, but its gradient is inf - inf = NaN wherever
+    // A is 0, so image 1's map is NaN before the ReLU (which would turn it into zeros). Image 0
+    // has no zero, so its gradient is 0 and its map all zeros (a legitimate "nothing raised
+    // it").
+    let features = Tensor::new(
+        &[[[[1f32, 2.], [3., 4.]]], [[[1f32, 0.], [3., 4.]]]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let head = |f: &Tensor| -> fracture::Result<Tensor> {
+        Ok((f.sqrt()? - f.sqrt()?)?.flatten_from(1)?.sum(1)?)
+    };
+    let config = CamConfig::new(CamMethod::GradCam);
+    let first = explain_features(&features.narrow(0, 0, 1).unwrap(), &head, config, (2, 2));
+    assert_eq!(first.unwrap()[0].raw.data, vec![0.0; 4]);
+    let error = explain_features(&features, &head, config, (2, 2)).unwrap_err();
+    assert!(
+        matches!(error, fracture::Error::NonFinite { index: 1, .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("image 1 of the batch: the class-activation map is NaN"),
+        "{message}"
+    );
+}
+
+#[test]
+fn with_tta_an_explained_prediction_is_classifys() {
+    let mut clf = FractureClassifier::builder()
+        .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+        .weights(WeightsSource::Random { seed: 11 })
+        .device(DeviceRequest::Cpu)
+        .image_size(32, 32)
+        .build()
+        .unwrap();
+    // An asymmetric picture, so that flipped and shifted views score differently.
+    let image = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 36, |x, y| {
+        image::Luma([((x * x + 3 * y) % 251) as u8])
+    }));
+    let images = [image.clone(), image.fliph()];
+    let single_view = clf.classify_batch(&images).unwrap();
+    clf.set_tta(fracture::augment::TtaConfig::standard())
+        .unwrap();
+    let classified = clf.classify_batch(&images).unwrap();
+    assert_ne!(
+        classified[0].fracture_probability, single_view[0].fracture_probability,
+        "the views must change the answer for this test to mean anything"
+    );
+    for method in [CamMethod::GradCam, CamMethod::HiResCam] {
+        let explained = clf.explain_images(&images, CamConfig::new(method)).unwrap();
+        for (e, c) in explained.iter().zip(&classified) {
+            assert_eq!(e.prediction, *c, "{method}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- end to end, synthetic data
 
 /// A small backbone that trains from scratch in a minute: one stack of two blocks after a

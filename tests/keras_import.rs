@@ -814,3 +814,36 @@ fn imported_head_is_the_saved_head_flipped() {
     }
     assert_eq!(flipped.tensors.len(), kept.tensors.len());
 }
+
+#[test]
+fn a_nan_weight_in_a_saved_keras_model_is_refused_naming_the_file_and_the_weight() {
+    for file in ["notebook_model.h5", "notebook_model_tf_keras.h5"] {
+        let original = shipped(file);
+        let tensors = fracture::weights::h5::read_keras_h5(&original).unwrap();
+        let (key, tensor) = tensors.iter().max_by_key(|(_, t)| t.elem_count()).unwrap();
+        let values: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
+        let needle: Vec<u8> = values[..4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = std::fs::read(&original).unwrap();
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .expect("the fixture stores its weights uncompressed");
+        bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let options = KerasImport {
+            device: DeviceRequest::Cpu,
+            ..KerasImport::default()
+        };
+        let message = FractureClassifier::from_keras_model(&path, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(key.as_str())
+                && message.contains("NaN"),
+            "{file}: {message}"
+        );
+    }
+}

@@ -636,3 +636,15 @@ fn interval_display_shows_estimate_confidence_and_bounds() {
     );
     assert_eq!(format!("{auc:.2}"), expected);
 }
+
+#[test]
+fn a_nan_score_is_no_decision_not_a_negative() {
+    use fracture::metrics::predicts_fracture;
+    assert!(predicts_fracture(0.5, 0.5).unwrap());
+    assert!(!predicts_fracture(0.25, 0.5).unwrap());
+    let message = predicts_fracture(f64::NAN, 0.5).unwrap_err().to_string();
+    assert!(message.contains("NaN"), "{message}");
+    assert!(predicts_fracture(0.5, f64::NAN).is_err());
+    // The confusion matrix, built on the same rule, refuses a NaN score too.
+    assert!(ConfusionMatrix::from_scores(&[true, false], &[f64::NAN, 0.1], 0.5).is_err());
+}

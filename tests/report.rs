@@ -6,10 +6,11 @@ use crate::common;
 
 use fracture::augment::TtaConfig;
 use fracture::classifier::{Evaluation, SplitOrigin, ThresholdSource};
+use fracture::dataset::annotations::Annotations;
 use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::report::{
-    fracatlas_boxes, select_gallery, AnnotationBox, DataSource, GalleryImage, GalleryKind, Overlay,
-    Report, REPORT_HTML,
+    annotated_regions, select_gallery, DataSource, GalleryImage, GalleryKind, Overlay, Report,
+    REPORT_HTML,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -122,26 +123,28 @@ fn gallery_shows_caller_overlays_and_boxes() {
         .write_to(&mut png, image::ImageFormat::Png)
         .unwrap();
     let png = png.into_inner();
-    // The first case's overlay comes through the seam an explanation method plugs into, and
-    // its box from a FracAtlas-style YOLO file (centre 0.5, 0.5, size 0.5 x 0.25).
+    // The first case's overlay comes through the seam an explanation method plugs into; every
+    // case's boxes come from the dataset's annotations, read once as the localization scores
+    // read them: the COCO file the synthetic set writes, which a stray YOLO file for the same
+    // image does not override.
     let first = gallery[0].path.clone();
     let cams = |image: &GalleryImage| -> fracture::Result<Option<Overlay>> {
         Ok((image.path == first).then(|| Overlay::Encoded(png.clone())))
     };
+    let fractured = gallery
+        .iter()
+        .find(|g| g.fractured)
+        .expect("a fractured case");
     let yolo = data.path().join("Annotations").join("YOLO");
     std::fs::create_dir_all(&yolo).unwrap();
-    let stem = first.file_stem().unwrap().to_str().unwrap();
+    let stem = fractured.path.file_stem().unwrap().to_str().unwrap();
     std::fs::write(yolo.join(format!("{stem}.txt")), "0 0.5 0.5 0.5 0.25\n").unwrap();
-    let (width, height) = image::image_dimensions(&first).unwrap();
-    let boxes = fracatlas_boxes(data.path(), &first).unwrap();
+    let annotations = Annotations::open_fracatlas(data.path()).unwrap();
+    let coco = &annotations.for_path(&fractured.path).unwrap().regions;
+    assert!(!coco.is_empty() && coco[0].bbox.width() != 0.5);
     assert_eq!(
-        boxes,
-        vec![AnnotationBox {
-            x: 0.25 * f64::from(width),
-            y: 0.375 * f64::from(height),
-            width: 0.5 * f64::from(width),
-            height: 0.25 * f64::from(height),
-        }]
+        &annotated_regions(&annotations, &fractured.path).unwrap(),
+        coco
     );
     let out = tempfile::tempdir().unwrap();
     let files = Report::new(&clf, &evaluation)
@@ -158,21 +161,13 @@ fn gallery_shows_caller_overlays_and_boxes() {
     let entries = json["gallery"].as_array().unwrap();
     assert_eq!(entries.len(), gallery.len());
     assert_eq!(entries[0]["overlay"], true);
-    assert_eq!(entries[0]["boxes"], 1);
-    assert!(entries
-        .iter()
-        .skip(1)
-        .all(|e| e["overlay"] == false && e["boxes"] == 0));
-
-    // A YOLO line that is not five numbers is an error naming the file.
-    std::fs::write(yolo.join(format!("{stem}.txt")), "0 0.5 0.5 wide 0.25\n").unwrap();
-    let message = fracatlas_boxes(data.path(), &first)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        message.contains(&format!("{stem}.txt")) && message.contains("line 1"),
-        "{message}"
-    );
+    assert!(entries.iter().skip(1).all(|e| e["overlay"] == false));
+    for (entry, case) in entries.iter().zip(&gallery) {
+        let expected = annotations
+            .for_path(&case.path)
+            .map_or(0, |a| a.regions.len());
+        assert_eq!(entry["boxes"], expected, "{}", case.path.display());
+    }
 }
 
 #[test]

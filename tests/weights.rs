@@ -477,3 +477,81 @@ fn hdf5_file_without_keras_weights_is_an_error_naming_the_file() {
     assert!(message.contains("scan.h5"), "{message}");
     assert!(message.contains("no Keras weights found"), "{message}");
 }
+
+/// `bytes` (a safetensors file) with the first value of tensor `name` (an `f32` tensor) set
+/// to NaN, found through the file's own header.
+fn nan_into_safetensors(bytes: &mut [u8], name: &str) {
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header[name]["dtype"], "F32", "{name}");
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize + 8 + header_len;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+}
+
+/// `path`'s bytes (a Keras HDF5 file, stored uncompressed) with the first value of its largest
+/// weight set to NaN; returns the bytes and that weight's Keras name.
+fn nan_into_h5(path: &Path) -> (Vec<u8>, String) {
+    let tensors = fracture::weights::h5::read_keras_h5(path).unwrap();
+    let (key, tensor) = tensors.iter().max_by_key(|(_, t)| t.elem_count()).unwrap();
+    let values: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
+    let needle: Vec<u8> = values[..4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("the fixture stores its weights uncompressed");
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    (bytes, key.clone())
+}
+
+#[test]
+fn a_nan_in_a_keras_h5_file_is_refused_naming_the_file_and_the_tensor() {
+    for file in ["legacy_tf_keras.h5", "legacy_keras3.h5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, key) = nan_into_h5(&fixture(file));
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let message = error_text(read_tensors(&path, &Device::Cpu));
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(&key)
+                && message.contains("NaN"),
+            "{file}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_nan_in_a_keras_safetensors_file_is_refused_naming_the_file_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(fixture("weights.safetensors")).unwrap();
+    nan_into_safetensors(&mut bytes, "post_bn.gamma");
+    let path = dir.path().join("weights.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let message = error_text(read_tensors(&path, &Device::Cpu));
+    assert!(
+        message.contains(&path.display().to_string())
+            && message.contains("post_bn.gamma")
+            && message.contains("NaN"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bundle_with_a_nan_head_bias_is_refused_naming_the_file_and_the_tensor() {
+    let clf = common::tiny_classifier();
+    let dir = tempfile::tempdir().unwrap();
+    clf.save(dir.path()).unwrap();
+    fracture::FractureClassifier::load(dir.path(), &Device::Cpu).expect("the good bundle loads");
+    let path = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    nan_into_safetensors(&mut bytes, "head.logit.bias");
+    std::fs::write(&path, bytes).unwrap();
+    let message = error_text(fracture::FractureClassifier::load(dir.path(), &Device::Cpu));
+    assert!(
+        message.contains(&path.display().to_string())
+            && message.contains("head.logit.bias")
+            && message.contains("NaN"),
+        "{message}"
+    );
+}

@@ -253,7 +253,13 @@ impl FractureClassifier {
         let progress = Progress::items(&pass, part.len() as u64);
         for batch in loader.batches(0)? {
             let batch = batch?;
-            let views = self.view_logits(&batch.images)?;
+            let name = |i: usize| {
+                let sample = batch.indices.get(i).and_then(|&k| part.samples.get(k))?;
+                Some(sample.path.display().to_string())
+            };
+            let views = self
+                .view_logits(&batch.images)
+                .map_err(|e| e.naming_image(name))?;
             if let (Some(plain), Some(identity)) = (plain_logits.as_mut(), views.first()) {
                 plain.extend_from_slice(identity);
             }

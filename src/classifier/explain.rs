@@ -2,21 +2,23 @@
 //! ([`crate::explain`]), drawn over the radiograph, and how often they land on annotated
 //! fractures of a dataset part ([`crate::metrics::localization`]).
 
+use super::predict::{single, ImageNames};
 use super::{FractureClassifier, Prediction};
-use crate::dataset::annotations::{Annotations, FractureRegion};
+use crate::dataset::annotations::{Annotations, FractureRegion, ImageAnnotations, PixelBoxes};
 use crate::dataset::{Label, Part};
 use crate::error::{Error, Result};
 use crate::explain::{explain_batch, overlay, CamConfig, CamMethod, Explanation, OverlayStyle};
 use crate::image::ImageF32;
-use crate::metrics::localization::{score_annotated_image, ImageLocalization};
+use crate::metrics::localization::{score_image, ImageLocalization};
 use crate::metrics::{LocalizationConfig, LocalizationReport};
 use crate::progress::Progress;
+use candle_core::Tensor;
 use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// An image to score: its path, its annotated regions and the size they were drawn at.
-type Annotated<'a> = (&'a Path, &'a [FractureRegion], Option<(f64, f64)>);
+/// An image to score: its path and its annotations.
+type Annotated<'a> = (&'a Path, &'a ImageAnnotations);
 
 /// Images explained per step of [`FractureClassifier::localization`].
 const CHUNK: usize = 8;
@@ -24,7 +26,9 @@ const CHUNK: usize = 8;
 /// A prediction with its class-activation map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExplainedImage {
-    /// The classifier's answer (from the same forward pass as the map).
+    /// The classifier's answer, exactly as [`FractureClassifier::classify_batch`] gives it
+    /// (with test-time augmentation on, the mean logit over its views; the map is of the image
+    /// alone).
     pub prediction: Prediction,
     /// The map at the feature map's resolution, normalized, and at the model's input size.
     pub explanation: Explanation,
@@ -79,17 +83,22 @@ impl FractureClassifier {
         path: impl AsRef<Path>,
         config: CamConfig,
     ) -> Result<ExplainedImage> {
-        self.explain_image(&self.preprocess.decode_image(path.as_ref())?, config)
+        let path = path.as_ref();
+        let image = self.preprocess.decode_image(path)?;
+        let name = |_: usize| Some(path.display().to_string());
+        single(self.explain_named(std::slice::from_ref(&image), config, &name)?)
     }
 
     /// Classify one decoded image and explain the answer.
     pub fn explain_image(&self, image: &DynamicImage, config: CamConfig) -> Result<ExplainedImage> {
-        self.explain_images(std::slice::from_ref(image), config)?
-            .pop()
-            .ok_or_else(|| Error::Internal("no explanation for one image".into()))
+        single(self.explain_images(std::slice::from_ref(image), config)?)
     }
 
-    /// Classify and explain several decoded images in one pass (in the order given).
+    /// Classify and explain several decoded images (in the order given). The prediction is
+    /// [`Self::classify_batch`]'s own, so a map is never shown next to another answer than
+    /// `classify`'s (it costs one more backbone pass, one per view with test-time
+    /// augmentation). An image whose logit, features or map hold a NaN or an infinity is an
+    /// [`Error::NonFinite`] naming its position.
     ///
     /// ```
     /// use fracture::explain::{CamConfig, CamMethod};
@@ -112,31 +121,56 @@ impl FractureClassifier {
         images: &[DynamicImage],
         config: CamConfig,
     ) -> Result<Vec<ExplainedImage>> {
+        self.explain_named(images, config, &|_| None)
+    }
+
+    /// [`Self::explain_images`], an [`Error::NonFinite`] naming image `i` by `name(i)`.
+    fn explain_named(
+        &self,
+        images: &[DynamicImage],
+        config: CamConfig,
+        name: &ImageNames<'_>,
+    ) -> Result<Vec<ExplainedImage>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.input_batch(images)?;
-        let explanations = explain_batch(&self.inference, &self.net.head, &batch, config)?;
-        Ok(explanations
+        let explanations = self.maps(&batch, config, name)?;
+        let probabilities = self
+            .probabilities(&batch)
+            .map_err(|e| e.naming_image(name))?;
+        explanations
             .into_iter()
+            .zip(probabilities)
             .zip(images)
-            .map(|(explanation, image)| {
-                let probability = self.probability_of(f64::from(explanation.logit));
-                ExplainedImage {
-                    prediction: self.prediction(probability),
+            .map(|((explanation, probability), image)| {
+                Ok(ExplainedImage {
+                    prediction: self.prediction(probability)?,
                     explanation,
                     width: image.width(),
                     height: image.height(),
-                }
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    /// The maps of a preprocessed batch (no prediction), a non-finite one named by `name`.
+    fn maps(
+        &self,
+        batch: &Tensor,
+        config: CamConfig,
+        name: &ImageNames<'_>,
+    ) -> Result<Vec<Explanation>> {
+        explain_batch(&self.inference, &self.net.head, batch, config)
+            .map_err(|e| e.naming_image(name))
     }
 
     /// How often `method`'s maps of the fracture logit land on the annotated fractures of
     /// `part`'s fractured images, next to a centred Gaussian and a uniform map
     /// ([`crate::metrics::localization`]). Fractured images without annotated boxes are
-    /// listed and left out; unreadable ones are listed as skipped. A progress bar shows on a
-    /// terminal.
+    /// listed and left out; unreadable ones, and ones decoded in another shape than annotated
+    /// ([`ImageAnnotations::pixel_boxes`]), are listed as skipped. Any other failure (a
+    /// non-finite map included) is an error. A progress bar shows on a terminal.
     ///
     /// ```no_run
     /// use fracture::dataset::{annotations::Annotations, FracAtlas, SplitConfig};
@@ -162,13 +196,7 @@ impl FractureClassifier {
         let mut todo: Vec<Annotated<'_>> = Vec::new();
         for sample in part.samples.iter().filter(|s| s.label == Label::Fractured) {
             match annotations.for_path(&sample.path) {
-                Some(a) if !a.regions.is_empty() => {
-                    todo.push((
-                        sample.path.as_path(),
-                        a.regions.as_slice(),
-                        a.annotated_size,
-                    ));
-                }
+                Some(a) if !a.regions.is_empty() => todo.push((sample.path.as_path(), a)),
                 _ => without_annotations.push(sample.path.clone()),
             }
         }
@@ -177,41 +205,39 @@ impl FractureClassifier {
         for chunk in todo.chunks(CHUNK) {
             let decoded: Vec<Result<DynamicImage>> = chunk
                 .par_iter()
-                .map(|(path, _, _)| self.preprocess.decode_image(path))
+                .map(|(path, _)| self.preprocess.decode_image(path))
                 .collect();
             let mut images = Vec::with_capacity(chunk.len());
-            let mut items = Vec::with_capacity(chunk.len());
-            for (item, image) in chunk.iter().zip(decoded) {
+            let mut items: Vec<(&Path, PixelBoxes)> = Vec::with_capacity(chunk.len());
+            for (&(path, annotated), image) in chunk.iter().zip(decoded) {
                 match image {
-                    Ok(image) => {
-                        images.push(image);
-                        items.push(item);
-                    }
-                    Err(e) if e.is_bad_file() => {
-                        skipped.push((item.0.to_path_buf(), e.to_string()))
-                    }
+                    Ok(image) => match annotated.pixel_boxes(image.width(), image.height()) {
+                        Ok(placed) => {
+                            images.push(image);
+                            items.push((path, placed));
+                        }
+                        Err(reason) => skipped.push((path.to_path_buf(), reason)),
+                    },
+                    Err(e) if e.is_bad_file() => skipped.push((path.to_path_buf(), e.to_string())),
                     Err(e) => return Err(e),
                 }
             }
-            let explained = self.explain_images(&images, cam)?;
-            let results: Vec<Result<ImageLocalization>> = explained
-                .par_iter()
-                .zip(&items)
-                .map(|(explained, (path, regions, annotated))| {
-                    score_annotated_image(
-                        PathBuf::from(path),
-                        &explained.map_at_image_size()?,
-                        regions,
-                        *annotated,
-                        config,
-                    )
-                })
-                .collect();
-            for (result, (path, _, _)) in results.into_iter().zip(&items) {
-                match result {
-                    Ok(image) => scored.push(image),
-                    Err(Error::InvalidInput(reason)) => skipped.push((path.to_path_buf(), reason)),
-                    Err(e) => return Err(e),
+            if !images.is_empty() {
+                let name = |i: usize| items.get(i).map(|(p, _)| p.display().to_string());
+                let maps = self.maps(&self.input_batch(&images)?, cam, &name)?;
+                let results: Vec<Result<ImageLocalization>> = maps
+                    .par_iter()
+                    .zip(&items)
+                    .zip(&images)
+                    .map(|((explanation, (path, placed)), image)| {
+                        let map =
+                            explanation.at_size(image.height() as usize, image.width() as usize)?;
+                        let tolerance = config.tolerance_px * placed.scale;
+                        score_image(path.to_path_buf(), &map, &placed.boxes, tolerance, config)
+                    })
+                    .collect();
+                for result in results {
+                    scored.push(result?);
                 }
             }
             progress.set_message(format!("{} skipped", skipped.len()));

@@ -24,6 +24,8 @@ mod bundle;
 mod calibration;
 mod evaluation;
 mod explain;
+#[cfg(test)]
+mod finite_tests;
 mod keras;
 mod predict;
 pub(crate) mod stored;
@@ -342,12 +344,37 @@ impl FractureClassifier {
         }
     }
 
-    /// The label for a fracture probability at this classifier's threshold.
-    pub fn label_for(&self, fracture_probability: f64) -> Label {
-        if crate::metrics::predicts_fracture(fracture_probability, self.threshold) {
-            Label::Fractured
-        } else {
-            Label::NotFractured
-        }
+    /// The label for a fracture probability at this classifier's threshold; a NaN
+    /// probability is an error, never "not fractured".
+    ///
+    /// ```
+    /// use fracture::dataset::Label;
+    /// use fracture::model::ResNetV2Config;
+    /// let clf = fracture::FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// assert_eq!(clf.label_for(0.9)?, Label::Fractured);
+    /// assert!(clf.label_for(f64::NAN).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn label_for(&self, fracture_probability: f64) -> Result<Label> {
+        Ok(
+            if crate::metrics::predicts_fracture(fracture_probability, self.threshold)? {
+                Label::Fractured
+            } else {
+                Label::NotFractured
+            },
+        )
+    }
+}
+
+/// An [`Error::NonFinite`] for the first image (a row of `values`, `per_image` values each)
+/// holding a NaN or an infinity: one pass, so that no corrupt number becomes an answer.
+fn check_finite(values: &[f32], per_image: usize, what: &str) -> Result<()> {
+    match crate::error::first_non_finite(values) {
+        Some((at, value)) => Err(Error::non_finite(at / per_image.max(1), what, value)),
+        None => Ok(()),
     }
 }

@@ -58,39 +58,50 @@ impl FractureClassifier {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn classify_path(&self, path: impl AsRef<Path>) -> Result<Prediction> {
-        let image = self.preprocess.decode_image(path.as_ref())?;
-        self.classify_image(&image)
+        let path = path.as_ref();
+        let image = self.preprocess.decode_image(path)?;
+        let name = |_: usize| Some(path.display().to_string());
+        single(self.classify_named(std::slice::from_ref(&image), &name)?)
     }
 
     /// Classify one decoded image.
     pub fn classify_image(&self, image: &DynamicImage) -> Result<Prediction> {
-        let mut predictions = self.classify_batch(std::slice::from_ref(image))?;
-        predictions
-            .pop()
-            .ok_or_else(|| Error::Internal("the model returned no prediction for one image".into()))
+        single(self.classify_batch(std::slice::from_ref(image))?)
     }
 
     /// Classify several decoded images in one forward pass (in the order given); with
     /// test-time augmentation on ([`Self::set_tta`]), one pass per view and the mean logit.
+    /// An image whose features or fracture logit come out NaN or infinite (corrupt weights)
+    /// is an [`Error::NonFinite`] naming its position, never a "not fractured".
     pub fn classify_batch(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
+        self.classify_named(images, &|_| None)
+    }
+
+    /// [`Self::classify_batch`], an [`Error::NonFinite`] naming image `i` by `name(i)`.
+    fn classify_named(
+        &self,
+        images: &[DynamicImage],
+        name: &ImageNames<'_>,
+    ) -> Result<Vec<Prediction>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.input_batch(images)?;
-        Ok(self
-            .probabilities(&batch)?
+        self.probabilities(&batch)
+            .map_err(|e| e.naming_image(name))?
             .into_iter()
             .map(|p| self.prediction(p))
-            .collect())
+            .collect()
     }
 
-    /// The prediction for a fracture probability at this classifier's threshold.
-    pub(crate) fn prediction(&self, fracture_probability: f64) -> Prediction {
-        Prediction {
-            label: self.label_for(fracture_probability),
+    /// The prediction for a fracture probability at this classifier's threshold (an error
+    /// for a NaN probability).
+    pub(crate) fn prediction(&self, fracture_probability: f64) -> Result<Prediction> {
+        Ok(Prediction {
+            label: self.label_for(fracture_probability)?,
             fracture_probability,
             threshold: self.threshold,
-        }
+        })
     }
 
     /// Decoded images as the model's normalized `(N, 3, H, W)` input on its device.
@@ -145,7 +156,8 @@ impl FractureClassifier {
                     Err(e) => result.skipped.push((path, e.to_string())),
                 }
             }
-            let predictions = self.classify_batch(&images)?;
+            let name = |i: usize| paths.get(i).map(|p| p.display().to_string());
+            let predictions = self.classify_named(&images, &name)?;
             result
                 .predictions
                 .extend(paths.into_iter().zip(predictions));
@@ -160,4 +172,14 @@ impl FractureClassifier {
         result.skipped.sort();
         Ok(result)
     }
+}
+
+/// How an error names image `i` of a batch: its path, when the caller knows it.
+pub(super) type ImageNames<'a> = dyn Fn(usize) -> Option<String> + 'a;
+
+/// The one answer of a batch of one image.
+pub(super) fn single<T>(mut answers: Vec<T>) -> Result<T> {
+    answers
+        .pop()
+        .ok_or_else(|| Error::Internal("the model returned no prediction for one image".into()))
 }

@@ -43,7 +43,9 @@ impl FractureClassifier {
         Ok(())
     }
 
-    /// Logits of every view of a preprocessed NCHW batch, `[view][image]`, identity first.
+    /// Logits of every view of a preprocessed NCHW batch, `[view][image]`, identity first; an
+    /// [`Error::NonFinite`] naming the image's position when its pooled features or its logit
+    /// are NaN or infinite (checked here, where every classify and evaluate path passes).
     pub(crate) fn view_logits(&self, images: &Tensor) -> Result<Vec<Vec<f64>>> {
         let views = self.tta.views();
         let (n, channels, height, width) = images.dims4()?;
@@ -75,14 +77,15 @@ impl FractureClassifier {
                 }
                 _ => images.clone(),
             };
-            let logits = self.net.head.forward(&self.inference.pooled(&batch)?)?;
-            all.push(
-                logits
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-            );
+            let pooled = self.inference.pooled(&batch)?;
+            let features = pooled
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            super::check_finite(&features, features.len() / n.max(1), "backbone features")?;
+            let logits = self.net.head.forward(&pooled)?.to_vec1::<f32>()?;
+            super::check_finite(&logits, 1, "fracture logit")?;
+            all.push(logits.into_iter().map(f64::from).collect());
         }
         Ok(all)
     }

@@ -164,6 +164,60 @@ pub struct ImageAnnotations {
     pub annotated_size: Option<(f64, f64)>,
 }
 
+/// An image's annotated boxes placed on the image as decoded: what the localization scores and
+/// the report's thumbnails take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelBoxes {
+    /// The boxes in pixels of the decoded image.
+    pub boxes: Vec<BoundingBox>,
+    /// Decoded pixels per annotated pixel (1 when the annotation does not give its size), to
+    /// scale distances given at the annotated resolution.
+    pub scale: f64,
+}
+
+impl ImageAnnotations {
+    /// The boxes in pixels of the decoded image (`width` x `height`, EXIF-oriented). `Err`
+    /// with the reason when its shape disagrees with the annotated one (another orientation
+    /// or a crop): the boxes would not land on the fractures, so the image cannot be scored
+    /// or drawn with them.
+    ///
+    /// ```
+    /// use fracture::dataset::annotations::{AnnotationSource, BoundingBox, FractureRegion, ImageAnnotations};
+    /// let annotations = ImageAnnotations {
+    ///     regions: vec![FractureRegion { bbox: BoundingBox::new(0.5, 0.5, 1.0, 1.0), polygons: vec![] }],
+    ///     source: AnnotationSource::CocoJson,
+    ///     annotated_size: Some((400.0, 200.0)),
+    /// };
+    /// let placed = annotations.pixel_boxes(200, 100)?;
+    /// assert_eq!((placed.boxes[0], placed.scale), (BoundingBox::new(100.0, 50.0, 200.0, 100.0), 0.5));
+    /// assert!(annotations.pixel_boxes(100, 200).unwrap_err().contains("orientation"));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn pixel_boxes(&self, width: u32, height: u32) -> std::result::Result<PixelBoxes, String> {
+        let (w, h) = (f64::from(width), f64::from(height));
+        let scale = match self.annotated_size {
+            Some((aw, ah)) => {
+                let (sx, sy) = (w / aw, h / ah);
+                let disagreement = (sx / sy - 1.0).abs();
+                if disagreement.is_nan() || disagreement > 0.02 {
+                    return Err(format!(
+                        "annotated as {aw}x{ah} but decoded as {w}x{h} (another orientation \
+                         or crop?)"
+                    ));
+                }
+                (sx + sy) / 2.0
+            }
+            None => 1.0,
+        };
+        let boxes = self
+            .regions
+            .iter()
+            .map(|r| r.pixel_box(width, height))
+            .collect();
+        Ok(PixelBoxes { boxes, scale })
+    }
+}
+
 /// Fracture annotations of a dataset, by image file name.
 ///
 /// ```

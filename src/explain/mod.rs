@@ -47,11 +47,11 @@ mod overlay;
 mod resize;
 
 pub use cam::{CamMethod, CamTarget};
+pub(crate) use overlay::draw_regions;
 pub use overlay::{overlay, save_png, turbo, OverlayStyle};
-pub(crate) use resize::map_peak;
 pub use resize::{normalize_by_max, resize_bilinear};
 
-use crate::error::{Error, Result};
+use crate::error::{first_non_finite, Error, Result};
 use crate::image::ImageF32;
 use crate::model::{ClassifierHead, FrozenBackbone};
 use candle_core::{DType, Tensor, Var};
@@ -167,7 +167,19 @@ pub fn explain_batch(
 
 /// Maps from a feature map `(N, C, h, w)` already computed (by any backbone, on any device),
 /// resized to `input_size` `(H, W)`. The features are copied into a fresh `Var`, so a
-/// feature map that is part of a larger graph is not changed.
+/// feature map that is part of a larger graph is not changed. An image whose logit, features
+/// or map (before the ReLU) hold a NaN or an infinity is an [`Error::NonFinite`] naming its
+/// position in the batch: a broken map is never shown as "nothing here".
+///
+/// ```
+/// use fracture::explain::{explain_features, CamConfig};
+/// use candle_core::{Device, Tensor};
+/// let head = |f: &Tensor| -> fracture::Result<Tensor> { Ok(f.flatten_from(1)?.sum(1)?) };
+/// let features = Tensor::new(&[[[[1f32, f32::NAN]]], [[[1f32, 2.0]]]], &Device::Cpu)?;
+/// let error = explain_features(&features, &head, CamConfig::default(), (2, 4)).unwrap_err();
+/// assert!(error.to_string().starts_with("image 0 of the batch: the fracture logit is NaN"));
+/// # Ok::<(), fracture::Error>(())
+/// ```
 pub fn explain_features(
     features: &Tensor,
     head: &impl LogitHead,
@@ -191,8 +203,19 @@ pub fn explain_features(
                     ))
                 }
             };
+            let logit = logits
+                .get(i)
+                .copied()
+                .ok_or_else(|| Error::Internal("fewer logits than images".into()))?;
+            if !logit.is_finite() {
+                return Err(Error::non_finite(i, "fracture logit", f64::from(logit)));
+            }
+            if let Some((_, value)) = first_non_finite(a) {
+                return Err(Error::non_finite(i, "backbone features", value));
+            }
             let weights = config.method.weights(a, g, positions);
-            let raw: Vec<f32> = (0..positions)
+            // Before the ReLU, which would turn a NaN into 0 and hide it.
+            let sums: Vec<f32> = (0..positions)
                 .map(|p| {
                     let sum: f64 = (0..channels)
                         .map(|c| {
@@ -200,15 +223,18 @@ pub fn explain_features(
                                 * a.get(c * positions + p).copied().unwrap_or(0.0)
                         })
                         .sum();
-                    sum.max(0.0) as f32
+                    sum as f32
                 })
                 .collect();
-            let raw = ImageF32::new(h, w, 1, raw)?;
+            if let Some((_, value)) = first_non_finite(&sums) {
+                return Err(Error::non_finite(i, "class-activation map", value));
+            }
+            let raw = ImageF32::new(h, w, 1, sums.into_iter().map(|v| v.max(0.0)).collect())?;
             let normalized = normalize_by_max(&raw)?;
             let resized = resize_bilinear(&normalized, input_size.0, input_size.1)?;
             Ok(Explanation {
                 config,
-                logit: logits.get(i).copied().unwrap_or(f32::NAN),
+                logit,
                 raw,
                 normalized,
                 resized,

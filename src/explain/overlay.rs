@@ -108,8 +108,13 @@ pub fn overlay(
     Ok(picture)
 }
 
-/// Boxes (several nested one-pixel rectangles for the line width) and polygon outlines.
-fn draw_regions(picture: &mut RgbImage, regions: &[FractureRegion], style: &OverlayStyle) {
+/// Boxes (several nested one-pixel rectangles for the line width) and polygon outlines of
+/// `regions`, scaled to `picture` (the one box drawing: overlays and the report's thumbnails).
+pub(crate) fn draw_regions(
+    picture: &mut RgbImage,
+    regions: &[FractureRegion],
+    style: &OverlayStyle,
+) {
     let (width, height) = picture.dimensions();
     let line = if style.box_width > 0 {
         style.box_width

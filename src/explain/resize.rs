@@ -20,7 +20,7 @@ use crate::image::ImageF32;
 /// # Ok::<(), fracture::Error>(())
 /// ```
 pub fn normalize_by_max(map: &ImageF32) -> Result<ImageF32> {
-    let peak = map_peak(map)?;
+    let peak = map.map_peak()?;
     let data = if peak > 0.0 {
         map.data.iter().map(|v| v / peak).collect()
     } else {
@@ -43,7 +43,7 @@ pub fn normalize_by_max(map: &ImageF32) -> Result<ImageF32> {
 /// # Ok::<(), fracture::Error>(())
 /// ```
 pub fn resize_bilinear(map: &ImageF32, height: usize, width: usize) -> Result<ImageF32> {
-    check_map(map)?;
+    map.check_map()?;
     if height == 0 || width == 0 {
         return Err(Error::InvalidInput(format!(
             "cannot resize a map to {height}x{width}"
@@ -90,36 +90,6 @@ fn axis_weights(in_size: usize, out_size: usize) -> Vec<AxisWeight> {
             }
         })
         .collect()
-}
-
-/// The maximum of a non-empty one-channel map whose values are all finite and non-negative
-/// (an `InvalidInput` error otherwise: maps are ReLU'd, so a bad value means bad features).
-pub(crate) fn map_peak(map: &ImageF32) -> Result<f32> {
-    check_map(map)?;
-    let mut peak = 0f32;
-    for &v in &map.data {
-        if !v.is_finite() || v < 0.0 {
-            return Err(Error::InvalidInput(format!(
-                "a map must hold finite non-negative values, found {v}"
-            )));
-        }
-        peak = peak.max(v);
-    }
-    Ok(peak)
-}
-
-fn check_map(map: &ImageF32) -> Result<()> {
-    let expected = map.height.checked_mul(map.width);
-    if map.channels != 1 || expected != Some(map.data.len()) || map.data.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "expected a non-empty one-channel map, found {}x{}x{} with {} values",
-            map.height,
-            map.width,
-            map.channels,
-            map.data.len()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,11 +6,16 @@
 //! - **pointing game** (Zhang et al., 2018): is the map's maximum inside a box, within a
 //!   tolerance ([`LocalizationConfig::tolerance_px`], 15 pixels at the annotated resolution)?
 //!   When several pixels share the maximum, the score is the share of them that hit: the
-//!   expected hit of picking one at random (so a uniform map scores the boxes' area share);
+//!   expected hit of picking one at random (so a uniform map scores the boxes' area share). A
+//!   map of zeros has no maximum and misses;
 //! - **energy-based pointing game** (Wang et al., Score-CAM, 2020): the share of the map's
 //!   mass inside the boxes (0 for a map of zeros);
 //! - **box IoU**: the box around the largest 8-connected region at or above 15 % of the peak,
 //!   a hit when its intersection over union with some annotated box is at least 0.5.
+//!
+//! The scorer takes maps and boxes in the same pixels: placing annotations on a decoded image
+//! is [`crate::dataset::annotations::ImageAnnotations::pixel_boxes`]'s job, making maps the
+//! explanation's, and [`crate::FractureClassifier::localization`] joins them.
 //!
 //! Each is averaged over the images with a bootstrap 95 % interval, next to the same numbers
 //! for two maps that know nothing about the image, a centred Gaussian and a uniform map
@@ -33,9 +38,8 @@
 //! ```
 
 use super::{bootstrap_mean, BootstrapConfig, Interval};
-use crate::dataset::annotations::{BoundingBox, FractureRegion};
+use crate::dataset::annotations::BoundingBox;
 use crate::error::{Error, Result};
-use crate::explain::map_peak;
 use crate::image::ImageF32;
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{connected_components, Connectivity};
@@ -118,7 +122,20 @@ pub struct MapScores {
 }
 
 /// Score one map (one channel, values `>= 0`, at the resolution of the boxes) against the
-/// boxes of its image, with the pointing-game tolerance `tolerance_px` in the same pixels.
+/// boxes of its image, with the pointing-game tolerance `tolerance_px` in the same pixels. A
+/// map of zeros (no position raised the score) has no maximum: it misses, in the pointing game
+/// as in the others. A NaN, infinite or negative value is an [`Error::InvalidInput`].
+///
+/// ```
+/// use fracture::dataset::annotations::BoundingBox;
+/// use fracture::image::ImageF32;
+/// use fracture::metrics::localization::{score_map, LocalizationConfig};
+/// let zeros = ImageF32::new(2, 2, 1, vec![0.0; 4])?;
+/// let everywhere = [BoundingBox::new(0.0, 0.0, 2.0, 2.0)];
+/// let scores = score_map(&zeros, &everywhere, 0.0, &LocalizationConfig::default())?;
+/// assert_eq!((scores.pointing, scores.energy, scores.iou_hit), (0.0, 0.0, false));
+/// # Ok::<(), fracture::Error>(())
+/// ```
 pub fn score_map(
     map: &ImageF32,
     boxes: &[BoundingBox],
@@ -131,7 +148,7 @@ pub fn score_map(
             "localization needs at least one box".into(),
         ));
     }
-    let peak = map_peak(map)?;
+    let peak = map.map_peak()?;
     let centre = |i: usize| ((i % width) as f64 + 0.5, (i / width) as f64 + 0.5);
     let (mut tied, mut tied_hits) = (0usize, 0usize);
     let (mut total, mut inside) = (0f64, 0f64);
@@ -148,7 +165,11 @@ pub fn score_map(
             inside += f64::from(v);
         }
     }
-    let pointing = tied_hits as f64 / tied.max(1) as f64;
+    let pointing = if peak > 0.0 {
+        tied_hits as f64 / tied.max(1) as f64
+    } else {
+        0.0
+    };
     let energy = if total > 0.0 { inside / total } else { 0.0 };
     let best_iou = match region_box(map, peak * config.region_threshold as f32) {
         Some(region) => boxes
@@ -308,36 +329,6 @@ pub fn score_image(
         centred_gaussian: baseline(BaselineMap::CentredGaussian)?,
         uniform: baseline(BaselineMap::Uniform)?,
     })
-}
-
-/// Score one image's map (at the decoded image's size) against its annotated regions: the
-/// boxes scaled to the map, the tolerance scaled from the resolution the regions were drawn
-/// at (`annotated`, width and height; `None` when they were drawn on this image). An image
-/// whose shape disagrees with the annotated one (another orientation or crop) is an
-/// [`Error::InvalidInput`], which callers list as skipped.
-pub fn score_annotated_image(
-    path: PathBuf,
-    map: &ImageF32,
-    regions: &[FractureRegion],
-    annotated: Option<(f64, f64)>,
-    config: &LocalizationConfig,
-) -> Result<ImageLocalization> {
-    let (width, height) = (map.width as u32, map.height as u32);
-    let (w, h) = (f64::from(width), f64::from(height));
-    let scale = match annotated {
-        Some((aw, ah)) => {
-            let (sx, sy) = (w / aw, h / ah);
-            if (sx / sy - 1.0).abs() > 0.02 {
-                return Err(Error::InvalidInput(format!(
-                    "annotated as {aw}x{ah} but decoded as {w}x{h} (another orientation or crop?)"
-                )));
-            }
-            (sx + sy) / 2.0
-        }
-        None => 1.0,
-    };
-    let boxes: Vec<_> = regions.iter().map(|r| r.pixel_box(width, height)).collect();
-    score_image(path, map, &boxes, config.tolerance_px * scale, config)
 }
 
 /// The three scores of one map averaged over images, with bootstrap intervals.
@@ -543,7 +534,7 @@ mod tests {
             (scores.energy, scores.best_iou, scores.iou_hit),
             (0.0, 0.0, false)
         );
-        assert_eq!(scores.pointing, 0.25); // every pixel ties at 0: chance
+        assert_eq!(scores.pointing, 0.0); // no maximum: a miss, not chance
     }
 
     #[test]

@@ -236,16 +236,25 @@ fn check_threshold(threshold: f64) -> Result<()> {
 
 /// The decision rule, the one place it is written: a case is called fractured when its score
 /// reaches the threshold (`score >= threshold`), as scikit-learn's curves count it. A
-/// probability of exactly 0.5 at threshold 0.5 is "fractured".
+/// probability of exactly 0.5 at threshold 0.5 is "fractured". A NaN score or threshold is an
+/// [`Error::InvalidInput`]: no decision, never "not fractured".
 ///
 /// ```
 /// use fracture::metrics::predicts_fracture;
-/// assert!(predicts_fracture(0.5, 0.5));
-/// assert!(!predicts_fracture(0.49, 0.5));
-/// assert!(!predicts_fracture(f64::NAN, 0.5));
+/// assert!(predicts_fracture(0.5, 0.5)?);
+/// assert!(!predicts_fracture(0.49, 0.5)?);
+/// assert!(predicts_fracture(f64::NAN, 0.5).is_err());
+/// assert!(predicts_fracture(0.5, f64::NAN).is_err());
+/// # Ok::<(), fracture::Error>(())
 /// ```
-pub fn predicts_fracture(score: f64, threshold: f64) -> bool {
-    score >= threshold
+pub fn predicts_fracture(score: f64, threshold: f64) -> Result<bool> {
+    check_threshold(threshold)?;
+    if score.is_nan() {
+        return Err(Error::InvalidInput(format!(
+            "the score is NaN: no decision at threshold {threshold} (corrupt weights?)"
+        )));
+    }
+    Ok(score >= threshold)
 }
 
 /// Fraction of cases classified correctly at `threshold` (fractured if `score >= threshold`).

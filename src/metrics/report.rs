@@ -34,7 +34,7 @@ impl ConfusionMatrix {
         let predicted: Vec<bool> = scores
             .iter()
             .map(|&s| super::predicts_fracture(s, threshold))
-            .collect();
+            .collect::<Result<_>>()?;
         Self::from_predictions(labels, &predicted)
     }
 

@@ -8,10 +8,12 @@
 //! takes the list back.
 
 use crate::classifier::Evaluation;
+use crate::dataset::annotations::{Annotations, FractureRegion};
 use crate::dataset::decode::decode_file;
 use crate::error::{Error, Result};
+use crate::explain::{draw_regions, OverlayStyle};
 use crate::metrics::predicts_fracture;
-use image::{DynamicImage, Rgb, RgbImage};
+use image::DynamicImage;
 use std::path::{Path, PathBuf};
 
 /// Why a case is in the gallery.
@@ -89,20 +91,6 @@ where
     }
 }
 
-/// A rectangle in the pixel coordinates of the image as decoded (EXIF orientation applied;
-/// left, top, width, height), e.g. a radiologist's fracture box.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AnnotationBox {
-    /// Left edge, pixels.
-    pub x: f64,
-    /// Top edge, pixels.
-    pub y: f64,
-    /// Width, pixels.
-    pub width: f64,
-    /// Height, pixels.
-    pub height: f64,
-}
-
 /// One gallery case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryImage {
@@ -116,8 +104,9 @@ pub struct GalleryImage {
     pub probability: f64,
     /// An explanation overlay (Grad-CAM or similar) shown beside the thumbnail, if any.
     pub overlay: Option<Overlay>,
-    /// Annotation boxes drawn on the thumbnail.
-    pub boxes: Vec<AnnotationBox>,
+    /// The annotated fractures drawn on the thumbnail (boxes and outlines, normalized to the
+    /// image as [`Annotations`] reads them; [`annotated_regions`]).
+    pub boxes: Vec<FractureRegion>,
 }
 
 /// The cases worth looking at: up to `per_kind` most confident false negatives, false
@@ -141,7 +130,10 @@ pub fn select_gallery(evaluation: &Evaluation, per_kind: usize) -> Vec<GalleryIm
             .cases
             .iter()
             .filter(|c| {
-                let called = predicts_fracture(c.probability, threshold);
+                // A NaN probability has no decision (an evaluation refuses one): in no list.
+                let Ok(called) = predicts_fracture(c.probability, threshold) else {
+                    return false;
+                };
                 match kind {
                     GalleryKind::FalseNegative => c.fractured && !called,
                     GalleryKind::FalsePositive => !c.fractured && called,
@@ -171,83 +163,57 @@ pub fn select_gallery(evaluation: &Evaluation, per_kind: usize) -> Vec<GalleryIm
     gallery
 }
 
-/// The fracture boxes FracAtlas's annotators drew on `image`, from
-/// `root/Annotations/YOLO/<file stem>.txt` (one `class cx cy w h` line per box, coordinates
-/// as fractions of the image's width and height); no boxes when the file is absent (FracAtlas
-/// has none for images without a fracture). A line that is not five numbers is an error
-/// naming the file and the line.
+/// The fractures annotated on `image` in `annotations` (read once for the whole gallery, by
+/// [`Annotations::open_fracatlas`]: the same regions the localization scores use); none when
+/// the image is not annotated. An image decoded in another shape than the one annotated
+/// (another orientation or a crop) is an error naming it: its boxes would be drawn in the
+/// wrong place.
 ///
 /// ```
+/// use fracture::dataset::annotations::{Annotations, BoundingBox};
 /// let root = tempfile::tempdir()?;
 /// let image = root.path().join("IMG0000001.jpg");
 /// image::GrayImage::new(200, 100).save(&image)?;
 /// std::fs::create_dir_all(root.path().join("Annotations/YOLO"))?;
 /// std::fs::write(root.path().join("Annotations/YOLO/IMG0000001.txt"), "0 0.5 0.5 0.2 0.4\n")?;
-/// let boxes = fracture::report::fracatlas_boxes(root.path(), &image)?;
-/// assert_eq!((boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height), (80.0, 30.0, 40.0, 40.0));
+/// let annotations = Annotations::open_fracatlas(root.path())?;
+/// let regions = fracture::report::annotated_regions(&annotations, &image)?;
+/// assert_eq!(regions[0].pixel_box(200, 100), BoundingBox::new(80.0, 30.0, 120.0, 70.0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn fracatlas_boxes(root: &Path, image: &Path) -> Result<Vec<AnnotationBox>> {
-    let Some(stem) = image.file_stem() else {
+pub fn annotated_regions(annotations: &Annotations, image: &Path) -> Result<Vec<FractureRegion>> {
+    let Some(annotated) = annotations.for_path(image) else {
         return Ok(Vec::new());
     };
-    let mut name = stem.to_os_string();
-    name.push(".txt");
-    let path = root.join("Annotations").join("YOLO").join(name);
-    if !path.is_file() {
+    if annotated.regions.is_empty() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return Ok(Vec::new());
+    if annotated.annotated_size.is_some() {
+        let decoded = decode_file(image)?;
+        annotated
+            .pixel_boxes(decoded.width(), decoded.height())
+            .map_err(|message| Error::Dataset {
+                path: image.to_path_buf(),
+                message,
+            })?;
     }
-    let decoded = decode_file(image)?;
-    let (width, height) = (f64::from(decoded.width()), f64::from(decoded.height()));
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let numbers: Vec<f64> = line
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<std::result::Result<_, _>>()
-                .unwrap_or_default();
-            match numbers.as_slice() {
-                [_, cx, cy, w, h] if [cx, cy, w, h].iter().all(|v| v.is_finite()) => {
-                    Ok(AnnotationBox {
-                        x: (cx - w / 2.0) * width,
-                        y: (cy - h / 2.0) * height,
-                        width: w * width,
-                        height: h * height,
-                    })
-                }
-                _ => Err(Error::Format {
-                    path: path.clone(),
-                    message: format!("line {}: not `class cx cy w h`: {line:?}", i + 1),
-                }),
-            }
-        })
-        .collect()
+    Ok(annotated.regions.clone())
 }
 
 /// Longest side of a gallery thumbnail, pixels.
 pub(super) const THUMBNAIL: u32 = 220;
 
-/// A thumbnail of the radiograph with its boxes drawn in.
+/// A thumbnail of the radiograph with its annotated fractures drawn in (the overlays' drawing,
+/// [`crate::explain::overlay`], in 2-pixel red).
 pub(super) fn thumbnail(image: &GalleryImage) -> Result<DynamicImage> {
     let original = decode_file(&image.path)?;
-    let (width, height) = (original.width(), original.height());
     let mut small = original.thumbnail(THUMBNAIL, THUMBNAIL).to_rgb8();
-    let scale_x = f64::from(small.width()) / f64::from(width.max(1));
-    let scale_y = f64::from(small.height()) / f64::from(height.max(1));
-    for b in &image.boxes {
-        draw_box(
-            &mut small,
-            (b.x * scale_x, b.y * scale_y),
-            (b.width * scale_x, b.height * scale_y),
-        );
-    }
+    let style = OverlayStyle {
+        box_color: [230, 30, 30],
+        box_width: 2,
+        ..OverlayStyle::default()
+    };
+    draw_regions(&mut small, &image.boxes, &style);
     Ok(small.into())
 }
 
@@ -261,29 +227,4 @@ pub(super) fn overlay_thumbnail(overlay: &Overlay) -> Result<DynamicImage> {
         })?,
     };
     Ok(decoded.thumbnail(THUMBNAIL, THUMBNAIL))
-}
-
-/// A 2-pixel red rectangle outline, clipped to the image.
-fn draw_box(image: &mut RgbImage, (left, top): (f64, f64), (width, height): (f64, f64)) {
-    let red = Rgb([230, 30, 30]);
-    let (w, h) = (i64::from(image.width()), i64::from(image.height()));
-    // Clamped just outside the image, so a huge or broken box costs no long loop.
-    let clamp = |v: f64, size: i64| (v.round() as i64).clamp(-2, size + 2);
-    let (x0, y0) = (clamp(left, w), clamp(top, h));
-    let (x1, y1) = (clamp(left + width, w), clamp(top + height, h));
-    let mut put = |x: i64, y: i64| {
-        if (0..w).contains(&x) && (0..h).contains(&y) {
-            image.put_pixel(x as u32, y as u32, red);
-        }
-    };
-    for t in 0..2 {
-        for x in x0..=x1 {
-            put(x, y0 + t);
-            put(x, y1 - t);
-        }
-        for y in y0..=y1 {
-            put(x0 + t, y);
-            put(x1 - t, y);
-        }
-    }
 }

@@ -40,8 +40,7 @@ mod sections;
 
 pub use data::{DataSource, GalleryEntry, ModelInfo, PartCounts, ReportData, Summary, SweepPoint};
 pub use gallery::{
-    fracatlas_boxes, select_gallery, AnnotationBox, GalleryImage, GalleryKind, Overlay,
-    OverlaySource,
+    annotated_regions, select_gallery, GalleryImage, GalleryKind, Overlay, OverlaySource,
 };
 
 use crate::atomic::AtomicWriter;
@@ -172,12 +171,15 @@ impl<'a> Report<'a> {
         Ok(self)
     }
 
-    /// The annotation boxes of every gallery case from a FracAtlas folder's
-    /// `Annotations/YOLO` ([`fracatlas_boxes`]; the gallery as in [`Report::overlays`]).
+    /// The annotated fractures of every gallery case from a FracAtlas folder, read once with
+    /// [`crate::dataset::annotations::Annotations::open_fracatlas`] (COCO, YOLO for images
+    /// it does not list: the regions the localization scores use; [`annotated_regions`]; the
+    /// gallery as in [`Report::overlays`]).
     pub fn fracatlas_boxes(mut self, root: impl AsRef<Path>) -> Result<Self> {
+        let annotations = crate::dataset::annotations::Annotations::open_fracatlas(root.as_ref())?;
         let mut gallery = self.gallery_images();
         for image in &mut gallery {
-            image.boxes = fracatlas_boxes(root.as_ref(), &image.path)?;
+            image.boxes = annotated_regions(&annotations, &image.path)?;
         }
         self.gallery = Some(gallery);
         Ok(self)

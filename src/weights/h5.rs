@@ -384,5 +384,8 @@ fn read_dataset(
             values.len()
         ));
     }
+    if let Some(message) = super::validate::non_finite_weight(at, &values) {
+        return Err(message);
+    }
     Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| format!("{at}: {e}"))
 }

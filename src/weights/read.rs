@@ -2,7 +2,7 @@
 
 use super::h5::{read_keras_h5, HDF5_SIGNATURE};
 use super::keras;
-use super::validate::ValidationReport;
+use super::validate::{non_finite_weight, ValidationReport};
 use crate::error::{Error, Result};
 use crate::model::VariableSpec;
 use candle_core::safetensors::MmapedSafetensors;
@@ -177,7 +177,8 @@ impl std::fmt::Debug for LoadedWeights {
 /// Keras-named inputs (`.h5`, Keras-layout safetensors) are converted through
 /// [`keras::to_candle_lenient`] and placed on `device`; variables the mapping does not know
 /// keep their Keras keys, so validation reports them as unexpected. Our own safetensors are
-/// memory-mapped. Nothing is validated yet: call [`LoadedWeights::validate`] with what the
+/// memory-mapped. Every tensor is read once here and refused when it holds a NaN or an
+/// infinity ([`Error::Weights`] naming the file and the tensor). Nothing else is validated yet: call [`LoadedWeights::validate`] with what the
 /// network expects.
 pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWeights> {
     let path = path.as_ref();
@@ -200,6 +201,9 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
             let header = read_safetensors_header(path)?;
             let tensors = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| format_error(path, e))?;
+            for (name, tensor) in &tensors {
+                check_finite(name, tensor, &source_name)?;
+            }
             let converted = convert_keras(tensors).map_err(keras_error)?;
             let metadata = header.metadata;
             (Storage::Memory(to_device(converted, device)?), metadata)
@@ -210,6 +214,12 @@ pub fn read_tensors(path: impl AsRef<Path>, device: &Device) -> Result<LoadedWei
             // it on disk while it is mapped is undefined behaviour (documented on WeightsSource).
             let mapped =
                 unsafe { MmapedSafetensors::new(path) }.map_err(|e| format_error(path, e))?;
+            for (name, _) in mapped.tensors() {
+                let tensor = mapped
+                    .load(&name, &Device::Cpu)
+                    .map_err(|e| format_error(path, e))?;
+                check_finite(&name, &tensor, &source_name)?;
+            }
             let metadata = header.metadata;
             (Storage::Mapped(mapped), metadata)
         }
@@ -241,6 +251,22 @@ fn convert_keras(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Ten
     let (mut converted, unknown) = keras::to_candle_lenient(tensors)?;
     converted.extend(unknown);
     Ok(converted)
+}
+
+/// An [`Error::Weights`] naming `source_name` and the tensor when one of its values is NaN or
+/// infinite (HDF5 files are checked as they are read, in [`super::h5`]).
+fn check_finite(name: &str, tensor: &Tensor, source_name: &str) -> Result<()> {
+    let values = tensor
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    match non_finite_weight(name, &values) {
+        Some(message) => Err(Error::Weights {
+            source_name: source_name.to_string(),
+            message,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn format_error(path: &Path, e: candle_core::Error) -> Error {

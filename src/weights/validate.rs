@@ -1,6 +1,6 @@
 //! Checking a set of tensors against the variables a network expects.
 
-use crate::error::{Error, Result};
+use crate::error::{first_non_finite, Error, Result};
 use crate::model::VariableSpec;
 use std::collections::{BTreeMap, HashSet};
 
@@ -117,4 +117,16 @@ impl ValidationReport {
         lines.extend(more(self.unexpected.len()));
         lines.join("\n")
     }
+}
+
+/// Why tensor `name`'s `values` cannot be used, when one of them is NaN or infinite (weights
+/// are checked once, when they are read, so that a corrupt file never gives answers).
+pub(crate) fn non_finite_weight(name: &str, values: &[f32]) -> Option<String> {
+    first_non_finite(values).map(|(index, value)| {
+        format!(
+            "tensor {name} holds {value} at index {index} (of {} values): the weights are \
+             corrupt",
+            values.len()
+        )
+    })
 }
