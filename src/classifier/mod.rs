@@ -26,6 +26,7 @@ mod evaluation;
 mod explain;
 mod keras;
 mod predict;
+mod score;
 mod training;
 mod tta;
 
