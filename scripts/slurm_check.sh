@@ -17,6 +17,7 @@ SHARDS=4
 START=$(date +%s)
 say() { echo "[slurm_check $(( $(date +%s) - START )) s] $*"; }
 fail() { echo "slurm_check FAILED: $*" >&2; exit 1; }
+trap 'echo "slurm_check FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 [ "$(id -u)" = 0 ] || fail "run as root (it installs packages and starts daemons)"
 [ -d "$FRACATLAS/images" ] || fail "no FracAtlas at $FRACATLAS (set FRACATLAS)"
@@ -64,12 +65,13 @@ MODEL=$WORK/quickstart/bundle
 # 3. The input: FracAtlas images (links) and bad files.
 INPUT=$WORK/archive
 mkdir -p "$INPUT/fracatlas" "$INPUT/bad"
-find "$FRACATLAS/images" -type f -name '*.jpg' | sort | head -n "$N_IMAGES" | while read -r f; do
+find "$FRACATLAS/images" -type f -name '*.jpg' | sort >"$WORK/all-images.txt"
+sed -n "1,${N_IMAGES}p" "$WORK/all-images.txt" | while read -r f; do
     ln -s "$f" "$INPUT/fracatlas/$(basename "$(dirname "$f")")_$(basename "$f")"
 done
 : >"$INPUT/bad/empty.jpg"
 echo "not an image" >"$INPUT/bad/notes.txt"
-head -c 1000 "$(find "$FRACATLAS/images" -type f -name '*.jpg' | sort | head -n 1)" >"$INPUT/bad/cut.jpg"
+head -c 1000 "$(sed -n 1p "$WORK/all-images.txt")" >"$INPUT/bad/cut.jpg"
 printf 'DICM' | dd of="$INPUT/bad/header-only.dcm" bs=1 seek=128 2>/dev/null
 TOTAL=$(find -L "$INPUT" -type f | wc -l)
 [ "$TOTAL" -ge 204 ] || fail "only $TOTAL inputs"
@@ -138,8 +140,10 @@ grep -h "resumed" "$WORK"/fracture-score-"${JOB2}"_*.log
 grep -q "$before resumed" "$WORK"/fracture-score-"${JOB2}"_*.log || fail "the resubmitted task did not resume its $before rows"
 "$SCORE" --merge "$OUT"
 
-# 6. The same folder in one process, no scheduler.
-env -u SLURM_CONF "$SCORE" --model "$MODEL" --input "$INPUT" --out "$WORK/single" --shard 0/1 --device cpu \
+# 6. The same folder in one process, no scheduler, with the tasks' one thread (rows are
+# identical bit for bit at the same thread count; parallel reductions split by the thread
+# count move a probability in its 8th significant digit).
+env -u SLURM_CONF RAYON_NUM_THREADS=1 "$SCORE" --model "$MODEL" --input "$INPUT" --out "$WORK/single" --shard 0/1 --device cpu \
     2>"$WORK/single.log"
 "$SCORE" --merge "$WORK/single"
 cmp "$OUT/scores.csv" "$WORK/single/scores.csv" || { diff "$OUT/scores.csv" "$WORK/single/scores.csv" | head; fail "sharded and single-process scores differ"; }

@@ -184,7 +184,12 @@ impl FractureClassifier {
                         let prediction = predictions.next().ok_or_else(|| {
                             Error::Internal("the model returned too few predictions".into())
                         })?;
-                        (sha256, body_part, Some(prediction.fracture_probability), String::new())
+                        (
+                            sha256,
+                            body_part,
+                            Some(prediction.fracture_probability),
+                            String::new(),
+                        )
                     }
                     Decoded::Failed { sha256, error } => {
                         errors += 1;

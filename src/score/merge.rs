@@ -52,7 +52,8 @@ pub struct Summary {
 /// shards of different counts or models are there, or when a path is in two rows (or in a
 /// shard it does not belong to).
 pub fn merge(out: &Path) -> Result<Summary> {
-    let refuse = |message: String| Error::InvalidInput(format!("merge {}: {message}", out.display()));
+    let refuse =
+        |message: String| Error::InvalidInput(format!("merge {}: {message}", out.display()));
     let mut csvs: BTreeMap<Shard, String> = BTreeMap::new();
     let mut dones: BTreeSet<Shard> = BTreeSet::new();
     let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
@@ -109,7 +110,9 @@ pub fn merge(out: &Path) -> Result<Summary> {
         let path = out.join(name);
         let read = read_rows(&path)?;
         if read.torn_at.is_some() {
-            return Err(refuse(format!("{name} ends in a torn line: rerun its shard")));
+            return Err(refuse(format!(
+                "{name} ends in a torn line: rerun its shard"
+            )));
         }
         let done = read_done(out, *shard)?;
         if done.rows != read.rows.len() {
@@ -122,8 +125,9 @@ pub fn merge(out: &Path) -> Result<Summary> {
         let (model, threshold, first) = model_of
             .get_or_insert_with(|| (done.model.clone(), done.threshold, name.clone()))
             .clone();
-        for (what, row_model, row_threshold) in std::iter::once(("marker", &done.model, done.threshold))
-            .chain(read.rows.iter().map(|r| ("rows", &r.model, r.threshold)))
+        for (what, row_model, row_threshold) in
+            std::iter::once(("marker", &done.model, done.threshold))
+                .chain(read.rows.iter().map(|r| ("rows", &r.model, r.threshold)))
         {
             if *row_model != model || row_threshold != threshold {
                 return Err(refuse(format!(

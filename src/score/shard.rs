@@ -99,7 +99,10 @@ impl Shard {
             }
             let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
             let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
-            let count = match (number("SLURM_ARRAY_TASK_COUNT")?, number("SLURM_ARRAY_TASK_MAX")?) {
+            let count = match (
+                number("SLURM_ARRAY_TASK_COUNT")?,
+                number("SLURM_ARRAY_TASK_MAX")?,
+            ) {
                 (Some(count), _) => count,
                 (None, Some(max)) if max >= min => (max - min) / step + 1,
                 _ => {
@@ -110,11 +113,14 @@ impl Shard {
                     ))
                 }
             };
-            let offset = id.checked_sub(min).filter(|o| o % step == 0).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "SLURM_ARRAY_TASK_ID {id} is not MIN {min} plus a multiple of STEP {step}"
-                ))
-            })?;
+            let offset = id
+                .checked_sub(min)
+                .filter(|o| o % step == 0)
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "SLURM_ARRAY_TASK_ID {id} is not MIN {min} plus a multiple of STEP {step}"
+                    ))
+                })?;
             return Self::new(offset / step, count).map_err(|e| {
                 Error::InvalidConfig(format!(
                     "Slurm array task {id} ({e}): use a contiguous --array such as 0-{} or pass \
@@ -167,7 +173,7 @@ impl std::str::FromStr for Shard {
 pub fn shard_key(relative_path: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    relative_path
-        .bytes()
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
+    relative_path.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
 }
