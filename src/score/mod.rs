@@ -33,8 +33,9 @@
 //!     clf.score_shard(&images, &out, &options)?;
 //! }
 //! let summary = merge(&out)?;
-//! assert_eq!(summary.images, 7); // six JPEGs and dataset.csv (an error row: not an image)
-//! assert_eq!(summary.errors_by_kind.get("not-an-image"), Some(&1));
+//! // Six JPEGs, and dataset.csv and the COCO annotations: two rows with an error.
+//! assert_eq!((summary.images, summary.scored), (8, 6));
+//! assert_eq!(summary.errors_by_kind.get("not-an-image"), Some(&2));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
