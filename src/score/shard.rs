@@ -73,10 +73,10 @@ impl Shard {
     /// let vars = |pairs: &'static [(&'static str, &'static str)]| {
     ///     move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     /// };
-    /// let slurm = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "4")];
-    /// assert_eq!(Shard::from_vars(vars(&slurm))?, Shard::new(2, 4)?);
-    /// let k8s = [("JOB_COMPLETION_INDEX", "2"), ("FRACTURE_SHARDS", "3")];
-    /// assert_eq!(Shard::from_vars(vars(&k8s))?, "2/3".parse()?);
+    /// static SLURM: [(&str, &str); 3] = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "4")];
+    /// assert_eq!(Shard::from_vars(vars(&SLURM))?, Shard::new(2, 4)?);
+    /// static K8S: [(&str, &str); 2] = [("JOB_COMPLETION_INDEX", "2"), ("FRACTURE_SHARDS", "3")];
+    /// assert_eq!(Shard::from_vars(vars(&K8S))?, "2/3".parse()?);
     /// assert_eq!(Shard::from_vars(vars(&[]))?, Shard::ALL);
     /// # Ok::<(), fracture::Error>(())
     /// ```
