@@ -60,6 +60,8 @@
 //! - [`classifier`]: the facade and its saved bundle.
 //! - [`progress`]: progress of long work (a bar on a terminal, plain lines in a log).
 //! - [`report`]: the evaluation report, one self-contained HTML page with its charts.
+//! - [`score`]: scoring an archive in shards on a cluster (Slurm arrays, Kubernetes Indexed
+//!   Jobs), resumable, and merging the shards.
 
 mod atomic;
 pub mod augment;
@@ -75,6 +77,7 @@ pub mod model;
 pub mod preprocess;
 pub mod progress;
 pub mod report;
+pub mod score;
 pub mod train;
 pub mod weights;
 

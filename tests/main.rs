@@ -22,6 +22,7 @@ mod parity;
 mod privacy;
 mod report;
 mod report_browser;
+mod score;
 mod train;
 mod tta;
 mod weights;
