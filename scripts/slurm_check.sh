@@ -35,7 +35,7 @@ fi
 
 # 2. The binaries (debug profile: dependencies are optimized there) and a small bundle.
 say "building the score and quickstart examples"
-cargo build -j "${CARGO_JOBS:-1}" --example score --example quickstart
+cargo build -j "${CARGO_JOBS:-$(nproc)}" --example score --example quickstart
 SCORE=$ROOT/target/debug/examples/score
 WORK=$(mktemp -d /tmp/fracture-slurm.XXXXXX)
 chmod 755 "$WORK"

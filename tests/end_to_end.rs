@@ -419,12 +419,20 @@ fn a_bundles_split_is_the_split_and_a_data_folder_only_locates_its_images() {
     clf.save(bundle.path()).unwrap();
     let mut loaded = FractureClassifier::load(bundle.path(), &Device::Cpu).unwrap();
 
-    // With or without the folder, the split is the bundle's.
+    // With the folder, the split is the bundle's. Without it, a loaded bundle (its paths
+    // stored relative to the data root) cannot know where its images are and says so.
     let fresh = SplitConfig::default();
     let resolved = loaded.resolve_split(Some(&data), &fresh).unwrap();
     assert_eq!(resolved.first_difference(&split), None);
-    let alone = loaded.resolve_split(None, &fresh).unwrap();
-    assert_eq!(alone.first_difference(&split), None);
+    let alone = loaded.resolve_split(None, &fresh).unwrap_err().to_string();
+    assert!(alone.contains("give the data folder"), "{alone}");
+    assert_eq!(
+        clf.resolve_split(None, &fresh)
+            .unwrap()
+            .first_difference(&split),
+        None,
+        "the classifier that trained knows where its images are"
+    );
 
     // The folder moved: the same images are found there, part by part.
     let b = tempfile::tempdir().unwrap();

@@ -104,7 +104,8 @@ impl FractureClassifier {
             &self.preprocess,
         )))?);
         hasher.update(json(serde_json::to_string(&self.tta))?);
-        hasher.update(self.temperature.to_le_bytes());
+        // The calibration map (slope and intercept; a temperature is slope 1/T).
+        hasher.update(json(serde_json::to_string(&self.calibration.map))?);
         let mut names: Vec<&String> = self.tensors.keys().collect();
         names.sort();
         for name in names {
@@ -200,7 +201,9 @@ impl FractureClassifier {
                     path: input.path.clone(),
                     sha256,
                     p_fracture: p,
-                    fractured: p.map(|p| crate::metrics::predicts_fracture(p, self.threshold)),
+                    fractured: p
+                        .map(|p| crate::metrics::predicts_fracture(p, self.threshold))
+                        .transpose()?,
                     threshold: self.threshold,
                     model: model.clone(),
                     body_part,

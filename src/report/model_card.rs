@@ -153,8 +153,8 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
             super::calibration_text::with_interval(n, "after", "ece")?,
             super::calibration_text::with_interval(n, "before", "brier")?,
             super::calibration_text::with_interval(n, "after", "brier")?,
-            n.show("/evaluation/calibration/after/slope", Format::Decimal3)?,
-            n.show("/evaluation/calibration/after/intercept", Format::Decimal3)?,
+            n.show_or_undefined("/evaluation/calibration/after/slope", Format::Decimal3)?,
+            n.show_or_undefined("/evaluation/calibration/after/intercept", Format::Decimal3)?,
             super::calibration_text::sentence(data.evaluation, n)?
         ),
     );

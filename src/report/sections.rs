@@ -164,8 +164,8 @@ pub(super) fn calibration(
             "<td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             super::calibration_text::with_interval(n, when, "ece")?,
             super::calibration_text::with_interval(n, when, "brier")?,
-            n.show(&c("slope"), Format::Decimal3)?,
-            n.show(&c("intercept"), Format::Decimal3)?
+            n.show_or_undefined(&c("slope"), Format::Decimal3)?,
+            n.show_or_undefined(&c("intercept"), Format::Decimal3)?
         ))
     };
     Ok(format!(
