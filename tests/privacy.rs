@@ -177,7 +177,7 @@ fn salted_hashes_hide_every_name_and_the_salt() {
     assert_eq!(stored.locate(&t.samples, &form).unwrap(), t.split);
     let wrong = PathForm::SaltedHash(PathSalt::new("another salt of 16 bytes").unwrap());
     let err = stored.locate(&t.samples, &wrong).unwrap_err().to_string();
-    assert!(err.contains("is not in this data set"), "{err}");
+    assert!(err.contains("does not hold the recorded split"), "{err}");
 }
 
 #[test]

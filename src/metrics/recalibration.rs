@@ -27,6 +27,11 @@ use super::calibration::{sigmoid, MAX_TEMPERATURE, MIN_TEMPERATURE};
 use super::{check_inputs, Metric, Undefined};
 use crate::{Error, Result};
 
+/// How much [`LogitMap::carry_threshold`] lowers a carried threshold (relative): far above
+/// the rounding of its round trip through the logit (a few 1e-16), far below any difference
+/// between two images' probabilities that matters.
+pub const CARRY_MARGIN: f64 = 1e-13;
+
 /// An increasing affine map of the logit: the calibrated probability is
 /// `sigmoid(slope · logit + intercept)`, `slope > 0`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -92,11 +97,17 @@ impl LogitMap {
     /// The probability threshold under `self` that makes the same decisions as `threshold`
     /// under `from` (the same cut-off on the network's logit). Thresholds 0 and 1 stay.
     ///
+    /// The round trip through the logit rounds, and a chosen threshold is always some case's
+    /// probability (Youden's J picks one), so that case would fall on either side by chance:
+    /// the carried threshold is lowered by [`CARRY_MARGIN`] (relative), which keeps such a
+    /// case a positive. A case closer than that below the cut-off may become one too.
+    ///
     /// ```
     /// use fracture::metrics::LogitMap;
     /// let platt = LogitMap::new(0.5, -1.0)?;
     /// let t = platt.carry_threshold(0.5, LogitMap::IDENTITY); // cut-off at logit 0
-    /// assert_eq!(t, platt.probability(0.0));
+    /// let exact = platt.probability(0.0);
+    /// assert!(t < exact && exact - t < 1e-12);
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn carry_threshold(&self, threshold: f64, from: LogitMap) -> f64 {
@@ -104,7 +115,8 @@ impl LogitMap {
             return threshold;
         }
         let calibrated = (threshold / (1.0 - threshold)).ln();
-        self.probability((calibrated - from.intercept) / from.slope)
+        let carried = self.probability((calibrated - from.intercept) / from.slope);
+        carried * (1.0 - CARRY_MARGIN)
     }
 
     /// `T = 0.745` for a temperature, `slope 0.812, intercept -0.310` otherwise.
