@@ -4,7 +4,7 @@
 # Carried in gpu-bin/gpu-bin.tgz (built here, see ../shared/GPU.md):
 #   forward_cuda  = cargo bench --no-run --features cuda  --bench forward
 #   forward_cudnn = cargo bench --no-run --features cudnn --bench forward
-#   parity_cudnn  = cargo test --release --no-run --features cudnn --test parity
+#   parity_cudnn  = cargo test --release --no-run --features cudnn --test suite (run it with the filter parity::)
 # The cuDNN build links libcudnn.so.9; the GPU machine's PyTorch wheels provide it.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

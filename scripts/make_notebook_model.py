@@ -35,7 +35,7 @@ Usage (from the repository root; creates a venv under the target folder on first
   /work/targets/keras/venv/bin/pip install tensorflow-cpu keras tf_keras h5py safetensors pillow
   /work/targets/keras/venv/bin/python scripts/make_notebook_model.py \
       --images ../shared/data/fracatlas/images --out /work/targets/keras/notebook_full
-  KERAS_MODEL_FIXTURE_DIR=/work/targets/keras/notebook_full cargo test --test keras_import
+  KERAS_MODEL_FIXTURE_DIR=/work/targets/keras/notebook_full cargo test --test suite keras_import::
 """
 import argparse
 import json

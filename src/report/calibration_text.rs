@@ -3,7 +3,7 @@
 //! never assumed: a classifier that was not calibrated, was calibrated by hand, on another
 //! part, on too few images or on other test-time augmentation says so.
 
-use super::html::{escape, Format, Numbers};
+use super::text::{escape, Format, Numbers};
 use crate::classifier::{CalibrationMethod, CalibrationSource, Evaluation};
 use crate::error::Result;
 

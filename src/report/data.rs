@@ -420,10 +420,12 @@ pub struct ReportData<'a> {
 }
 
 impl<'a> ReportData<'a> {
-    /// Collect the report's data (the sweep is computed here).
+    /// Collect the report's data (the sweep is computed here); `limitations` are the model
+    /// card's (`model_card::limitations`, which reads this module: the caller joins them).
     pub(super) fn new(
         report: &'a super::Report<'a>,
         gallery: &[GalleryImage],
+        limitations: Vec<String>,
     ) -> crate::Result<Self> {
         let evaluation = report.evaluation;
         check_consistent(evaluation, &report.model)?;
@@ -470,7 +472,7 @@ impl<'a> ReportData<'a> {
                     boxes: g.boxes.len(),
                 })
                 .collect(),
-            limitations: super::model_card::limitations(report),
+            limitations,
         })
     }
 }

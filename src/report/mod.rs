@@ -37,6 +37,7 @@ mod gallery;
 mod html;
 mod model_card;
 mod sections;
+mod text;
 
 pub use data::{DataSource, GalleryEntry, ModelInfo, PartCounts, ReportData, Summary, SweepPoint};
 pub use gallery::{
@@ -193,7 +194,7 @@ impl<'a> Report<'a> {
 
     /// The numbers of the report (what `metrics.json` holds).
     pub fn data(&self) -> Result<ReportData<'_>> {
-        ReportData::new(self, &self.gallery_images())
+        ReportData::new(self, &self.gallery_images(), model_card::limitations(self))
     }
 
     fn gallery_images(&self) -> Vec<GalleryImage> {
@@ -210,7 +211,7 @@ impl<'a> Report<'a> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let gallery = self.gallery_images();
-        let data = ReportData::new(self, &gallery)?;
+        let data = ReportData::new(self, &gallery, model_card::limitations(self))?;
         let mut json = serde_json::to_value(&data).map_err(|e| Error::Format {
             path: dir.join(REPORT_JSON),
             message: format!("cannot serialize the report data: {e}"),

@@ -5,7 +5,7 @@
 //! calibration, subgroups, and limitations in plain words.
 
 use super::data::ReportData;
-use super::html::{escape, Format, Numbers};
+use super::text::{escape, Format, Numbers};
 use super::Report;
 use crate::error::Result;
 use std::fmt::Write;

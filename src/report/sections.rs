@@ -6,7 +6,7 @@ use super::charts::RenderedChart;
 use super::data::ReportData;
 use super::encode_png;
 use super::gallery::{overlay_thumbnail, thumbnail, GalleryImage, GalleryKind};
-use super::html::{base64, card, chart_image, escape, pointer_step, Format, Numbers};
+use super::text::{base64, card, chart_image, escape, pointer_step, Format, Numbers};
 use crate::classifier::DEFAULT_THRESHOLD;
 use crate::error::Result;
 use std::fmt::Write;
