@@ -7,8 +7,7 @@
 //! the full shared set (ignored without `../shared`), and `DICOM_FIXTURE_DIR` when set (then
 //! it must exist and match).
 
-#[path = "common/dicom_writer.rs"]
-mod dicom_writer;
+use crate::common::dicom_writer;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;

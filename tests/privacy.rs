@@ -4,8 +4,7 @@
 //! no free text from the header; outputs of a folder walk mirror the input tree.
 
 use crate::common;
-#[path = "common/dicom_writer.rs"]
-mod dicom_writer;
+use crate::common::dicom_writer;
 
 use fracture::dataset::stored_path::{PathForm, PathSalt, HASH_PREFIX};
 use fracture::dataset::walk::{files_under, mirrored_path};

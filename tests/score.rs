@@ -3,8 +3,7 @@
 //! environment gives the same shard as `--shard`, and no DICOM patient identifier leaks.
 
 use crate::common;
-#[path = "common/dicom_writer.rs"]
-mod dicom_writer;
+use crate::common::dicom_writer;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;

@@ -72,12 +72,12 @@ impl IntensityConfig {
             ("contrast", self.contrast),
             ("gamma", self.gamma),
         ] {
-            if let Some([a, b]) = range {
-                if !(a.is_finite() && b.is_finite() && 0.0 < a && a <= b) {
-                    return Err(Error::InvalidConfig(format!(
-                        "{name} range must be positive with lower <= upper, found [{a}, {b}]"
-                    )));
-                }
+            if let Some([a, b]) = range
+                && !(a.is_finite() && b.is_finite() && 0.0 < a && a <= b)
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} range must be positive with lower <= upper, found [{a}, {b}]"
+                )));
             }
         }
         if let Some(clahe) = &self.clahe {

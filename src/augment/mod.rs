@@ -246,12 +246,12 @@ impl AugmentConfig {
                 "augmentation zoom_range must satisfy 0 < lower <= upper, found [{lower}, {upper}]"
             )));
         }
-        if let FillMode::Constant(cval) = self.fill_mode {
-            if !cval.is_finite() {
-                return Err(Error::InvalidConfig(format!(
-                    "constant fill value must be finite, found {cval}"
-                )));
-            }
+        if let FillMode::Constant(cval) = self.fill_mode
+            && !cval.is_finite()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "constant fill value must be finite, found {cval}"
+            )));
         }
         self.intensity.validate()
     }

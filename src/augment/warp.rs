@@ -139,12 +139,12 @@ pub fn warp_into<P: Pixel>(
     shape.check("source", src.len())?;
     shape.check("destination", dst.len())?;
     params.validate()?;
-    if let FillMode::Constant(cval) = fill {
-        if !cval.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "constant fill value must be finite, found {cval}"
-            )));
-        }
+    if let FillMode::Constant(cval) = fill
+        && !cval.is_finite()
+    {
+        return Err(Error::InvalidInput(format!(
+            "constant fill value must be finite, found {cval}"
+        )));
     }
     if shape.is_empty() {
         return Ok(());

@@ -6,8 +6,7 @@ use super::data::ReportData;
 use super::gallery::GalleryImage;
 use super::text::{chart_image, escape, Format, Numbers};
 use super::{model_card, sections};
-use crate::error::{Error, Result};
-use base64::Engine;
+use crate::error::Result;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -116,4 +115,3 @@ figure img{display:block;margin:0 auto 4px}figcaption{font-size:12px;overflow-wr
 .pair{display:flex;gap:4px;justify-content:center}.pair img{max-width:49%}\
 .warn{color:#a33}ul{margin:4px 0 8px;padding-left:22px}li{margin:3px 0}p{margin:6px 0;font-size:14px;line-height:1.45}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 14px;font-size:13px}dt{font-weight:bold}dd{margin:0}";
-

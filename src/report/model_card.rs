@@ -41,15 +41,15 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
         model.threshold_sentence()
     ));
     let fractured = evaluation.cases.iter().filter(|c| c.fractured).count();
-    if let Some(ci) = evaluation.intervals.sensitivity.value() {
-        if ci.upper - ci.lower > WIDE_INTERVAL {
-            out.push(format!(
-                "Only {fractured} fractured images were evaluated: the sensitivity is known only \
+    if let Some(ci) = evaluation.intervals.sensitivity.value()
+        && ci.upper - ci.lower > WIDE_INTERVAL
+    {
+        out.push(format!(
+            "Only {fractured} fractured images were evaluated: the sensitivity is known only \
                  to within {:.0} to {:.0} % (95 % interval).",
-                ci.lower * 100.0,
-                ci.upper * 100.0
-            ));
-        }
+            ci.lower * 100.0,
+            ci.upper * 100.0
+        ));
     }
     out.push(super::calibration_text::limitation(evaluation));
     out.extend(report.data_source.notes.iter().cloned());

@@ -6,7 +6,6 @@ use super::charts::RenderedChart;
 use crate::error::{Error, Result};
 use base64::Engine;
 use serde_json::Value;
-use std::fmt::Write;
 
 /// How a number is shown. The page's `data-format` names it; tools re-format `data-value`
 /// with it and compare with the text.

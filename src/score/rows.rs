@@ -174,11 +174,11 @@ pub(crate) fn read_rows(path: &Path) -> Result<ReadRows> {
     // A record that does not end in a line break was being written when the writer died.
     let ends_cleanly = body.is_empty() || body.ends_with(b"\n");
     let mut torn_at = None;
-    if let Some(&(start, ref row)) = parsed.last() {
-        if row.is_none() || !ends_cleanly {
-            torn_at = Some((header_end + 1) as u64 + start);
-            parsed.pop();
-        }
+    if let Some(&(start, ref row)) = parsed.last()
+        && (row.is_none() || !ends_cleanly)
+    {
+        torn_at = Some((header_end + 1) as u64 + start);
+        parsed.pop();
     }
     let mut rows = Vec::with_capacity(parsed.len());
     for (line, (_, row)) in parsed.into_iter().enumerate() {
@@ -286,17 +286,17 @@ fn refuse_other_counts(out: &Path, shard: Shard) -> Result<()> {
     let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if let Some((other, _)) = name.to_str().and_then(parse_name) {
-            if other.count != shard.count {
-                return Err(Error::InvalidConfig(format!(
-                    "{} holds {} from a run in {} shards, this run is in {}: use another \
+        if let Some((other, _)) = name.to_str().and_then(parse_name)
+            && other.count != shard.count
+        {
+            return Err(Error::InvalidConfig(format!(
+                "{} holds {} from a run in {} shards, this run is in {}: use another \
                      output folder (or remove that run's files)",
-                    out.display(),
-                    name.to_string_lossy(),
-                    other.count,
-                    shard.count
-                )));
-            }
+                out.display(),
+                name.to_string_lossy(),
+                other.count,
+                shard.count
+            )));
         }
     }
     Ok(())

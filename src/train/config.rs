@@ -149,13 +149,13 @@ impl TrainConfig {
                 ));
             }
         }
-        if let Some(e) = &self.early_stopping {
-            if !(e.min_delta.is_finite() && e.min_delta >= 0.0) {
-                return bad(format!(
-                    "early_stopping.min_delta must be >= 0, found {}",
-                    e.min_delta
-                ));
-            }
+        if let Some(e) = &self.early_stopping
+            && !(e.min_delta.is_finite() && e.min_delta >= 0.0)
+        {
+            return bad(format!(
+                "early_stopping.min_delta must be >= 0, found {}",
+                e.min_delta
+            ));
         }
         self.schedule.validate()
     }

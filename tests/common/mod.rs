@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: reading Keras reference fixtures.
 #![allow(dead_code)]
 
+/// Synthetic DICOM files written with dicom-rs (for the DICOM, privacy and scoring tests).
+pub mod dicom_writer;
+
 use candle_core::{Device, Tensor};
 use fracture::model::ResNetV2Config;
 use std::collections::HashMap;

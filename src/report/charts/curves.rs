@@ -96,10 +96,10 @@ impl Chart for PrChart {
         let mut points = Vec::new();
         let (recall, precision) = (self.pr.recall(), self.pr.precision());
         for (k, (&r, &p)) in recall.iter().zip(precision).enumerate() {
-            if k > 0 {
-                if let Some(&previous) = precision.get(k - 1) {
-                    points.push((r, previous));
-                }
+            if k > 0
+                && let Some(&previous) = precision.get(k - 1)
+            {
+                points.push((r, previous));
             }
             points.push((r, p));
         }

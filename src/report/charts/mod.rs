@@ -118,10 +118,11 @@ pub(super) fn render_all(data: &ReportData<'_>) -> Result<Vec<RenderedChart>> {
         precision: m.confusion.precision().value(),
     };
     let markers = [at(&evaluation.at_threshold), at(&evaluation.at_half)];
-    if let Ok(roc) = RocCurve::new(&labels, &scores) {
-        if labels.contains(&true) && labels.contains(&false) {
-            charts.push(render(&RocChart { roc, markers })?);
-        }
+    if let Ok(roc) = RocCurve::new(&labels, &scores)
+        && labels.contains(&true)
+        && labels.contains(&false)
+    {
+        charts.push(render(&RocChart { roc, markers })?);
     }
     if labels.contains(&true) {
         let pr = PrCurve::new(&labels, &scores)?;

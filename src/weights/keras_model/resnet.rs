@@ -419,10 +419,10 @@ fn check_pool(layer: &Layer, pool: u64, stride: u64) -> Result<(), String> {
 
 /// `((top, bottom), (left, right))` from `[[t, b], [l, r]]`, `[h, w]` or `p`.
 fn padding(value: &Value) -> Option<((u64, u64), (u64, u64))> {
-    if let Value::Array(items) = value {
-        if let [rows @ Value::Array(_), columns @ Value::Array(_)] = items.as_slice() {
-            return Some((pair(rows)?, pair(columns)?));
-        }
+    if let Value::Array(items) = value
+        && let [rows @ Value::Array(_), columns @ Value::Array(_)] = items.as_slice()
+    {
+        return Some((pair(rows)?, pair(columns)?));
     }
     let (h, w) = pair(value)?;
     Some(((h, h), (w, w)))

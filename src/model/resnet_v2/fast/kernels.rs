@@ -232,11 +232,11 @@ pub(crate) fn conv(
         ));
     }
     let threads = rayon::current_num_threads().max(1);
-    if let (Some(wk), Epilogue::Bias | Epilogue::BiasRelu) = (&plan.winograd, &epilogue) {
-        if wk.applies(xs, threads) {
-            let relu = matches!(epilogue, Epilogue::BiasRelu);
-            return winograd::conv3x3(wk, &plan.bias, relu, x, xs, out);
-        }
+    if let (Some(wk), Epilogue::Bias | Epilogue::BiasRelu) = (&plan.winograd, &epilogue)
+        && wk.applies(xs, threads)
+    {
+        let relu = matches!(epilogue, Epilogue::BiasRelu);
+        return winograd::conv3x3(wk, &plan.bias, relu, x, xs, out);
     }
     let (read_dst, relu, preact) = match epilogue {
         Epilogue::Bias => (false, false, None),
