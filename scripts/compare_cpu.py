@@ -25,6 +25,17 @@ symmetric padding, which ORT and PyTorch run without explicit Pad ops), exported
             features, Linear(1280, 1), BCE with logits, backward, Adam over every parameter),
             ours (candle path with the fused ops) vs PyTorch eager (the faster of NCHW and
             channels_last, picked during the warm-up).
+Anchors beside ORT and PyTorch (issue 25): OpenVINO on the same ONNX file (NUM_STREAMS=1,
+INFERENCE_NUM_THREADS = --threads, PERFORMANCE_HINT=LATENCY, static batch), once with
+INFERENCE_PRECISION_HINT=f32 and once with bf16, reading back from the compiled model which
+precision it really ran (a CPU without bf16 runs f32: that row is then reported as f32 and never
+called bf16); PyTorch under autocast("cpu", bfloat16) where the CPU has AVX512_BF16; and, there,
+our bf16 fast path (`forward-bf16 B` on the timing server). Every system's GFLOP/s (2 x the
+multiply-adds of the convolutions and dense layers, counted on the PyTorch model) is printed
+beside its milliseconds, and the run ends with one line per comparison:
+  RATIO <model> <precision> b<batch> ours/<peer> <value>
+(bf16 rows compare ours-bf16 with the peer's bf16 mode where it really ran bf16, and with ONNX
+Runtime's f32, which has no x86 bf16).
 Each measurement is one call; the medians of --runs rounds are reported with ours/theirs,
 for wall time and for CPU time. On a machine shared with other work, wall times swing with the
 load (spin-waiting runtimes suffer most); `--threads 1` then compares the work per pass.
@@ -124,6 +135,80 @@ def lite0(static_pad):
     return model
 
 
+def cpu_description():
+    """The CPU's model name, family/model and the vector extensions our kernels can use, read
+    from /proc/cpuinfo (`bf16` is whether AVX512_BF16 is there)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return "unknown CPU", False
+    flags = set(info.get("flags", "").split())
+    if "avx512f" in flags:
+        ours = "AVX-512"
+    elif {"avx2", "fma"} <= flags:
+        ours = "AVX2 + FMA"
+    else:
+        ours = "baseline"
+    bf16 = "avx512_bf16" in flags
+    extra = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    simd = os.environ.get("FRACTURE_SIMD")
+    capped = f" (capped by FRACTURE_SIMD={simd})" if simd else ""
+    text = (f"{info.get('model name', '?')} ({info.get('vendor_id', '?')}, family {info.get('cpu family', '?')} "
+            f"model {info.get('model', '?')}); our kernels: {ours}{capped}"
+            f"{', bf16 kernel: AVX512_BF16' if bf16 else ', no AVX512_BF16 (no bf16 rows)'}"
+            f"; other bf16 units: {', '.join(extra[1:]) or 'none'}")
+    return text, bf16
+
+
+def count_flops(model, size=224):
+    """2 x multiply-adds of the convolutions and dense layers of one image at size x size."""
+    total = [0]
+
+    def conv(m, inp, out):
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total[0] += 2 * out.numel() * k
+
+    def dense(m, inp, out):
+        total[0] += 2 * out.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(dense) for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def openvino_models(onnx_path, batches, threads):
+    """OpenVINO compiled at f32 and at bf16 for each batch: {(hint, b): (compiled, ran)} where
+    `ran` is the inference precision the compiled model reports it really uses."""
+    try:
+        import openvino as ov
+    except ImportError:
+        print("openvino is not installed: no OpenVINO rows (pip install openvino)", flush=True)
+        return {}, None
+    core = ov.Core()
+    out = {}
+    for hint in ("f32", "bf16"):
+        for b in batches:
+            model = core.read_model(onnx_path)
+            model.reshape({model.inputs[0].get_any_name(): [b, 3, 224, 224]})
+            compiled = core.compile_model(model, "CPU", {
+                "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
+            ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            ran = {"<Type: 'float32'>": "f32", "<Type: 'bfloat16'>": "bf16"}.get(ran, ran)
+            ran = ran.replace("float32", "f32").replace("bfloat16", "bf16")
+            out[(hint, b)] = (compiled, ran)
+    return out, ov.__version__
+
+
 class Ours:
     """The Rust timing server (benches/fast_forward.rs with FAST_FORWARD_SERVE=1, or
     benches/efficientnet.rs with EFFNET_SERVE=1)."""
@@ -145,6 +230,16 @@ class Ours:
         self.p.stdin.flush()
         wall, cpu = self.p.stdout.readline().split()
         return float(wall), float(cpu)
+
+    def supports(self, cmd):
+        """Whether the server times `cmd` (it answers `error: ...` to a command it lacks)."""
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        reply = self.p.stdout.readline()
+        if reply.startswith("error"):
+            print(f"the timing server does not run `{cmd}`: {reply.strip()}", flush=True)
+            return False
+        return True
 
     def close(self):
         self.p.stdin.write("quit\n")
@@ -259,6 +354,8 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cpu, has_bf16 = cpu_description()
+    print(f"CPU: {cpu}", flush=True)
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, threads {args.threads}", flush=True)
 
     if lite:
@@ -268,6 +365,8 @@ def main():
         model = ResNetV2().eval()
         randomize_bn(model)
         features = model.features
+    flops = count_flops(model)
+    print(f"{args.model}: {flops / 1e9:.2f} GFLOP per image at 224 x 224", flush=True)
     model = model.to(memory_format=torch.channels_last)
 
     # ONNX Runtime on the exported graph.
@@ -295,6 +394,17 @@ def main():
     got = sess.run(None, {"x": inputs[batches[0]].numpy()})[0]
     print(f"ORT vs PyTorch max abs diff: {np.abs(got - want).max():.2e}", flush=True)
 
+    vino, vino_version = openvino_models(onnx_path, batches, args.threads)
+    if vino:
+        for (hint, b), (compiled, ran) in sorted(vino.items()):
+            print(f"OpenVINO {vino_version}, precision hint {hint}, batch {b}: runs {ran}", flush=True)
+            if hint == "f32":
+                got = compiled(inputs[b].numpy())[0]
+                with torch.inference_mode():
+                    ref = model(inputs[b]).numpy()
+                print(f"  OpenVINO f32 vs PyTorch max abs diff: {np.abs(got - ref).max():.2e}", flush=True)
+    vino_bf16 = {b: vino[("bf16", b)][1] == "bf16" for b in batches if ("bf16", b) in vino}
+
     ours = Ours(args.ours.split(), args.threads, "EFFNET_SERVE" if lite else "FAST_FORWARD_SERVE")
 
     def run_ort(b):
@@ -306,6 +416,18 @@ def main():
         with torch.inference_mode():
             return timed(lambda: traced(x))
 
+    def run_vino(hint):
+        def run(b):
+            compiled = vino[(hint, b)][0]
+            x = inputs[b].numpy()
+            return timed(lambda: compiled(x))
+        return run
+
+    def run_torch_bf16(b):
+        x = inputs[b].contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return timed(lambda: model(x))
+
     if lite:
         train_name = f"train{args.train_batch}"
         train_cmd = f"train {args.train_batch}"
@@ -314,6 +436,13 @@ def main():
         train_name, train_cmd = "train8", "train 8"
         torch_train_step = frozen_train_step(model, features)
     forwards = [("ours", lambda b: ours.ask(f"forward {b}")), ("ort", run_ort), ("torch", run_torch)]
+    if vino:
+        forwards.append(("openvino", run_vino("f32")))
+        forwards.append(("openvino-bf16", run_vino("bf16")))
+    if has_bf16 and ours.supports("forward-bf16 1"):
+        forwards.append(("ours-bf16", lambda b: ours.ask(f"forward-bf16 {b}")))
+    if has_bf16:
+        forwards.append(("torch-bf16", run_torch_bf16))
     if lite and args.candle:
         forwards.append(("candle", lambda b: ours.ask(f"candle {b}")))
     if lite and args.generic:
@@ -368,6 +497,30 @@ def main():
                       f"generic/PyTorch {g / t:.3f}")
         if lite and i == 0:
             markdown_table(med, batches, train_name, args)
+    med = {k: statistics.median(v[0] for v in vs) for k, vs in times.items()}
+    labels = {"ours": "ours f32", "ort": "ONNX Runtime f32", "torch": "PyTorch f32 (TorchScript)",
+              "openvino": "OpenVINO f32", "ours-bf16": "ours bf16",
+              "torch-bf16": "PyTorch autocast bf16 (eager)",
+              "candle": "our candle path", "generic": "candle's own layers"}
+    for b in batches:
+        labels["openvino-bf16"] = f"OpenVINO hint bf16 (ran {vino[('bf16', b)][1]})" if vino else ""
+        print(f"\nbatch {b}: median wall ms and GFLOP/s ({flops / 1e9:.2f} GFLOP per image)")
+        for key, label in labels.items():
+            if (key, b) in med:
+                ms = med[(key, b)]
+                print(f"  {label:<36} {ms:>9.1f} ms {flops * b / ms / 1e6:>8.1f} GFLOP/s")
+    print()
+    for b in batches:
+        peers = [("onnxruntime", "ort"), ("openvino", "openvino"), ("pytorch", "torch")]
+        for peer, key in peers:
+            if (key, b) in med:
+                print(f"RATIO {args.model} f32 b{b} ours/{peer} {med[('ours', b)] / med[(key, b)]:.3f}")
+        if ("ours-bf16", b) in med:
+            o = med[("ours-bf16", b)]
+            print(f"RATIO {args.model} bf16 b{b} ours/onnxruntime {o / med[('ort', b)]:.3f}")
+            if vino_bf16.get(b):
+                print(f"RATIO {args.model} bf16 b{b} ours/openvino {o / med[('openvino-bf16', b)]:.3f}")
+            print(f"RATIO {args.model} bf16 b{b} ours/pytorch {o / med[('torch-bf16', b)]:.3f}")
     print("\nraw wall:", {f"{k[0]}_{k[1]}": [round(v[0], 1) for v in vs] for k, vs in times.items()})
 
 
