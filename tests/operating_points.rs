@@ -3,6 +3,8 @@
 //! `roc_curve`, `tests/fixtures/metrics/sklearn_operating_points.json`), and the rule recorded
 //! as the threshold's source.
 
+use crate::common;
+
 use std::path::Path;
 
 use fracture::classifier::ThresholdSource;
@@ -256,4 +258,46 @@ fn the_threshold_rule_is_recorded_and_old_sources_still_read() {
         r#"{"validation":{"rule":{"target_specificity":0.95}}}"#
     );
     assert_eq!(rule(&written), Ok(source));
+}
+
+#[test]
+fn training_chooses_the_threshold_by_its_configured_rule_and_the_bundle_keeps_it() {
+    let data = tempfile::tempdir().unwrap();
+    let split = common::synthetic_split(data.path(), 24);
+    let rule = ThresholdRule::TargetSensitivity(1.0);
+    let mut clf = common::tiny_classifier();
+    let config = fracture::train::TrainConfig {
+        threshold_rule: rule,
+        ..common::quick_training(1)
+    };
+    clf.train(&split, config.clone()).unwrap();
+    let recorded = Some(ThresholdSource::Validation { rule: Some(rule) });
+    assert_eq!(clf.threshold_source(), recorded);
+    // Every fracture of the validation part is called fractured at the chosen threshold.
+    let (labels, probabilities) = clf.scores(&split.val).unwrap();
+    assert!(labels.contains(&true) && labels.contains(&false));
+    for (&fractured, &p) in labels.iter().zip(&probabilities) {
+        assert!(
+            !fractured || p >= clf.threshold(),
+            "{p} < {}",
+            clf.threshold()
+        );
+    }
+    let bundle = tempfile::tempdir().unwrap();
+    clf.save(bundle.path()).unwrap();
+    let again =
+        fracture::FractureClassifier::load(bundle.path(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(again.threshold_source(), recorded);
+    assert_eq!(again.threshold(), clf.threshold());
+    assert_eq!(again.train_config().map(|c| c.threshold_rule), Some(rule));
+    // A target outside (0, 1] is refused before any training.
+    let bad = fracture::train::TrainConfig {
+        threshold_rule: ThresholdRule::TargetSpecificity(0.0),
+        ..config
+    };
+    let message = common::tiny_classifier()
+        .train(&split, bad)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("threshold_rule"), "{message}");
 }

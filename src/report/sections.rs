@@ -123,7 +123,7 @@ pub(super) fn operating_points(data: &ReportData<'_>, n: &Numbers<'_>) -> Result
          specificity, the highest sensitivity among the thresholds whose specificity on these \
          images reaches it (no interpolation between thresholds). Intervals: 95 % bootstrap \
          over the evaluated images. Chosen here, on the evaluated images, these points are \
-         optimistic; a threshold for use is chosen on the validation part.</p>\
+         optimistic: a threshold meant for use comes from validation data, not from these images.</p>\
          <table id=\"specificity-table\"><tr><th class=\"name\">specificity at least</th>\
          <th>sensitivity</th></tr>{rows}</table>"
     ))
