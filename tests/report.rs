@@ -435,6 +435,21 @@ fn operating_points_localization_and_the_threshold_rule_are_on_the_page() {
     let data = tempfile::tempdir().unwrap();
     let (mut clf, split) = common::trained_tiny(data.path(), 24, 1);
     let evaluation = clf.evaluate(&split.test).unwrap();
+    // The lines `evaluate` prints.
+    let printed = evaluation.to_string();
+    let auc = evaluation.at_threshold.roc_auc.value().unwrap();
+    assert!(
+        printed.lines().any(|l| l == format!("ROC AUC {auc:.4}")),
+        "{printed}"
+    );
+    for target in ["0.80", "0.90", "0.95"] {
+        let prefix = format!("sensitivity at specificity {target}: ");
+        let line = printed.lines().find(|l| l.starts_with(&prefix));
+        assert!(
+            line.is_some_and(|l| l.contains(" (95% CI ") && l.ends_with(')')),
+            "{printed}"
+        );
+    }
     // Localization scores made up for the page: the map hits every hand, the Gaussian none.
     let hit = |pointing: f64| MapScores {
         pointing,
