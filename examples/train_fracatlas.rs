@@ -14,6 +14,9 @@
 //!     --init-bundle runs/lite0/bundle --fine-tune-stages 2 --learning-rate 1e-5 --out runs/lite0-ft
 //! # From random weights, small and fast (under 30 minutes on 2 cores):
 //! cargo run --release --example train_fracatlas -- --data "$FRACATLAS_DIR" --backbone small --out runs/small
+//! # The threshold for a target specificity (or --target-sensitivity; default Youden's J):
+//! cargo run --release --example train_fracatlas -- --data FracAtlas --backbone small \
+//!     --target-specificity 0.90 --out runs/small-spec90
 //! # Continue an interrupted run:
 //! cargo run --release --example train_fracatlas -- --data FracAtlas --out runs/r152 --resume
 //! ```
@@ -21,6 +24,7 @@
 use clap::{Parser, ValueEnum};
 use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::device::DeviceRequest;
+use fracture::metrics::ThresholdRule;
 use fracture::model::{BackboneConfig, EfficientNetLiteConfig, ResNetV2Config};
 use fracture::preprocess::Preprocess;
 use fracture::train::{BackboneTraining, ClassWeights, TrainConfig};
@@ -107,11 +111,27 @@ struct Args {
     /// images stay held out.
     #[arg(long, conflicts_with = "init_bundle")]
     split_seed: Option<u64>,
+    /// Choose the threshold on the validation part as the highest one whose sensitivity
+    /// reaches this target, in (0, 1] (default: Youden's J). With --resume, the rule the run
+    /// started with.
+    #[arg(long, conflicts_with_all = ["target_specificity", "resume"])]
+    target_sensitivity: Option<f64>,
+    /// Choose the threshold on the validation part as the one of highest sensitivity whose
+    /// specificity reaches this target, in (0, 1] (default: Youden's J).
+    #[arg(long, conflicts_with = "resume")]
+    target_specificity: Option<f64>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let started = Instant::now();
+    let threshold_rule = match (args.target_sensitivity, args.target_specificity) {
+        (Some(target), _) => ThresholdRule::TargetSensitivity(target),
+        (None, Some(target)) => ThresholdRule::TargetSpecificity(target),
+        (None, None) => ThresholdRule::Youden,
+    };
+    // A target outside (0, 1] is refused before any work.
+    threshold_rule.validate()?;
     let data = FracAtlas::open(&args.data)?;
     println!("{} images\n{}", data.len(), data.report);
 
@@ -235,6 +255,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         seed: args.seed,
         split_manifest: Some(args.out.join("split.csv")),
+        threshold_rule,
         ..defaults
     };
     let checkpoints = args.out.join("checkpoints");
@@ -255,9 +276,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "threshold {:.4} (source: {:?})",
+        "threshold {:.4} (source: {})",
         clf.threshold(),
         clf.threshold_source()
+            .map_or_else(|| "not recorded".to_string(), |s| s.to_string())
     );
     let evaluation = clf.evaluate(&split.test)?;
     println!("\n== test part ({} images)\n{evaluation}", split.test.len());

@@ -255,14 +255,22 @@ fn a_threshold_chosen_on_validation_data_is_recorded_as_such() {
         .unwrap()
         .expect("both classes are in the validation part");
     assert_eq!(clf.threshold(), chosen);
-    assert_eq!(clf.threshold_source(), Some(ThresholdSource::Validation));
+    let recorded = ThresholdSource::Validation {
+        rule: Some(ThresholdRule::TargetSensitivity(1.0)),
+    };
+    assert_eq!(clf.threshold_source(), Some(recorded));
     let bundle = tempfile::tempdir().unwrap();
     clf.save(bundle.path()).unwrap();
-    let manifest = std::fs::read_to_string(bundle.path().join("bundle.json")).unwrap();
-    assert!(
-        manifest.contains(r#""threshold_source": "validation""#),
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.path().join("bundle.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["threshold_source"],
+        serde_json::json!({"validation": {"rule": {"target_sensitivity": 1.0}}}),
         "{manifest}"
     );
+    let again = FractureClassifier::load(bundle.path(), &Device::Cpu).unwrap();
+    assert_eq!(again.threshold_source(), Some(recorded));
     clf.set_threshold(0.3).unwrap();
     assert_eq!(clf.threshold_source(), Some(ThresholdSource::Manual));
 }

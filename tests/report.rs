@@ -294,7 +294,12 @@ fn an_untrained_classifier_without_a_split_is_described_by_what_was_recorded() {
 fn the_threshold_source_and_the_split_origin_are_stated_as_recorded() {
     let data = tempfile::tempdir().unwrap();
     let (mut clf, split) = common::trained_tiny(data.path(), 24, 1);
-    assert_eq!(clf.threshold_source(), Some(ThresholdSource::Validation));
+    assert_eq!(
+        clf.threshold_source(),
+        Some(ThresholdSource::Validation {
+            rule: Some(fracture::metrics::ThresholdRule::Youden)
+        })
+    );
     let read = |clf: &fracture::FractureClassifier, evaluation: &Evaluation| {
         let out = tempfile::tempdir().unwrap();
         let files = Report::new(clf, evaluation).write(out.path()).unwrap();
@@ -310,9 +315,9 @@ fn the_threshold_source_and_the_split_origin_are_stated_as_recorded() {
     );
     let text = read(&clf, &evaluation);
     assert!(
-        text.contains("chosen on the validation part")
+        text.contains("chosen on the validation part by Youden's J")
             && text.contains("Evaluated on the test part of the split recorded with the model")
-            && !text.contains("Youden"),
+            && !text.contains("not recorded)."),
         "{text}"
     );
 
@@ -421,4 +426,138 @@ fn a_nan_in_the_evaluation_is_an_error_naming_it_not_n_a() {
         "{message}"
     );
     assert!(!out.path().join(REPORT_HTML).exists());
+}
+
+#[test]
+fn operating_points_localization_and_the_threshold_rule_are_on_the_page() {
+    use fracture::metrics::localization::{ImageLocalization, MapScores};
+    use fracture::metrics::{LocalizationConfig, LocalizationReport, ThresholdRule};
+    let data = tempfile::tempdir().unwrap();
+    let (mut clf, split) = common::trained_tiny(data.path(), 24, 1);
+    let evaluation = clf.evaluate(&split.test).unwrap();
+    // The lines `evaluate` prints.
+    let printed = evaluation.to_string();
+    let auc = evaluation.at_threshold.roc_auc.value().unwrap();
+    assert!(
+        printed.lines().any(|l| l == format!("ROC AUC {auc:.4}")),
+        "{printed}"
+    );
+    for target in ["0.80", "0.90", "0.95"] {
+        let prefix = format!("sensitivity at specificity {target}: ");
+        let line = printed.lines().find(|l| l.starts_with(&prefix));
+        assert!(
+            line.is_some_and(|l| l.contains(" (95% CI ") && l.ends_with(')')),
+            "{printed}"
+        );
+    }
+    // Localization scores made up for the page: the map hits every hand, the Gaussian none.
+    let hit = |pointing: f64| MapScores {
+        pointing,
+        energy: pointing / 2.0,
+        best_iou: pointing,
+        iou_hit: pointing > 0.5,
+    };
+    let images: Vec<ImageLocalization> = (0..6)
+        .map(|i| ImageLocalization {
+            path: data.path().join(format!("secret-{i}.jpg")),
+            body_part: Some(if i < 4 { "hand" } else { "leg" }.into()),
+            boxes: 1,
+            map: hit(1.0),
+            centred_gaussian: hit(0.0),
+            uniform: hit(if i % 2 == 0 { 1.0 } else { 0.0 }),
+        })
+        .collect();
+    let localization = LocalizationReport::new(
+        "Grad-CAM",
+        LocalizationConfig::default(),
+        images,
+        Vec::new(),
+        Vec::new(),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = Report::new(&clf, &evaluation)
+        .localization(&localization)
+        .write(out.path())
+        .unwrap();
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    let json = read_json(&files.metrics);
+    // Sensitivity at specificity 0.80, 0.90, 0.95, as the evaluation measured it.
+    let points = json["evaluation"]["sensitivity_at_specificity"]
+        .as_array()
+        .unwrap();
+    let targets: Vec<f64> = points
+        .iter()
+        .map(|p| p["specificity"].as_f64().unwrap())
+        .collect();
+    assert_eq!(targets, [0.8, 0.9, 0.95]);
+    for (index, point) in evaluation.sensitivity_at_specificity.iter().enumerate() {
+        let key = format!("/evaluation/sensitivity_at_specificity/{index}/sensitivity/estimate");
+        match point.sensitivity.value() {
+            Some(ci) => {
+                assert_eq!(
+                    json.pointer(&key).and_then(Value::as_f64),
+                    Some(ci.estimate)
+                );
+                assert!(html.contains(&format!("data-key=\"{key}\"")), "{key}");
+            }
+            None => assert!(json.pointer(&key).is_none()),
+        }
+    }
+    assert!(html.contains("id=\"specificity-table\""));
+    // The localization summaries and paired differences, without the images' paths.
+    for key in [
+        "/localization/differences/centred_gaussian/pointing_game/estimate",
+        "/localization/by_body_part/hand/differences/centred_gaussian/pointing_game/estimate",
+    ] {
+        assert_eq!(
+            json.pointer(key).and_then(Value::as_f64),
+            Some(1.0),
+            "{key}"
+        );
+        assert!(
+            html.contains(&format!("data-key=\"{key}\" data-value=\"1.0\"")),
+            "{key}"
+        );
+    }
+    assert_eq!(json["localization"]["images"], 6);
+    assert!(!std::fs::read_to_string(&files.metrics)
+        .unwrap()
+        .contains("secret-"));
+    assert!(!html.contains("secret-"));
+    let text = page_text(&html);
+    assert!(
+        text.contains("Grad-CAM minus centred Gaussian") && text.contains("By body part"),
+        "{text}"
+    );
+    // Without localization the section says so.
+    let files = Report::new(&clf, &evaluation).write(out.path()).unwrap();
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.contains("id=\"localization-missing\""));
+    assert!(read_json(&files.metrics)["localization"].is_null());
+
+    // The rule that chose the threshold, as recorded, in the page's words.
+    let mut model = fracture::report::ModelInfo::of(&clf);
+    for (rule, words) in [
+        (
+            Some(ThresholdRule::TargetSpecificity(0.9)),
+            "chosen on the validation part for a target specificity of 0.9",
+        ),
+        (
+            Some(ThresholdRule::TargetSensitivity(0.95)),
+            "chosen on the validation part for a target sensitivity of 0.95",
+        ),
+        (
+            Some(ThresholdRule::Youden),
+            "chosen on the validation part by Youden's J",
+        ),
+        (
+            None,
+            "chosen on the validation part (the rule used is not recorded)",
+        ),
+    ] {
+        model.threshold_source = Some(ThresholdSource::Validation { rule });
+        let sentence = model.threshold_sentence();
+        assert!(sentence.contains(words), "{sentence}");
+    }
 }

@@ -21,6 +21,7 @@ use super::{Calibration, FractureClassifier};
 use crate::atomic::AtomicWriter;
 use crate::dataset::Split;
 use crate::error::{Error, Result};
+use crate::metrics::ThresholdRule;
 use crate::model::{BackboneConfig, HeadConfig};
 use crate::preprocess::{ExifOrientation, FilterType, Normalization, Preprocess};
 use crate::train::{History, TrainConfig};
@@ -28,14 +29,17 @@ use crate::weights::{network_variables, read_tensors, save_network};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "fracture-classifier-bundle";
 /// The newest bundle layout this version reads and the one it writes (3: a temperature, which
 /// an older reader would silently ignore, hence a new layout; 4: the calibration record, whose
-/// Platt intercept an older reader would silently drop).
-pub const BUNDLE_FORMAT_VERSION: u32 = 4;
+/// Platt intercept an older reader would silently drop; 5: the rule of a threshold chosen on
+/// validation, `threshold_source: {"validation": {"rule": ...}}`, which a reader of layout 4
+/// cannot parse).
+pub const BUNDLE_FORMAT_VERSION: u32 = 5;
 
 const MANIFEST: &str = "bundle.json";
 const WEIGHTS: &str = "model.safetensors";
@@ -147,21 +151,34 @@ impl PreprocessSpec {
 }
 
 /// Where a classifier's decision threshold came from (recorded in `bundle.json` as
-/// `threshold_source`).
+/// `threshold_source`: `"default"`, `"manual"`, or `{"validation": {"rule": RULE}}` with the
+/// [`ThresholdRule`] that chose it; the plain `"validation"` of bundles written before the rule
+/// was recorded reads as a rule unknown).
 ///
 /// ```
 /// use fracture::classifier::ThresholdSource;
+/// use fracture::metrics::ThresholdRule;
 /// assert_eq!(serde_json::to_string(&ThresholdSource::Default).unwrap(), r#""default""#);
 /// assert_eq!(ThresholdSource::of_unchosen(0.5), ThresholdSource::Default);
 /// assert_eq!(ThresholdSource::of_unchosen(0.3), ThresholdSource::Manual);
+/// let chosen = ThresholdSource::Validation { rule: Some(ThresholdRule::TargetSpecificity(0.9)) };
+/// let json = serde_json::to_string(&chosen).unwrap();
+/// assert_eq!(json, r#"{"validation":{"rule":{"target_specificity":0.9}}}"#);
+/// assert_eq!(serde_json::from_str::<ThresholdSource>(&json).unwrap(), chosen);
+/// let old: ThresholdSource = serde_json::from_str(r#""validation""#).unwrap();
+/// assert_eq!(old, ThresholdSource::Validation { rule: None });
+/// assert_eq!(chosen.to_string(), "validation (target specificity 0.9)");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "serde_json::Value")]
 pub enum ThresholdSource {
     /// 0.5, never chosen on data (a fresh or imported classifier).
     Default,
     /// Chosen on the validation part (by training, or `choose_threshold`).
-    Validation,
+    Validation {
+        /// The rule that chose it (`None`: a bundle written before the rule was recorded).
+        rule: Option<ThresholdRule>,
+    },
     /// Set by hand (`set_threshold`, or a builder threshold other than 0.5).
     Manual,
 }
@@ -174,6 +191,54 @@ impl ThresholdSource {
             Self::Default
         } else {
             Self::Manual
+        }
+    }
+}
+
+/// `default`, `manual`, `validation (Youden's J)` or `validation (rule not recorded)`.
+impl fmt::Display for ThresholdSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::Manual => f.write_str("manual"),
+            Self::Validation { rule: Some(rule) } => write!(f, "validation ({rule})"),
+            Self::Validation { rule: None } => f.write_str("validation (rule not recorded)"),
+        }
+    }
+}
+
+/// The recorded form: a name, or `{"validation": {"rule": ...}}`.
+impl TryFrom<serde_json::Value> for ThresholdSource {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> std::result::Result<Self, String> {
+        use serde_json::Value;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Chosen {
+            rule: Option<ThresholdRule>,
+        }
+        match value {
+            Value::String(name) => match name.as_str() {
+                "default" => Ok(Self::Default),
+                "manual" => Ok(Self::Manual),
+                "validation" => Ok(Self::Validation { rule: None }),
+                other => Err(format!(
+                    "unknown threshold source {other:?} (default, manual or validation)"
+                )),
+            },
+            Value::Object(mut fields) if fields.len() == 1 && fields.contains_key("validation") => {
+                let chosen = fields.remove("validation").unwrap_or_default();
+                let chosen: Chosen = serde_json::from_value(chosen)
+                    .map_err(|e| format!("threshold source validation: {e}"))?;
+                if let Some(rule) = chosen.rule {
+                    rule.validate().map_err(|e| e.to_string())?;
+                }
+                Ok(Self::Validation { rule: chosen.rule })
+            }
+            other => Err(format!(
+                "threshold source {other} is neither a name nor {{\"validation\": {{\"rule\": ...}}}}"
+            )),
         }
     }
 }
@@ -213,7 +278,8 @@ pub struct BundleManifest {
     /// How the model was trained, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainConfig>,
-    /// Where the threshold came from; absent in bundles written before it was recorded.
+    /// Where the threshold came from, with the rule when chosen on validation (layout 5); absent
+    /// in bundles written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_source: Option<ThresholdSource>,
     /// Optional files present in the bundle (weights are always `model.safetensors`).

@@ -10,15 +10,20 @@ use crate::dataset::loader::ImageLoader;
 use crate::dataset::{ContentHash, Label, Part, PartName, Split};
 use crate::error::{Error, Result};
 use crate::metrics::{
-    bootstrap_ci_ranked, by_subgroup, choose_threshold, paired_auc_difference, roc_auc, sigmoid,
-    BinaryMetrics, BootstrapConfig, BootstrapIntervals, CalibrationComparison, Interval, Metric,
-    SubgroupMetrics, ThresholdRule,
+    bootstrap_ci_ranked, bootstrap_sensitivity_at_specificity, by_subgroup, choose_threshold,
+    paired_auc_difference, roc_auc, sigmoid, BinaryMetrics, BootstrapConfig, BootstrapIntervals,
+    CalibrationComparison, Interval, Metric, SensitivityAtSpecificity, SubgroupMetrics,
+    ThresholdRule,
 };
 use crate::progress::Progress;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
+
+/// The specificities at which [`Evaluation::sensitivity_at_specificity`] reports the best
+/// sensitivity: operating points a clinician would choose between.
+pub const REPORTED_SPECIFICITIES: [f64; 3] = [0.80, 0.90, 0.95];
 
 /// What scoring one dataset part gives: per readable image its label (`true` = fractured),
 /// fracture logit (the TTA mean when TTA is on), the logit of the image alone when TTA is on,
@@ -154,6 +159,10 @@ pub struct Evaluation {
     pub intervals: BootstrapIntervals,
     /// The same intervals at threshold 0.5.
     pub intervals_at_half: BootstrapIntervals,
+    /// At each of [`REPORTED_SPECIFICITIES`], the highest sensitivity among thresholds whose
+    /// specificity reaches it (ranked by the logits, no interpolation), with its seeded
+    /// bootstrap interval: what the model could do at other operating points, threshold-free.
+    pub sensitivity_at_specificity: Vec<SensitivityAtSpecificity>,
     /// Metrics per body part, when the samples carry metadata.
     pub by_body_part: Option<SubgroupMetrics>,
     /// Metrics by visible surgical hardware, when every sample's metadata says (FracAtlas
@@ -201,6 +210,15 @@ impl fmt::Display for Evaluation {
             )?;
             writeln!(f, "{}", self.at_half)?;
             writeln!(f, "{}", self.intervals_at_half)?;
+        }
+        writeln!(
+            f,
+            "== operating points, threshold-free (at each specificity the best sensitivity among \
+             thresholds that reach it, no interpolation)"
+        )?;
+        writeln!(f, "ROC AUC {:.4}", self.at_threshold.roc_auc)?;
+        for point in &self.sensitivity_at_specificity {
+            writeln!(f, "{point}")?;
         }
         let c = &self.calibration;
         writeln!(f, "== calibration: {}", self.calibrated_by)?;
@@ -291,8 +309,10 @@ impl FractureClassifier {
         Ok((scored.labels, probabilities))
     }
 
-    /// Set the threshold from `part` (normally the validation part) by `rule`; returns the
-    /// chosen threshold, or `None` (threshold unchanged) when the rule is undefined there.
+    /// Set the threshold from `part` (normally the validation part) by `rule`, recording the
+    /// rule as its source ([`super::ThresholdSource::Validation`]); returns the chosen
+    /// threshold, or `None` (threshold and source unchanged) when the rule is undefined there.
+    /// An error for a rule whose target is outside `(0, 1]`.
     pub fn choose_threshold(&mut self, part: &Part, rule: ThresholdRule) -> Result<Option<f64>> {
         let ScoredPart { labels, logits, .. } = self.score_part(part)?;
         self.choose_threshold_from(&labels, &logits, rule)
@@ -313,14 +333,14 @@ impl FractureClassifier {
             .map(|point| sigmoid(point.threshold).clamp(0.0, 1.0));
         if let Some(threshold) = chosen {
             self.threshold = threshold;
-            self.threshold_source = Some(super::ThresholdSource::Validation);
+            self.threshold_source = Some(super::ThresholdSource::Validation { rule: Some(rule) });
         }
         Ok(chosen)
     }
 
     /// Measure the classifier on one dataset part: metrics at its threshold and at 0.5 (ROC
     /// AUC and average precision from the logits), bootstrap intervals (1000 resamples, seed
-    /// 42), calibration before and after its calibration map (with intervals, slope and
+    /// 42), the sensitivity at each of [`REPORTED_SPECIFICITIES`] with intervals, calibration before and after its calibration map (with intervals, slope and
     /// intercept), every case's score and, when metadata is present, metrics per body part
     /// and by visible hardware. With test-time augmentation on ([`Self::set_tta`]) the
     /// metrics are those of the mean logit, and [`Evaluation::tta`] compares them with the
@@ -342,6 +362,13 @@ impl FractureClassifier {
         let intervals = bootstrap_ci_ranked(&labels, &scores, &logits, self.threshold, bootstrap)?;
         let intervals_at_half =
             bootstrap_ci_ranked(&labels, &scores, &logits, DEFAULT_THRESHOLD, bootstrap)?;
+        let sensitivity_at_specificity = bootstrap_sensitivity_at_specificity(
+            &labels,
+            &logits,
+            REPORTED_SPECIFICITIES,
+            bootstrap,
+        )?
+        .to_vec();
         let calibration = CalibrationComparison::compute(&labels, &logits, self.calibration.map)?;
         let tta = match plain_logits {
             Some(plain) => Some(TtaComparison {
@@ -381,6 +408,7 @@ impl FractureClassifier {
             at_half,
             intervals,
             intervals_at_half,
+            sensitivity_at_specificity,
             by_body_part,
             by_hardware,
             temperature: self.temperature(),

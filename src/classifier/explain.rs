@@ -17,8 +17,8 @@ use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 use std::path::Path;
 
-/// An image to score: its path and its annotations.
-type Annotated<'a> = (&'a Path, &'a ImageAnnotations);
+/// An image to score: its path, its annotations and its body part (when known).
+type Annotated<'a> = (&'a Path, &'a ImageAnnotations, Option<String>);
 
 /// Images explained per step of [`FractureClassifier::localization`].
 const CHUNK: usize = 8;
@@ -166,7 +166,8 @@ impl FractureClassifier {
     }
 
     /// How often `method`'s maps of the fracture logit land on the annotated fractures of
-    /// `part`'s fractured images, next to a centred Gaussian and a uniform map
+    /// `part`'s fractured images, next to a centred Gaussian and a uniform map, with the paired
+    /// differences from them, overall and per body part (from the samples' metadata)
     /// ([`crate::metrics::localization`]). Fractured images without annotated boxes are
     /// listed and left out; unreadable ones, and ones decoded in another shape than annotated
     /// ([`ImageAnnotations::pixel_boxes`]), are listed as skipped. Any other failure (a
@@ -196,7 +197,11 @@ impl FractureClassifier {
         let mut todo: Vec<Annotated<'_>> = Vec::new();
         for sample in part.samples.iter().filter(|s| s.label == Label::Fractured) {
             match annotations.for_path(&sample.path) {
-                Some(a) if !a.regions.is_empty() => todo.push((sample.path.as_path(), a)),
+                Some(a) if !a.regions.is_empty() => todo.push((
+                    sample.path.as_path(),
+                    a,
+                    sample.metadata.as_ref().map(|m| m.body_part.to_string()),
+                )),
                 _ => without_annotations.push(sample.path.clone()),
             }
         }
@@ -205,16 +210,18 @@ impl FractureClassifier {
         for chunk in todo.chunks(CHUNK) {
             let decoded: Vec<Result<DynamicImage>> = chunk
                 .par_iter()
-                .map(|(path, _)| self.preprocess.decode_image(path))
+                .map(|(path, _, _)| self.preprocess.decode_image(path))
                 .collect();
             let mut images = Vec::with_capacity(chunk.len());
-            let mut items: Vec<(&Path, PixelBoxes)> = Vec::with_capacity(chunk.len());
-            for (&(path, annotated), image) in chunk.iter().zip(decoded) {
+            let mut items: Vec<(&Path, PixelBoxes, &Option<String>)> =
+                Vec::with_capacity(chunk.len());
+            for ((path, annotated, part), image) in chunk.iter().zip(decoded) {
+                let path = *path;
                 match image {
                     Ok(image) => match annotated.pixel_boxes(image.width(), image.height()) {
                         Ok(placed) => {
                             images.push(image);
-                            items.push((path, placed));
+                            items.push((path, placed, part));
                         }
                         Err(reason) => skipped.push((path.to_path_buf(), reason)),
                     },
@@ -223,17 +230,25 @@ impl FractureClassifier {
                 }
             }
             if !images.is_empty() {
-                let name = |i: usize| items.get(i).map(|(p, _)| p.display().to_string());
+                let name = |i: usize| items.get(i).map(|(p, _, _)| p.display().to_string());
                 let maps = self.maps(&self.input_batch(&images)?, cam, &name)?;
                 let results: Vec<Result<ImageLocalization>> = maps
                     .par_iter()
                     .zip(&items)
                     .zip(&images)
-                    .map(|((explanation, (path, placed)), image)| {
+                    .map(|((explanation, (path, placed, part)), image)| {
                         let map =
                             explanation.at_size(image.height() as usize, image.width() as usize)?;
                         let tolerance = config.tolerance_px * placed.scale;
-                        score_image(path.to_path_buf(), &map, &placed.boxes, tolerance, config)
+                        let mut scored = score_image(
+                            path.to_path_buf(),
+                            &map,
+                            &placed.boxes,
+                            tolerance,
+                            config,
+                        )?;
+                        scored.body_part = (*part).clone();
+                        Ok(scored)
                     })
                     .collect();
                 for result in results {

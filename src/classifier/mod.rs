@@ -41,7 +41,7 @@ pub use calibration::{
     Calibration, CalibrationConfig, CalibrationFit, CalibrationMethod, CalibrationSource,
     MIN_CALIBRATION_CASES, MIN_CALIBRATION_PER_CLASS,
 };
-pub use evaluation::{CaseScore, Evaluation, SplitOrigin, TtaComparison};
+pub use evaluation::{CaseScore, Evaluation, SplitOrigin, TtaComparison, REPORTED_SPECIFICITIES};
 pub use explain::ExplainedImage;
 pub use keras::KerasImport;
 pub use predict::{ClassifiedDir, Prediction};
@@ -198,8 +198,8 @@ impl FractureClassifier {
         Ok(())
     }
 
-    /// Where the threshold came from: the default 0.5, chosen on the validation part, or set by
-    /// hand; `None` for a bundle written before this was recorded.
+    /// Where the threshold came from: the default 0.5, chosen on the validation part (with the
+    /// rule), or set by hand; `None` for a bundle written before this was recorded.
     pub fn threshold_source(&self) -> Option<ThresholdSource> {
         self.threshold_source
     }

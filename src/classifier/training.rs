@@ -6,7 +6,6 @@ use crate::augment::AugmentConfig;
 use crate::dataset::loader::{ImageLoader, LoaderConfig};
 use crate::dataset::{Part, Split};
 use crate::error::{Error, Result};
-use crate::metrics::ThresholdRule;
 use crate::train::checkpoint::SPLIT_FILE;
 use crate::train::{History, TrainConfig, Trainer};
 use candle_core::{Tensor, Var};
@@ -21,8 +20,9 @@ impl FractureClassifier {
     /// validation part (with the classifier's test-time augmentation; not fitted, and the
     /// reason recorded, when that part holds fewer than
     /// [`super::MIN_CALIBRATION_CASES`] images or [`super::MIN_CALIBRATION_PER_CLASS`] of
-    /// either class) and the threshold is chosen there by Youden's J on the calibrated
-    /// logits. If J is undefined there, a threshold set by hand is kept as it was; any other
+    /// either class) and the threshold is chosen there on the calibrated logits by
+    /// `config.threshold_rule` (Youden's J unless set), recorded with the rule as its source.
+    /// If the rule is undefined there, a threshold set by hand is kept as it was; any other
     /// becomes the default 0.5 (recorded as the default, not as chosen on data).
     ///
     /// The head is trained from a fresh initialization seeded by `config.seed` (or from the
@@ -144,12 +144,13 @@ impl FractureClassifier {
         trained.initial_weights = self.initial_weights.clone();
         // Calibration first, then the threshold on the calibrated scale; both on the
         // validation part scored once, as `classify` will score (the TTA mean logit when TTA
-        // is on). If Youden's J is undefined there, the threshold above stays, with its source.
+        // is on). If the rule is undefined there, the threshold above stays, with its source.
         trained.tta = self.tta.clone();
         trained.path_form = self.path_form.clone();
         let val = trained.score_part(&split.val)?;
         trained.calibrate_after_training(&val.labels, &val.logits)?;
-        trained.choose_threshold_from(&val.labels, &val.logits, ThresholdRule::Youden)?;
+        let rule = trainer.config().threshold_rule;
+        trained.choose_threshold_from(&val.labels, &val.logits, rule)?;
         *self = trained;
         Ok(history)
     }

@@ -1,7 +1,9 @@
 //! Ranking metrics over all thresholds: ROC and precision-recall curves, their areas, and
 //! choosing an operating threshold on validation data.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use super::{check_inputs, Metric, Undefined};
 use crate::{Error, Result};
@@ -224,11 +226,7 @@ impl RocCurve {
 
     /// The highest threshold whose sensitivity reaches `target` (in `(0, 1]`).
     pub fn for_sensitivity(&self, target: f64) -> Result<OperatingPoint> {
-        if !(target > 0.0 && target <= 1.0) {
-            return Err(Error::InvalidInput(format!(
-                "target sensitivity {target} is not in (0, 1]"
-            )));
-        }
+        check_target("sensitivity", target)?;
         self.tpr
             .iter()
             .position(|&tpr| tpr >= target)
@@ -240,6 +238,96 @@ impl RocCurve {
                 ))
             })
     }
+
+    /// The point of highest sensitivity among those whose specificity reaches `target` (in
+    /// `(0, 1]`); on a tie in sensitivity the highest threshold, whose specificity is the
+    /// highest. The strictest point (`+∞`, specificity 1, sensitivity 0) always qualifies, so
+    /// this is never empty; no interpolation between points.
+    ///
+    /// ```
+    /// use fracture::metrics::RocCurve;
+    /// // Not fractured 0.9, 0.3; fractured 0.8, 0.7, 0.2.
+    /// let roc = RocCurve::new(&[false, true, true, false, true], &[0.9, 0.8, 0.7, 0.3, 0.2])?;
+    /// let point = roc.for_specificity(0.5)?;
+    /// assert_eq!((point.threshold, point.sensitivity, point.specificity), (0.7, 2.0 / 3.0, 0.5));
+    /// // Specificity 1 only at +∞: nothing found.
+    /// assert_eq!(roc.for_specificity(1.0)?.sensitivity, 0.0);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn for_specificity(&self, target: f64) -> Result<OperatingPoint> {
+        check_target("specificity", target)?;
+        // Specificity falls and sensitivity rises along the curve: the last index whose
+        // specificity reaches the target has the highest sensitivity, and the first index with
+        // that sensitivity the highest specificity.
+        let reaching = self
+            .true_negatives
+            .iter()
+            .take_while(|&&tn| tn as f64 / self.not_fractured as f64 >= target)
+            .count();
+        let best = reaching
+            .checked_sub(1)
+            .and_then(|last| self.tpr.get(last))
+            .copied()
+            .unwrap_or(0.0);
+        self.tpr
+            .iter()
+            .position(|&tpr| tpr == best)
+            .and_then(|k| self.point(k))
+            .ok_or_else(|| Error::Internal("a ROC curve without its +∞ point".into()))
+    }
+}
+
+/// An error unless a target rate lies in `(0, 1]`.
+fn check_target(what: &str, target: f64) -> Result<()> {
+    if !(target > 0.0 && target <= 1.0) {
+        return Err(Error::InvalidInput(format!(
+            "target {what} {target} is not in (0, 1]"
+        )));
+    }
+    Ok(())
+}
+
+/// Sensitivity at a specificity: the highest sensitivity among the thresholds (every distinct
+/// score, and `+∞`) whose specificity reaches `target`, without interpolating between them
+/// ([`RocCurve::for_specificity`]). 0 when only calling nothing fractured reaches the target.
+/// Undefined when only one class is present; an error for a target outside `(0, 1]`.
+///
+/// Scikit-learn's `roc_curve` gives the same number as
+/// `tpr[fpr <= 1 - target].max()` (with `drop_intermediate=False`, or with the default: the
+/// points it drops are never the best).
+///
+/// ```
+/// use fracture::metrics::{sensitivity_at_specificity, Metric};
+/// let labels = [false, true, true, false, true];
+/// let scores = [0.9, 0.8, 0.7, 0.3, 0.2];
+/// // Specificity 0.5 allows one false alarm: thresholds down to 0.7 find 2 of 3 fractures.
+/// assert_eq!(sensitivity_at_specificity(&labels, &scores, 0.5)?, Metric::Defined(2.0 / 3.0));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn sensitivity_at_specificity(labels: &[bool], scores: &[f64], target: f64) -> Result<Metric> {
+    let [sensitivity] = sensitivities_at_specificities(labels, scores, [target])?;
+    Ok(sensitivity)
+}
+
+/// [`sensitivity_at_specificity`] at each of `targets`, from one ROC curve.
+pub(super) fn sensitivities_at_specificities<const K: usize>(
+    labels: &[bool],
+    scores: &[f64],
+    targets: [f64; K],
+) -> Result<[Metric; K]> {
+    check_inputs(labels, scores)?;
+    for target in targets {
+        check_target("specificity", target)?;
+    }
+    if let Err(reason) = Ranking::new(labels, scores).require_both_classes() {
+        return Ok([Metric::Undefined(reason); K]);
+    }
+    let roc = RocCurve::new(labels, scores)?;
+    let mut out = [Metric::Undefined(Undefined::NoFractured); K];
+    for (slot, target) in out.iter_mut().zip(targets) {
+        *slot = Metric::Defined(roc.for_specificity(target)?.sensitivity);
+    }
+    Ok(out)
 }
 
 /// A threshold and what it achieves on the data it was chosen on.
@@ -260,21 +348,59 @@ impl OperatingPoint {
     }
 }
 
-/// How to choose an operating threshold on validation data.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How to choose an operating threshold on validation data (recorded in a bundle with the
+/// threshold it chose, as `"youden"`, `{"target_sensitivity": 0.9}` or
+/// `{"target_specificity": 0.9}`).
+///
+/// ```
+/// use fracture::metrics::ThresholdRule;
+/// let rule = ThresholdRule::TargetSpecificity(0.9);
+/// assert_eq!(serde_json::to_string(&rule).unwrap(), r#"{"target_specificity":0.9}"#);
+/// assert_eq!(rule.to_string(), "target specificity 0.9");
+/// assert!(ThresholdRule::TargetSensitivity(1.5).validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ThresholdRule {
     /// Maximize Youden's J (sensitivity + specificity − 1); the highest threshold on ties.
     Youden,
     /// The highest threshold whose sensitivity reaches this target, in `(0, 1]` (for a screening
     /// tool that must miss few fractures, e.g. `0.95`).
     TargetSensitivity(f64),
+    /// The threshold of highest sensitivity whose specificity reaches this target, in `(0, 1]`
+    /// (for a tool that must raise few false alarms, e.g. `0.90`); on a tie in sensitivity the
+    /// highest such threshold (the highest specificity). See [`RocCurve::for_specificity`].
+    TargetSpecificity(f64),
+}
+
+impl ThresholdRule {
+    /// An error naming the target unless it lies in `(0, 1]`.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            ThresholdRule::Youden => Ok(()),
+            ThresholdRule::TargetSensitivity(target) => check_target("sensitivity", target),
+            ThresholdRule::TargetSpecificity(target) => check_target("specificity", target),
+        }
+    }
+}
+
+/// `Youden's J`, `target sensitivity 0.9` or `target specificity 0.9`.
+impl fmt::Display for ThresholdRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThresholdRule::Youden => f.write_str("Youden's J"),
+            ThresholdRule::TargetSensitivity(target) => write!(f, "target sensitivity {target}"),
+            ThresholdRule::TargetSpecificity(target) => write!(f, "target specificity {target}"),
+        }
+    }
 }
 
 /// Choose a threshold on validation `labels`/`scores` by `rule`; apply it to the test set.
 ///
 /// Thresholds are the distinct scores (a case at exactly the threshold is called fractured).
-/// Undefined when only one class is present, or (Youden) when no threshold does better than
-/// calling every case not fractured.
+/// Undefined when only one class is present, or (Youden, target specificity) when no threshold
+/// does better than calling every case not fractured (no fracture found at a threshold that
+/// reaches the target specificity). An error for a target outside `(0, 1]`.
 ///
 /// ```
 /// use fracture::metrics::{choose_threshold, Metric, ThresholdRule};
@@ -285,6 +411,10 @@ pub enum ThresholdRule {
 /// assert_eq!(youden.threshold, 0.7); // J = 2/3: two of three fractures, no false alarm
 /// let screen = choose_threshold(&labels, &scores, ThresholdRule::TargetSensitivity(1.0))?;
 /// assert_eq!(screen.value().unwrap().threshold, 0.3);
+/// // Specificity 0.6 allows one false alarm in three, but 0.6 (one alarm) finds no more
+/// // fractures than 0.7 (none): the tie goes to the higher threshold.
+/// let few_alarms = choose_threshold(&labels, &scores, ThresholdRule::TargetSpecificity(0.6))?;
+/// assert_eq!(few_alarms.value().unwrap().threshold, 0.7);
 /// # Ok::<(), fracture::Error>(())
 /// ```
 pub fn choose_threshold(
@@ -293,6 +423,7 @@ pub fn choose_threshold(
     rule: ThresholdRule,
 ) -> Result<Metric<OperatingPoint>> {
     check_inputs(labels, scores)?;
+    rule.validate()?;
     if let Err(reason) = Ranking::new(labels, scores).require_both_classes() {
         return Ok(Metric::Undefined(reason));
     }
@@ -301,6 +432,14 @@ pub fn choose_threshold(
         ThresholdRule::Youden => Ok(roc.youden()),
         ThresholdRule::TargetSensitivity(target) => {
             roc.for_sensitivity(target).map(Metric::Defined)
+        }
+        ThresholdRule::TargetSpecificity(target) => {
+            let point = roc.for_specificity(target)?;
+            Ok(if point.sensitivity > 0.0 {
+                Metric::Defined(point)
+            } else {
+                Metric::Undefined(Undefined::NoInformativeThreshold)
+            })
         }
     }
 }

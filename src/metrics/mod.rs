@@ -50,15 +50,16 @@ pub use calibration::{
     MIN_TEMPERATURE,
 };
 pub use curves::{
-    average_precision, choose_threshold, roc_auc, OperatingPoint, PrCurve, RocCurve, ThresholdRule,
+    average_precision, choose_threshold, roc_auc, sensitivity_at_specificity, OperatingPoint,
+    PrCurve, RocCurve, ThresholdRule,
 };
 pub use localization::{LocalizationConfig, LocalizationReport};
 pub use recalibration::{calibration_intercept, calibration_slope, fit_platt, LogitMap, PlattFit};
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
 pub use uncertainty::{
-    bootstrap_ci, bootstrap_ci_ranked, bootstrap_mean, calibration_bins,
-    expected_calibration_error, paired_auc_difference, BootstrapConfig, BootstrapIntervals,
-    CalibrationBin, Interval,
+    bootstrap_ci, bootstrap_ci_ranked, bootstrap_mean, bootstrap_sensitivity_at_specificity,
+    calibration_bins, expected_calibration_error, paired_auc_difference, BootstrapConfig,
+    BootstrapIntervals, CalibrationBin, Interval, SensitivityAtSpecificity,
 };
 
 /// Class names in report order: the positive class first, as in the reference fixtures.

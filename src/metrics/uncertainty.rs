@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::curves::sensitivities_at_specificities;
 use super::{
     check_inputs, check_probabilities, check_threshold, roc_auc, ConfusionMatrix, Metric, Undefined,
 };
@@ -200,6 +201,78 @@ pub fn bootstrap_ci_ranked(
         sensitivity,
         specificity,
     })
+}
+
+/// The sensitivity at one target specificity, with its bootstrap interval (see
+/// [`bootstrap_sensitivity_at_specificity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SensitivityAtSpecificity {
+    /// The specificity the thresholds must reach.
+    pub specificity: f64,
+    /// The highest sensitivity among thresholds whose specificity reaches it, with a
+    /// percentile-bootstrap interval; undefined when the data hold a single class.
+    pub sensitivity: Metric<Interval>,
+}
+
+impl fmt::Display for SensitivityAtSpecificity {
+    /// `sensitivity at specificity 0.90: 0.812 (95% CI 0.750 to 0.870)`; the precision
+    /// applies to the interval.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = f.precision().unwrap_or(3);
+        let two = format!("{:.2}", self.specificity);
+        let target = match two.parse::<f64>() {
+            Ok(v) if v == self.specificity => two,
+            _ => self.specificity.to_string(),
+        };
+        write!(f, "sensitivity at specificity {target}: ")?;
+        match &self.sensitivity {
+            Metric::Defined(interval) => write!(f, "{interval:.digits$}"),
+            undefined => write!(f, "{undefined}"),
+        }
+    }
+}
+
+/// Sensitivity at each target specificity ([`super::sensitivity_at_specificity`]: the highest
+/// sensitivity among thresholds whose specificity reaches the target, no interpolation), with
+/// percentile-bootstrap intervals over the same resamples as [`bootstrap_ci`] (seeded; a
+/// resample with a single class is left out). `ranking` is any finite score, logits included.
+///
+/// ```
+/// use fracture::metrics::{bootstrap_sensitivity_at_specificity, BootstrapConfig};
+/// let labels: Vec<bool> = (0..40).map(|i| i % 2 == 0).collect();
+/// let scores: Vec<f64> = (0..40).map(|i| i as f64 + if i % 2 == 0 { 6.0 } else { 0.0 }).collect();
+/// let config = BootstrapConfig { n_resamples: 200, ..BootstrapConfig::default() };
+/// let [at_90] = bootstrap_sensitivity_at_specificity(&labels, &scores, [0.9], config)?;
+/// let ci = at_90.sensitivity.value().unwrap();
+/// assert!(ci.lower <= ci.estimate && ci.estimate <= ci.upper);
+/// assert!(at_90.to_string().starts_with("sensitivity at specificity 0.90: "));
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn bootstrap_sensitivity_at_specificity<const K: usize>(
+    labels: &[bool],
+    ranking: &[f64],
+    targets: [f64; K],
+    config: BootstrapConfig,
+) -> Result<[SensitivityAtSpecificity; K]> {
+    let estimates = sensitivities_at_specificities(labels, ranking, targets)?;
+    let (mut sample_labels, mut sample_ranking) = (Vec::new(), Vec::new());
+    let intervals = bootstrap_picks(labels.len(), estimates, config, |picks| {
+        // Every pick is below the common length (checked above).
+        sample_labels.clear();
+        sample_labels.extend(picks.iter().filter_map(|&i| labels.get(i).copied()));
+        sample_ranking.clear();
+        sample_ranking.extend(picks.iter().filter_map(|&i| ranking.get(i).copied()));
+        sensitivities_at_specificities(&sample_labels, &sample_ranking, targets)
+    })?;
+    let mut k = 0;
+    Ok(intervals.map(|sensitivity| {
+        let specificity = targets.get(k).copied().unwrap_or_default();
+        k += 1;
+        SensitivityAtSpecificity {
+            specificity,
+            sensitivity,
+        }
+    }))
 }
 
 /// Percentile-bootstrap intervals of `K` statistics of `n` cases: `statistics` gets the case

@@ -3,12 +3,13 @@
 //! disagree.
 
 use super::gallery::GalleryImage;
+use super::localization::LocalizationData;
 use crate::augment::TtaConfig;
 use crate::classifier::{
     Evaluation, FractureClassifier, PreprocessSpec, SplitOrigin, ThresholdSource,
 };
 use crate::dataset::{LoadReport, Split};
-use crate::metrics::ConfusionMatrix;
+use crate::metrics::{ConfusionMatrix, ThresholdRule};
 use crate::model::HeadConfig;
 use crate::train::{History, TrainConfig};
 use serde::Serialize;
@@ -113,7 +114,23 @@ impl ModelInfo {
             Some(ThresholdSource::Default) => format!(
                 "Threshold {t:.3}: the default (the reference notebook's), never chosen on data."
             ),
-            Some(ThresholdSource::Validation) => format!(
+            Some(ThresholdSource::Validation { rule: Some(rule) }) => {
+                let how = match rule {
+                    ThresholdRule::Youden => "by Youden's J: the highest sensitivity + \
+                                              specificity − 1 there"
+                        .to_string(),
+                    ThresholdRule::TargetSensitivity(target) => format!(
+                        "for a target sensitivity of {target}: the highest threshold whose \
+                         sensitivity reaches it there"
+                    ),
+                    ThresholdRule::TargetSpecificity(target) => format!(
+                        "for a target specificity of {target}: the threshold of highest \
+                         sensitivity whose specificity reaches it there"
+                    ),
+                };
+                format!("Threshold {t:.3}: chosen on the validation part {how}.")
+            }
+            Some(ThresholdSource::Validation { rule: None }) => format!(
                 "Threshold {t:.3}: chosen on the validation part (the rule used is not recorded)."
             ),
             Some(ThresholdSource::Manual) => {
@@ -415,6 +432,8 @@ pub struct ReportData<'a> {
     pub history: Option<&'a History>,
     /// The gallery's pictures.
     pub gallery: Vec<GalleryEntry>,
+    /// Where the explanation maps land on the annotated fractures, when scored.
+    pub localization: Option<LocalizationData<'a>>,
     /// Limitations in plain words (the model card's last item).
     pub limitations: Vec<String>,
 }
@@ -472,6 +491,7 @@ impl<'a> ReportData<'a> {
                     boxes: g.boxes.len(),
                 })
                 .collect(),
+            localization: report.localization.map(LocalizationData::of),
             limitations,
         })
     }

@@ -5,7 +5,7 @@ use super::charts::RenderedChart;
 use super::data::ReportData;
 use super::gallery::GalleryImage;
 use super::text::{chart_image, escape, Format, Numbers};
-use super::{model_card, sections};
+use super::{localization, model_card, sections};
 use crate::error::Result;
 use serde_json::Value;
 use std::fmt::Write;
@@ -37,6 +37,11 @@ pub(super) fn page(
             chart_image(charts, "pr")
         ),
     );
+    section(
+        "operating-points",
+        "Sensitivity at fixed specificity",
+        sections::operating_points(data, &n)?,
+    );
     section("confusion", "Confusion matrix", sections::confusion(&n)?);
     section(
         "threshold-sweep",
@@ -50,6 +55,11 @@ pub(super) fn page(
     );
     section("tta", "Test-time augmentation", sections::tta(data, &n)?);
     section("subgroups", "Subgroups", sections::subgroups(data, &n)?);
+    section(
+        "localization",
+        "Localization",
+        localization::section(data.localization.as_ref(), &n)?,
+    );
     section(
         "training",
         "Training",

@@ -7,8 +7,10 @@
 //! knows HTML exists. The page holds the headline (sensitivity and specificity at the chosen
 //! threshold with 95 % intervals, ROC AUC, prevalence, accuracy beside the always-"not
 //! fractured" baseline), ROC and precision-recall curves with the operating point and the 0.5
-//! point, the confusion matrix, a threshold sweep, a reliability diagram before and after the
+//! point, the sensitivity at specificities 0.80, 0.90 and 0.95, the confusion matrix, a
+//! threshold sweep, a reliability diagram before and after the
 //! temperature with ECE and Brier score, test-time augmentation against none, subgroup tables,
+//! where explanation maps land on annotated fractures (when given, [`Report::localization`]),
 //! training curves, the split and provenance, a gallery of the most instructive cases, and a
 //! model card with the TRIPOD+AI / CLAIM items that apply.
 //!
@@ -35,6 +37,7 @@ mod charts;
 mod data;
 mod gallery;
 mod html;
+mod localization;
 mod model_card;
 mod sections;
 mod text;
@@ -43,11 +46,13 @@ pub use data::{DataSource, GalleryEntry, ModelInfo, PartCounts, ReportData, Summ
 pub use gallery::{
     annotated_regions, select_gallery, GalleryImage, GalleryKind, Overlay, OverlaySource,
 };
+pub use localization::LocalizationData;
 
 use crate::atomic::AtomicWriter;
 use crate::classifier::{stored, Evaluation, FractureClassifier};
 use crate::dataset::stored_path::PathForm;
 use crate::error::{Error, Result};
+use crate::metrics::LocalizationReport;
 use crate::train::History;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -69,6 +74,7 @@ pub struct Report<'a> {
     split: Option<Vec<PartCounts>>,
     data_source: DataSource,
     gallery: Option<Vec<GalleryImage>>,
+    localization: Option<&'a LocalizationReport>,
     extra_limitations: Vec<String>,
     /// How image paths are written (the classifier's), and the data root they are relative to.
     path_form: PathForm,
@@ -109,6 +115,7 @@ impl<'a> Report<'a> {
             split: classifier.split().map(data::part_counts),
             data_source: DataSource::named("not recorded"),
             gallery: None,
+            localization: None,
             extra_limitations: Vec::new(),
         }
     }
@@ -184,6 +191,15 @@ impl<'a> Report<'a> {
         }
         self.gallery = Some(gallery);
         Ok(self)
+    }
+
+    /// Where the explanation maps land on the annotated fractures of the evaluated part
+    /// ([`FractureClassifier::localization`]): the Localization section shows the map's
+    /// scores, the baselines', and the paired differences overall and per body part
+    /// (`metrics.json` gets the summaries, not the image paths).
+    pub fn localization(mut self, report: &'a LocalizationReport) -> Self {
+        self.localization = Some(report);
+        self
     }
 
     /// One more limitation for the model card, in plain words.

@@ -57,6 +57,28 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
     out
 }
 
+/// One list item per reported specificity: the best sensitivity there, threshold-free.
+fn at_specificity(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
+    let mut out = String::new();
+    for (index, point) in data
+        .evaluation
+        .sensitivity_at_specificity
+        .iter()
+        .enumerate()
+    {
+        let _ = write!(
+            out,
+            "<li>Sensitivity at specificity {:.2} (best threshold on these images) {}</li>",
+            point.specificity,
+            n.interval(
+                &format!("/evaluation/sensitivity_at_specificity/{index}/sensitivity"),
+                Format::Percent1
+            )?
+        );
+    }
+    Ok(out)
+}
+
 /// The model card section of the page.
 pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
     let mut out = String::new();
@@ -132,10 +154,11 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
         "Performance (95 % bootstrap intervals)",
         format!(
             "<ul><li>Sensitivity {}</li><li>Specificity {}</li><li>ROC AUC {}</li>\
-             <li>Accuracy {} against {} for always answering \"not fractured\"</li></ul>",
+             {}<li>Accuracy {} against {} for always answering \"not fractured\"</li></ul>",
             n.interval("/evaluation/intervals/sensitivity", Format::Percent1)?,
             n.interval("/evaluation/intervals/specificity", Format::Percent1)?,
             n.interval("/evaluation/intervals/auc", Format::Decimal3)?,
+            at_specificity(data, n)?,
             n.show("/evaluation/at_threshold/accuracy", Format::Percent1)?,
             n.show(
                 "/evaluation/at_threshold/majority_baseline_accuracy",
@@ -157,6 +180,11 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
             n.show_or_undefined("/evaluation/calibration/after/intercept", Format::Decimal3)?,
             super::calibration_text::sentence(data.evaluation, n)?
         ),
+    );
+    item(
+        &mut out,
+        "Localization",
+        super::localization::card_sentence(data.localization.as_ref(), n)?,
     );
     item(
         &mut out,

@@ -99,6 +99,36 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
     Ok(out)
 }
 
+/// The sensitivity at each reported specificity, threshold-free.
+pub(super) fn operating_points(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> {
+    let mut rows = String::new();
+    for (index, point) in data
+        .evaluation
+        .sensitivity_at_specificity
+        .iter()
+        .enumerate()
+    {
+        let _ = write!(
+            rows,
+            "<tr><td class=\"name\">{:.2}</td><td>{}</td></tr>",
+            point.specificity,
+            n.interval(
+                &format!("/evaluation/sensitivity_at_specificity/{index}/sensitivity"),
+                Format::Percent1
+            )?
+        );
+    }
+    Ok(format!(
+        "<p>What the model could do at other operating points, whatever its threshold: at each \
+         specificity, the highest sensitivity among the thresholds whose specificity on these \
+         images reaches it (no interpolation between thresholds). Intervals: 95 % bootstrap \
+         over the evaluated images. Chosen here, on the evaluated images, these points are \
+         optimistic: a threshold meant for use comes from validation data, not from these images.</p>\
+         <table id=\"specificity-table\"><tr><th class=\"name\">specificity at least</th>\
+         <th>sensitivity</th></tr>{rows}</table>"
+    ))
+}
+
 pub(super) fn confusion(n: &Numbers<'_>) -> Result<String> {
     let c = |name: &str| {
         n.show(
@@ -383,8 +413,7 @@ pub(super) fn provenance(data: &ReportData<'_>) -> Result<String> {
         ("calibration", m.calibration.describe()),
         (
             "threshold source",
-            m.threshold_source
-                .map_or_else(unknown, |s| format!("{s:?}").to_lowercase()),
+            m.threshold_source.map_or_else(unknown, |s| s.to_string()),
         ),
         ("test-time augmentation", m.tta.describe()),
         ("bundle", m.bundle.clone().unwrap_or_else(unknown)),

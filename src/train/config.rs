@@ -2,6 +2,7 @@
 //! notebook's choices as defaults. Written as `config.json` next to every checkpoint.
 
 use crate::error::{Error, Result};
+use crate::metrics::ThresholdRule;
 use crate::model::HeadConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ pub struct TrainConfig {
     /// A split manifest (CSV) copied into every checkpoint as `split.csv`, so a checkpoint
     /// says which images it was trained and validated on.
     pub split_manifest: Option<PathBuf>,
+    /// How [`FractureClassifier::train`](crate::FractureClassifier::train) chooses the
+    /// decision threshold on the validation part after training (Youden's J by default, or a
+    /// target sensitivity or specificity); the bundle records it as the threshold's source.
+    pub threshold_rule: ThresholdRule,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +90,7 @@ impl Default for TrainConfig {
             seed: 42,
             progress: true,
             split_manifest: None,
+            threshold_rule: ThresholdRule::Youden,
         }
     }
 }
@@ -157,7 +163,10 @@ impl TrainConfig {
                 e.min_delta
             ));
         }
-        self.schedule.validate()
+        self.schedule.validate()?;
+        self.threshold_rule
+            .validate()
+            .map_err(|e| Error::InvalidConfig(format!("threshold_rule: {e}")))
     }
 }
 

@@ -381,14 +381,16 @@ pub fn stated_confusion(metrics: &serde_json::Value) -> [u64; 4] {
 }
 
 /// The sections a report page must have, by `id`, in page order.
-pub const REPORT_SECTIONS: [&str; 12] = [
+pub const REPORT_SECTIONS: [&str; 14] = [
     "headline",
     "curves",
+    "operating-points",
     "confusion",
     "threshold-sweep",
     "calibration",
     "tta",
     "subgroups",
+    "localization",
     "training",
     "split",
     "provenance",

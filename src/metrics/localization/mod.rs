@@ -19,7 +19,10 @@
 //!
 //! Each is averaged over the images with a bootstrap 95 % interval, next to the same numbers
 //! for two maps that know nothing about the image, a centred Gaussian and a uniform map
-//! ([`BaselineMap`]): a method that does not beat them shows nothing.
+//! ([`BaselineMap`]): a method that does not beat them shows nothing. Whether it beats them is
+//! read from the paired differences ([`BaselineDifferences`]): the mean per-image difference,
+//! map minus baseline, at the same tolerance, with a bootstrap interval that resamples the same
+//! images for both; overall and per body part.
 //!
 //! ```
 //! use fracture::dataset::annotations::BoundingBox;
@@ -37,14 +40,20 @@
 //! # Ok::<(), fracture::Error>(())
 //! ```
 
-use super::{bootstrap_mean, BootstrapConfig, Interval};
+mod summary;
+
+pub use summary::{
+    BaselineDifferences, BodyPartLocalization, LocalizationReport, LocalizationSummary,
+    UNKNOWN_BODY_PART,
+};
+
+use super::BootstrapConfig;
 use crate::dataset::annotations::BoundingBox;
 use crate::error::{Error, Result};
 use crate::image::ImageF32;
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{connected_components, Connectivity};
 use serde::Serialize;
-use std::fmt;
 use std::path::PathBuf;
 
 /// Settings of the localization scores. Defaults: 15-pixel tolerance at the annotated
@@ -295,6 +304,9 @@ impl BaselineMap {
 pub struct ImageLocalization {
     /// The image.
     pub path: PathBuf,
+    /// Its body part, from the data set's metadata (`None`: not known; [`score_image`] leaves
+    /// it so, its caller fills it in).
+    pub body_part: Option<String>,
     /// Number of annotated boxes.
     pub boxes: usize,
     /// The explanation map.
@@ -324,143 +336,12 @@ pub fn score_image(
     };
     Ok(ImageLocalization {
         path,
+        body_part: None,
         boxes: boxes.len(),
         map: score_map(map, boxes, tolerance_px, config)?,
         centred_gaussian: baseline(BaselineMap::CentredGaussian)?,
         uniform: baseline(BaselineMap::Uniform)?,
     })
-}
-
-/// The three scores of one map averaged over images, with bootstrap intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct LocalizationSummary {
-    /// Pointing-game hit rate.
-    pub pointing_game: Interval,
-    /// Mean share of the map's mass inside the boxes.
-    pub energy_pointing_game: Interval,
-    /// Box-IoU hit rate.
-    pub box_iou_hit_rate: Interval,
-}
-
-impl LocalizationSummary {
-    /// Average per-image scores, each with a percentile-bootstrap interval.
-    pub fn of(scores: &[MapScores], bootstrap: BootstrapConfig) -> Result<Self> {
-        let column = |f: fn(&MapScores) -> f64| -> Vec<f64> { scores.iter().map(f).collect() };
-        Ok(Self {
-            pointing_game: bootstrap_mean(&column(|s| s.pointing), bootstrap)?,
-            energy_pointing_game: bootstrap_mean(&column(|s| s.energy), bootstrap)?,
-            box_iou_hit_rate: bootstrap_mean(
-                &column(|s| f64::from(u8::from(s.iou_hit))),
-                bootstrap,
-            )?,
-        })
-    }
-}
-
-/// Localization of one kind of map on a dataset part, next to the baselines.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LocalizationReport {
-    /// What the map is (`Grad-CAM of fracture`).
-    pub map_name: String,
-    /// The settings used.
-    pub config: LocalizationConfig,
-    /// The explanation map's summary.
-    pub map: LocalizationSummary,
-    /// The centred Gaussian's.
-    pub centred_gaussian: LocalizationSummary,
-    /// The uniform map's.
-    pub uniform: LocalizationSummary,
-    /// Every scored image.
-    pub images: Vec<ImageLocalization>,
-    /// Fractured images of the part without annotated boxes (left out).
-    pub without_annotations: Vec<PathBuf>,
-    /// Images that could not be scored, with the reason (unreadable, size mismatch).
-    pub skipped: Vec<(PathBuf, String)>,
-}
-
-impl LocalizationReport {
-    /// Summarize per-image scores. An error when no image was scored.
-    pub fn new(
-        map_name: impl Into<String>,
-        config: LocalizationConfig,
-        images: Vec<ImageLocalization>,
-        without_annotations: Vec<PathBuf>,
-        skipped: Vec<(PathBuf, String)>,
-    ) -> Result<Self> {
-        if images.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "localization: no annotated fractured image could be scored ({} without \
-                 annotations, {} skipped)",
-                without_annotations.len(),
-                skipped.len()
-            )));
-        }
-        let summary = |pick: fn(&ImageLocalization) -> MapScores| {
-            let scores: Vec<MapScores> = images.iter().map(pick).collect();
-            LocalizationSummary::of(&scores, config.bootstrap)
-        };
-        Ok(Self {
-            map_name: map_name.into(),
-            map: summary(|i| i.map)?,
-            centred_gaussian: summary(|i| i.centred_gaussian)?,
-            uniform: summary(|i| i.uniform)?,
-            config,
-            images,
-            without_annotations,
-            skipped,
-        })
-    }
-
-    /// The summaries with their names, the map first.
-    pub fn rows(&self) -> [(&str, &LocalizationSummary); 3] {
-        [
-            (self.map_name.as_str(), &self.map),
-            (BaselineMap::CentredGaussian.name(), &self.centred_gaussian),
-            (BaselineMap::Uniform.name(), &self.uniform),
-        ]
-    }
-}
-
-impl fmt::Display for LocalizationReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        writeln!(
-            f,
-            "== localization on {} annotated fractured images ({} without annotations, {} \
-             skipped)",
-            self.images.len(),
-            self.without_annotations.len(),
-            self.skipped.len()
-        )?;
-        writeln!(
-            f,
-            "pointing game: map maximum within {} px (annotated resolution) of a box; energy: \
-             share of the map inside the boxes;\nbox IoU: box around the largest region >= {}% \
-             of the peak, hit when IoU >= {}",
-            c.tolerance_px,
-            c.region_threshold * 100.0,
-            c.iou_threshold
-        )?;
-        writeln!(
-            f,
-            "{:<24} {:<30} {:<30} {:<30}",
-            "map", "pointing game", "energy in boxes", "box IoU hit rate"
-        )?;
-        for (name, s) in self.rows() {
-            writeln!(
-                f,
-                "{:<24} {:<30} {:<30} {:<30}",
-                name,
-                format!("{:.3}", s.pointing_game),
-                format!("{:.3}", s.energy_pointing_game),
-                format!("{:.3}", s.box_iou_hit_rate)
-            )?;
-        }
-        for (path, reason) in &self.skipped {
-            writeln!(f, "  skipped {}: {reason}", path.display())?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
