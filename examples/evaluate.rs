@@ -121,6 +121,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let load_report: Option<LoadReport> = data.map(|d| d.report);
     let part_name = PartName::parse(&args.part).ok_or("--part must be train, val or test")?;
     let part = split.part(part_name).clone();
+    if let (Some(rule), PartName::Val) = (rule, part_name) {
+        return Err(format!(
+            "{rule} would choose the threshold on the validation part and then measure it on \
+             the same images: evaluate --part test (or train) with a rule, or --part val without"
+        )
+        .into());
+    }
     if args.tta {
         clf.set_tta(TtaConfig::standard())?;
     }

@@ -507,6 +507,45 @@ fn a_bundles_split_is_the_split_and_a_data_folder_only_locates_its_images() {
     assert!(message.contains(&test_name), "{message}");
 }
 
+/// A model evaluated on images elsewhere (a copy of its data) before it is saved keeps its
+/// split stored against the split's own root: the bundle still locates its images in the data
+/// folder, and no folder name above that root is written (it used to store the split against
+/// the common folder of split and evaluation, which no `--data` folder could ever match).
+#[test]
+fn an_evaluation_elsewhere_before_saving_leaves_the_split_locatable() {
+    let a = tempfile::tempdir().unwrap();
+    generated_samples(a.path(), 10, 48, 64);
+    let data = FracAtlas::open(a.path()).unwrap();
+    let split = data.split(&SplitConfig::default()).unwrap();
+    let mut clf = tiny_classifier();
+    let config = fracture::train::TrainConfig {
+        augment: false,
+        ..quick_training(1)
+    };
+    clf.train(&split, config).unwrap();
+    let b = tempfile::tempdir().unwrap();
+    copy_tree(a.path(), b.path());
+    let elsewhere = FracAtlas::open(b.path())
+        .unwrap()
+        .split(&SplitConfig::default())
+        .unwrap();
+    clf.evaluate(&elsewhere.test).unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    clf.save(bundle.path()).unwrap();
+
+    let csv = std::fs::read_to_string(bundle.path().join("split.csv")).unwrap();
+    let a_name = a.path().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !csv.contains(&a_name),
+        "split.csv names a folder above the data root:\n{csv}"
+    );
+    let loaded = FractureClassifier::load(bundle.path(), &Device::Cpu).unwrap();
+    let resolved = loaded
+        .resolve_split(Some(&data), &SplitConfig::default())
+        .unwrap();
+    assert_eq!(resolved.first_difference(&split), None);
+}
+
 #[cfg(unix)]
 #[test]
 fn an_evaluation_that_cannot_be_recorded_is_an_error() {

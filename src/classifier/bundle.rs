@@ -346,9 +346,9 @@ impl FractureClassifier {
             .as_ref()
             .map(super::stored::evaluation_paths)
             .unwrap_or_default();
-        let root = super::stored::data_root(self.split.as_ref(), &evaluation_paths);
+        let root = super::stored::evaluation_root(self.split.as_ref(), &evaluation_paths);
         if let Some(split) = &self.split {
-            let stored = split.stored(&self.path_form, &root);
+            let stored = split.stored(&self.path_form, &split.data_root().unwrap_or_default());
             writer.write_with(SPLIT, |tmp| stored.save_stored_manifest(tmp))?;
             files.push(SPLIT.to_string());
         }

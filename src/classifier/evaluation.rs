@@ -155,6 +155,8 @@ pub struct Evaluation {
     /// Metrics at [`DEFAULT_THRESHOLD`], the reference notebook's implicit threshold (for
     /// comparison).
     pub at_half: BinaryMetrics,
+    /// The resampling behind every interval of this evaluation.
+    pub bootstrap: BootstrapConfig,
     /// Seeded bootstrap intervals (AUC, sensitivity, specificity) at the classifier's threshold.
     pub intervals: BootstrapIntervals,
     /// The same intervals at threshold 0.5.
@@ -402,6 +404,7 @@ impl FractureClassifier {
             .map(|s| (s.path, s.reason))
             .collect();
         let evaluation = Evaluation {
+            bootstrap,
             part: part.name.name().to_string(),
             split_origin: SplitOrigin::of(self.split.as_ref(), part),
             at_threshold,

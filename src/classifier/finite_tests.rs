@@ -188,3 +188,41 @@ fn the_same_classifiers_answer_with_a_finite_bias() {
         }
     }
 }
+
+/// Scoring an archive with such a model finishes the shard: every image's row says
+/// `non-finite` (no probability, no decision) instead of one image stopping the shard for good
+/// (a requeue would hit the same image again).
+#[test]
+fn a_nan_logit_is_a_row_error_when_scoring_an_archive() {
+    let root = tempfile::tempdir().unwrap();
+    let split = data(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let clf = classifier(backbones()[0].1.clone(), f32::NAN, true);
+    // The folder of the class folders: images only.
+    let images_dir = split.test.samples[0]
+        .path
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap();
+    let report = clf
+        .score_shard(
+            images_dir,
+            out.path(),
+            &crate::score::ScoreOptions::default(),
+        )
+        .unwrap();
+    let images = split.parts().iter().map(|p| p.samples.len()).sum::<usize>();
+    assert_eq!(report.errors, images, "{report:?}");
+    let summary = crate::score::merge(out.path()).unwrap();
+    assert_eq!(summary.scored, 0);
+    assert_eq!(summary.fractured, 0);
+    assert_eq!(summary.errors_by_kind.get("non-finite"), Some(&images));
+    let csv = std::fs::read_to_string(out.path().join("scores.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|row| row.contains("non-finite: the fracture logit is NaN")),
+        "{csv}"
+    );
+}

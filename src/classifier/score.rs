@@ -170,10 +170,19 @@ impl FractureClassifier {
                 })
                 .collect();
             // One image per forward pass: batched matrix products round differently with the
-            // batch's size and neighbours, and a row must not depend on its shard.
+            // batch's size and neighbours, and a row must not depend on its shard. A
+            // non-finite output is that image's row error (never "not fractured"), so one
+            // image cannot stop its shard for good; any other failure is the model's and stops.
             let mut predictions = images
                 .iter()
-                .map(|image| self.classify_image(image))
+                .map(|image| match self.classify_image(image) {
+                    Ok(prediction) => Ok(Ok(prediction.fracture_probability)),
+                    Err(e @ Error::NonFinite { .. }) => {
+                        let (kind, message) = error_kind(&e);
+                        Ok(Err(format!("{kind}: {message}")))
+                    }
+                    Err(e) => Err(e),
+                })
                 .collect::<Result<Vec<_>>>()?
                 .into_iter();
             let mut rows = Vec::with_capacity(chunk.len());
@@ -185,12 +194,13 @@ impl FractureClassifier {
                         let prediction = predictions.next().ok_or_else(|| {
                             Error::Internal("the model returned too few predictions".into())
                         })?;
-                        (
-                            sha256,
-                            body_part,
-                            Some(prediction.fracture_probability),
-                            String::new(),
-                        )
+                        match prediction {
+                            Ok(p) => (sha256, body_part, Some(p), String::new()),
+                            Err(error) => {
+                                errors += 1;
+                                (sha256, body_part, None, error)
+                            }
+                        }
                     }
                     Decoded::Failed { sha256, error } => {
                         errors += 1;

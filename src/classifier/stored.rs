@@ -21,16 +21,21 @@ pub(crate) fn evaluation_paths(evaluation: &Value) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The data root of a bundle or report: the deepest folder holding every image of `split`
-/// and every path of `evaluation_paths` (empty when none is absolute: then only file names
-/// are written).
-pub(crate) fn data_root(split: Option<&Split>, evaluation_paths: &[PathBuf]) -> PathBuf {
-    let split_paths = split
-        .into_iter()
-        .flat_map(|s| s.parts())
-        .flat_map(|part| part.samples.iter().map(|s| s.path.as_path()));
-    stored_path::data_root(split_paths.chain(evaluation_paths.iter().map(PathBuf::as_path)))
-        .unwrap_or_default()
+/// The root that an evaluation's paths are stored against: the split's own root (the deepest
+/// folder holding every image of `split`) when every path of `evaluation_paths` lies under it,
+/// so that the cases and the split name an image alike; otherwise the deepest folder holding
+/// the evaluation's paths. Empty when none is absolute (then only file names are written).
+///
+/// The split itself is always stored against its own root ([`Split::data_root`]): an
+/// evaluation of images elsewhere must not widen it, or `Split::locate` could no longer match
+/// the stored keys to a data folder (and more of each path would be written).
+pub(crate) fn evaluation_root(split: Option<&Split>, evaluation_paths: &[PathBuf]) -> PathBuf {
+    if let Some(root) = split.and_then(Split::data_root)
+        && evaluation_paths.iter().all(|p| p.starts_with(&root))
+    {
+        return root;
+    }
+    stored_path::data_root(evaluation_paths.iter().map(PathBuf::as_path)).unwrap_or_default()
 }
 
 /// Rewrite an evaluation's JSON in place: each path in `form` against `root`, each skip
@@ -84,7 +89,7 @@ mod tests {
     #[test]
     fn relative_paths_and_reasons() {
         let mut value = evaluation();
-        let root = data_root(None, &evaluation_paths(&value));
+        let root = evaluation_root(None, &evaluation_paths(&value));
         assert_eq!(root, PathBuf::from("/data/xr"));
         store_evaluation_paths(&mut value, &PathForm::Relative, &root);
         assert_eq!(value["cases"][0]["path"], "DOE_JOHN/IM0001.dcm");

@@ -139,6 +139,9 @@ pub struct RocCurve {
     /// Not-fractured cases cleared at each threshold (for an exact specificity).
     #[serde(skip)]
     true_negatives: Vec<usize>,
+    /// Fractured cases found at each threshold (for an exact Youden's J).
+    #[serde(skip)]
+    true_positives: Vec<usize>,
 }
 
 impl RocCurve {
@@ -169,6 +172,9 @@ impl RocCurve {
                         .iter()
                         .map(|&fp| ranking.not_fractured - fp),
                 )
+                .collect(),
+            true_positives: std::iter::once(0)
+                .chain(ranking.true_positives.iter().copied())
                 .collect(),
             fractured: ranking.fractured,
             not_fractured: ranking.not_fractured,
@@ -206,11 +212,32 @@ impl RocCurve {
 
     /// The threshold maximizing Youden's J = sensitivity + specificity − 1 (`tpr − fpr`), the
     /// highest one on ties; undefined if no threshold beats calling every case not fractured.
+    ///
+    /// J is compared exactly, as `tp · N − fp · P` in integers: in floating point two equal
+    /// values of J can differ in the last bit (`1 − 2/3` exceeds `1/3`), which would break a
+    /// tie towards a lower threshold.
+    ///
+    /// ```
+    /// use fracture::metrics::RocCurve;
+    /// // J = 1/3 at 0.9 (1 of 3 found, no false alarm), at 0.7 and at 0.2: the highest wins.
+    /// let labels = [true, false, true, false, true, false];
+    /// let scores = [0.9, 0.8, 0.7, 0.3, 0.2, 0.1];
+    /// let roc = RocCurve::new(&labels, &scores)?;
+    /// assert_eq!(roc.youden().value().unwrap().threshold, 0.9);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
     pub fn youden(&self) -> Metric<OperatingPoint> {
         // Index 0 (+∞) has J = 0: a finite threshold must do strictly better.
-        let mut best = (0usize, 0.0f64);
-        for (k, (tpr, fpr)) in self.tpr.iter().zip(&self.fpr).enumerate() {
-            let j = tpr - fpr;
+        let (p, n) = (self.fractured as i128, self.not_fractured as i128);
+        let mut best = (0usize, 0i128);
+        for (k, (&tp, &tn)) in self
+            .true_positives
+            .iter()
+            .zip(&self.true_negatives)
+            .enumerate()
+        {
+            // J · P · N = tp · N − fp · P.
+            let j = tp as i128 * n - (n - tn as i128) * p;
             if j > best.1 {
                 best = (k, j);
             }
@@ -292,9 +319,11 @@ fn check_target(what: &str, target: f64) -> Result<()> {
 /// ([`RocCurve::for_specificity`]). 0 when only calling nothing fractured reaches the target.
 /// Undefined when only one class is present; an error for a target outside `(0, 1]`.
 ///
-/// Scikit-learn's `roc_curve` gives the same number as
-/// `tpr[fpr <= 1 - target].max()` (with `drop_intermediate=False`, or with the default: the
-/// points it drops are never the best).
+/// On scikit-learn's `roc_curve` points this is the largest `tpr` whose specificity
+/// `1 - fpr` reaches `target`, compared exactly: the specificity is `tn / N` from counts, so a
+/// point exactly at the target qualifies (a float test `fpr <= 1 - target` can drop it, as
+/// `1 - 0.9` is below `0.1`). The fixture `tests/fixtures/metrics/sklearn_operating_points.json`
+/// checks it against `roc_curve` with exact fractions.
 ///
 /// ```
 /// use fracture::metrics::{sensitivity_at_specificity, Metric};

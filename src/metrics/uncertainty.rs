@@ -13,8 +13,9 @@ use super::{
 };
 use crate::{Error, Result};
 
-/// Settings of [`bootstrap_ci`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Settings of [`bootstrap_ci`] (recorded with an evaluation, so that a report states the
+/// resamples and coverage that were used).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct BootstrapConfig {
     /// Number of resamples (with replacement, same size as the data); at least 1.
     pub n_resamples: usize,

@@ -7,13 +7,14 @@ use super::text::{escape, Format, Numbers};
 use crate::classifier::{CalibrationMethod, CalibrationSource, Evaluation};
 use crate::error::Result;
 
-/// `value (95 % CI lower to upper)` of the ECE or Brier score (`what`: `ece` or `brier`) of
+/// `value (C % CI lower to upper)` of the ECE or Brier score (`what`: `ece` or `brier`) of
 /// the calibration summary `when` (`before` or `after`); their intervals are always defined.
 pub(super) fn with_interval(n: &Numbers<'_>, when: &str, what: &str) -> Result<String> {
     let at = |tail: &str| format!("/evaluation/calibration/{when}/{tail}");
     Ok(format!(
-        "{} <span class=\"ci\">(95 % CI {} to {})</span>",
+        "{} <span class=\"ci\">({} % CI {} to {})</span>",
         n.show(&at(what), Format::Decimal4)?,
+        n.show_confidence(&at(&format!("{what}_interval/confidence")))?,
         n.show(&at(&format!("{what}_interval/lower")), Format::Decimal4)?,
         n.show(&at(&format!("{what}_interval/upper")), Format::Decimal4)?
     ))

@@ -428,6 +428,9 @@ pub struct ReportData<'a> {
     pub data_source: DataSource,
     /// The split the model was trained on, when known.
     pub split: Option<Vec<PartCounts>>,
+    /// How many contents (by hash) of that split lie in more than one part (0 for every split
+    /// the crate makes; a manifest edited by hand may differ), when the split is known.
+    pub split_copies_across_parts: Option<usize>,
     /// The training history, when known.
     pub history: Option<&'a History>,
     /// The gallery's pictures.
@@ -479,6 +482,7 @@ impl<'a> ReportData<'a> {
             model: report.model.clone(),
             data_source: report.data_source.clone(),
             split: report.split.clone(),
+            split_copies_across_parts: report.split_copies_across_parts,
             history: report.history.as_ref(),
             gallery: gallery
                 .iter()

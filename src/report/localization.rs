@@ -23,6 +23,8 @@ pub struct LocalizationData<'a> {
     pub bootstrap_resamples: usize,
     /// Seed of the resampling.
     pub bootstrap_seed: u64,
+    /// Coverage of every interval (e.g. 0.95).
+    pub bootstrap_confidence: f64,
     /// Annotated fractured images scored.
     pub images: usize,
     /// Fractured images without annotated boxes (left out).
@@ -49,6 +51,7 @@ impl<'a> LocalizationData<'a> {
             config: &report.config,
             bootstrap_resamples: report.config.bootstrap.n_resamples,
             bootstrap_seed: report.config.bootstrap.seed,
+            bootstrap_confidence: report.config.bootstrap.confidence,
             images: report.images.len(),
             without_annotations: report.without_annotations.len(),
             skipped: report.skipped.len(),
@@ -93,7 +96,7 @@ pub(super) fn section(data: Option<&LocalizationData<'_>>, n: &Numbers<'_>) -> R
          the map's maximum within {} px (at the annotated resolution) of a box; energy: the share \
          of the map inside the boxes; box IoU: the box around the largest region at or above {} \
          % of the peak, a hit at IoU {} or more. The baselines know nothing about the image: a \
-         map that does not beat them shows nothing. Intervals: 95 % bootstrap over the images, \
+         map that does not beat them shows nothing. Intervals: {} % bootstrap over the images, \
          {} resamples.</p>\
          <table id=\"localization-table\"><tr><th class=\"name\">map</th>{header}</tr>",
         n.show("/localization/images", Format::Count)?,
@@ -102,6 +105,7 @@ pub(super) fn section(data: Option<&LocalizationData<'_>>, n: &Numbers<'_>) -> R
         data.config.tolerance_px,
         data.config.region_threshold * 100.0,
         data.config.iou_threshold,
+        n.show_confidence("/localization/bootstrap_confidence")?,
         n.show("/localization/bootstrap_resamples", Format::Count)?,
     );
     for (name, key) in [
@@ -179,11 +183,12 @@ pub(super) fn card_sentence(
     };
     Ok(format!(
         "<p>{}: pointing game {} on {} annotated fractured images; minus a centred Gaussian {}, \
-         minus a uniform map {} (paired, 95 % bootstrap intervals). Details under Localization.</p>",
+         minus a uniform map {} (paired, {} % bootstrap intervals). Details under Localization.</p>",
         escape(data.map_name),
         n.interval("/localization/map/pointing_game", Format::Decimal3)?,
         n.show("/localization/images", Format::Count)?,
         n.interval("/localization/differences/centred_gaussian/pointing_game", Format::Decimal3)?,
         n.interval("/localization/differences/uniform/pointing_game", Format::Decimal3)?,
+        n.show_confidence("/localization/bootstrap_confidence")?,
     ))
 }

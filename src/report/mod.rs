@@ -72,6 +72,7 @@ pub struct Report<'a> {
     model: ModelInfo,
     history: Option<History>,
     split: Option<Vec<PartCounts>>,
+    split_copies_across_parts: Option<usize>,
     data_source: DataSource,
     gallery: Option<Vec<GalleryImage>>,
     localization: Option<&'a LocalizationReport>,
@@ -104,7 +105,7 @@ impl<'a> Report<'a> {
             .collect();
         Self {
             path_form: classifier.path_form().clone(),
-            data_root: stored::data_root(classifier.split(), &evaluation_paths),
+            data_root: stored::evaluation_root(classifier.split(), &evaluation_paths),
             evaluation,
             title: format!(
                 "Fracture classifier: evaluation on the {} part",
@@ -113,6 +114,7 @@ impl<'a> Report<'a> {
             model: ModelInfo::of(classifier),
             history: classifier.history().cloned(),
             split: classifier.split().map(data::part_counts),
+            split_copies_across_parts: classifier.split().map(|s| s.leaking_hashes().len()),
             data_source: DataSource::named("not recorded"),
             gallery: None,
             localization: None,

@@ -46,9 +46,10 @@ pub(super) fn limitations(report: &Report<'_>) -> Vec<String> {
     {
         out.push(format!(
             "Only {fractured} fractured images were evaluated: the sensitivity is known only \
-                 to within {:.0} to {:.0} % (95 % interval).",
+                 to within {:.0} to {:.0} % ({:.0} % interval).",
             ci.lower * 100.0,
-            ci.upper * 100.0
+            ci.upper * 100.0,
+            ci.confidence * 100.0
         ));
     }
     out.push(super::calibration_text::limitation(evaluation));
@@ -110,10 +111,18 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
             .iter()
             .map(|p| format!("{} {} ({} fractured)", p.part, p.images, p.fractured))
             .collect();
+        // Only what the recorded split shows: its parts and whether any content lies in two
+        // of them (how it was made, stratified or by hand, is not recorded).
+        let copies = match data.split_copies_across_parts {
+            Some(0) => "; no image's content is in two parts (checked by hash)".to_string(),
+            Some(k) => format!("; {k} contents are in more than one part (checked by hash)"),
+            None => String::new(),
+        };
         let _ = write!(
             data_text,
-            "<p>Split by image, stratified by label, byte-identical copies kept together: {}.</p>",
-            escape(&counts.join(", "))
+            "<p>Split by image: {}{}.</p>",
+            escape(&counts.join(", ")),
+            escape(&copies)
         );
     }
     let left_out: usize = data.data_source.excluded.iter().map(|(_, k)| k).sum();
@@ -151,7 +160,10 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
     );
     item(
         &mut out,
-        "Performance (95 % bootstrap intervals)",
+        &format!(
+            "Performance ({:.0} % bootstrap intervals)",
+            data.evaluation.bootstrap.confidence * 100.0
+        ),
         format!(
             "<ul><li>Sensitivity {}</li><li>Specificity {}</li><li>ROC AUC {}</li>\
              {}<li>Accuracy {} against {} for always answering \"not fractured\"</li></ul>",
@@ -189,9 +201,21 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
     item(
         &mut out,
         "Subgroups",
-        "<p>Per body part and by visible surgical hardware in the Subgroups section; groups \
-         with few fractures are too small for firm conclusions.</p>"
-            .into(),
+        match (
+            data.evaluation.by_body_part.is_some(),
+            data.evaluation.by_hardware.is_some(),
+        ) {
+            (false, false) => "<p>No subgroups were recorded with this evaluation.</p>".into(),
+            (body, hardware) => format!(
+                "<p>{} in the Subgroups section; groups with few fractures are too small for \
+                 firm conclusions.</p>",
+                match (body, hardware) {
+                    (true, true) => "Per body part and by visible surgical hardware",
+                    (true, false) => "Per body part",
+                    _ => "By visible surgical hardware",
+                }
+            ),
+        },
     );
     let mut list = String::from("<ul id=\"limitations\">");
     for text in &data.limitations {

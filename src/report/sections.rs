@@ -41,7 +41,10 @@ pub(super) fn headline(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String>
         card(
             "ROC AUC",
             n.interval("/evaluation/intervals/auc", Format::Decimal3)?,
-            "bootstrap, 1000 resamples",
+            &format!(
+                "bootstrap, {} resamples",
+                n.show("/evaluation/bootstrap/n_resamples", Format::Count)?
+            ),
         ),
         card(
             "Prevalence (fraction fractured)",
@@ -121,11 +124,12 @@ pub(super) fn operating_points(data: &ReportData<'_>, n: &Numbers<'_>) -> Result
     Ok(format!(
         "<p>What the model could do at other operating points, whatever its threshold: at each \
          specificity, the highest sensitivity among the thresholds whose specificity on these \
-         images reaches it (no interpolation between thresholds). Intervals: 95 % bootstrap \
+         images reaches it (no interpolation between thresholds). Intervals: {} % bootstrap \
          over the evaluated images. Chosen here, on the evaluated images, these points are \
          optimistic: a threshold meant for use comes from validation data, not from these images.</p>\
          <table id=\"specificity-table\"><tr><th class=\"name\">specificity at least</th>\
-         <th>sensitivity</th></tr>{rows}</table>"
+         <th>sensitivity</th></tr>{rows}</table>",
+        n.show_confidence("/evaluation/bootstrap/confidence")?
     ))
 }
 
@@ -205,7 +209,7 @@ pub(super) fn calibration(
          <tr><td class=\"name\">before: sigmoid(logit)</td>{}</tr>\
          <tr><td class=\"name\">after: {}</td>{}</tr></table>\
          <p>{}</p>\
-         <p>Intervals: 95 % bootstrap over the evaluated images. Calibration slope 1 and intercept 0 \
+         <p>Intervals: {} % bootstrap over the evaluated images. Calibration slope 1 and intercept 0 \
          are ideal (slope below 1: too confident; intercept below 0: probabilities too high on average). \
          Calibration changes the probabilities, not their order, so the ROC AUC and the decisions at the \
          threshold stay the same; it holds for data like the part it was fitted on, not for another \
@@ -215,6 +219,7 @@ pub(super) fn calibration(
         escape(&data.evaluation.calibration.map.describe()),
         row("after")?,
         super::calibration_text::sentence(data.evaluation, n)?,
+        n.show_confidence("/evaluation/bootstrap/confidence")?,
     ))
 }
 

@@ -148,7 +148,7 @@ impl Numbers<'_> {
         ))
     }
 
-    fn show_confidence(&self, pointer: &str) -> Result<String> {
+    pub(super) fn show_confidence(&self, pointer: &str) -> Result<String> {
         let confidence = self
             .json
             .pointer(pointer)

@@ -115,7 +115,8 @@ pub struct ShardReport {
 /// The kind and the message of an error that kept an input from being scored, as rows record
 /// it (`kind: message`): `unreadable` (the file cannot be read), `empty`, `not-an-image`,
 /// `unsupported-dicom-syntax`, `dicom-unreadable`, `undecodable` (an image format that fails
-/// to decode), `failed` (anything else). Messages name no path (the row has it) and hold no
+/// to decode), `non-finite` (the model gave a NaN or infinite output for this image),
+/// `failed` (anything else). Messages name no path (the row has it) and hold no
 /// DICOM patient identifier.
 ///
 /// ```
@@ -143,6 +144,7 @@ pub fn error_kind(error: &Error) -> (&'static str, String) {
             };
             (kind, message.clone())
         }
+        Error::NonFinite { what, value, .. } => ("non-finite", format!("the {what} is {value}")),
         other => ("failed", other.to_string()),
     };
     (kind, message.replace(['\n', '\r'], " "))
