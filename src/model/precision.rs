@@ -19,6 +19,9 @@ use std::str::FromStr;
 ///   elsewhere choosing it is an error, never a silent emulation. Outputs differ from float32
 ///   by about 1e-2 relative (bfloat16's rounding of each input), which moves probabilities in
 ///   their second or third decimal: measure a bundle's metrics with it before relying on it.
+///   It pays where `vdpbf16ps` runs at the rate of an f32 FMA (AMD Zen 4 and later). On Intel
+///   Xeons of the Sapphire Rapids generation it runs at a quarter of that rate, and bf16 is
+///   slower than f32 (1.7x on ResNet152V2, `docs/cpu_speed.md`).
 ///
 /// ```
 /// use fracture::model::Precision;
