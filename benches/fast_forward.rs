@@ -1,25 +1,31 @@
-//! ResNet152V2 at 224x224 on the CPU: the fast path ([`FastResNetV2`]) at batch 1 and 8, the
-//! default candle path for reference, and a frozen-backbone training step (fast backbone
-//! forward at batch 8, then head forward, backward and Adam step).
+//! ResNet152V2 at 224x224 on the CPU: the fast path ([`FastResNetV2`]) at batch 1 and 8, at
+//! f32 and (where the CPU has AVX512_BF16) at bf16, the default candle path for reference, and
+//! a frozen-backbone training step (fast backbone forward at batch 8, then head forward,
+//! backward and Adam step).
 //!
 //! ```text
 //! cargo bench --bench fast_forward                      # fast path + train step
 //! FAST_FORWARD_BASELINE=1 cargo bench --bench fast_forward   # also the default candle path
 //! FAST_FORWARD_PROFILE=8 cargo bench --bench fast_forward    # per-layer profile at batch 8
 //! FAST_FORWARD_PROFILE=8 FAST_FORWARD_IM2COL=1 cargo bench --bench fast_forward  # without Winograd
+//! FAST_FORWARD_PROFILE=8 FAST_FORWARD_PRECISION=bf16 cargo bench --bench fast_forward  # bf16 layers
 //! FAST_FORWARD_SERVE=1 cargo bench --bench fast_forward      # timing server for compare_cpu.py
 //! FAST_FORWARD_CHECK=2 cargo bench --bench fast_forward      # fast vs default path, batch 2
 //! ```
 //!
 //! The timing server reads one command per line on stdin and answers one line on stdout:
 //! `forward B` → wall and CPU milliseconds (all threads, 10 ms resolution) of one fast forward
-//! pass at batch `B`; `train B` → the same for one frozen-backbone training step at batch `B`;
-//! `quit` ends it. Its thread count is rayon's (`RAYON_NUM_THREADS`).
+//! pass at batch `B`; `forward_bf16 B` → the same at precision bf16 (where the CPU has
+//! AVX512_BF16; elsewhere the server answers that it does not know the command); `train B` →
+//! one frozen-backbone training step at batch `B`; `quit` ends it. Its thread count is rayon's
+//! (`RAYON_NUM_THREADS`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use fracture::model::{ClassifierHead, FastResNetV2, HeadConfig, ResNetV2, ResNetV2Config};
+use fracture::model::{
+    ClassifierHead, FastResNetV2, HeadConfig, Precision, ResNetV2, ResNetV2Config,
+};
 use rand::SeedableRng;
 use std::time::Instant;
 
@@ -32,6 +38,17 @@ fn backbone() -> (ResNetV2, VarMap) {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = ResNetV2::new(&ResNetV2Config::resnet152v2(), vb).expect("ResNet152V2");
     (model, varmap)
+}
+
+/// The fast path at bf16, when this CPU has AVX512_BF16 (else says so on stderr).
+fn bf16_of(fast: &FastResNetV2) -> Option<FastResNetV2> {
+    match fast.clone().with_precision(Precision::Bf16) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("bf16 cases skipped: {e}");
+            None
+        }
+    }
 }
 
 fn input(batch: usize) -> Tensor {
@@ -82,6 +99,7 @@ fn bench_forward(c: &mut Criterion) {
     let fast = FastResNetV2::from_model(&model).expect("fast path");
     // The fast path with every 3x3 convolution as im2col: the baseline of the Winograd kernels.
     let im2col = fast.clone().without_winograd();
+    let bf16 = bf16_of(&fast);
     let baseline = std::env::var_os("FAST_FORWARD_BASELINE").is_some();
     let mut group = c.benchmark_group("resnet152v2_224_forward");
     group.sample_size(10);
@@ -93,6 +111,11 @@ fn bench_forward(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("fast_im2col", batch), &x, |b, x| {
             b.iter(|| im2col.forward_pooled(x).expect("fast forward"))
         });
+        if let Some(bf16) = &bf16 {
+            group.bench_with_input(BenchmarkId::new("fast_bf16", batch), &x, |b, x| {
+                b.iter(|| bf16.forward_pooled(x).expect("bf16 forward"))
+            });
+        }
         if baseline {
             group.bench_with_input(BenchmarkId::new("candle_default", batch), &x, |b, x| {
                 b.iter(|| model.forward_pooled(x).expect("default forward"))
@@ -121,6 +144,11 @@ fn profile(batch: usize) {
     if std::env::var_os("FAST_FORWARD_IM2COL").is_some() {
         fast = fast.without_winograd();
     }
+    if let Ok(p) = std::env::var("FAST_FORWARD_PRECISION") {
+        let precision: Precision = p.parse().expect("FAST_FORWARD_PRECISION");
+        fast = fast.with_precision(precision).expect("precision");
+        println!("precision {precision}");
+    }
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
     common::print_pass_times(batch, || {
@@ -136,23 +164,32 @@ fn serve() {
     let (model, _vars) = backbone();
     let fast = FastResNetV2::from_model(&model).expect("fast path");
     drop(model);
+    let bf16 = bf16_of(&fast);
     let mut trainer = HeadTrainer::new(fast.config().feature_channels());
-    common::serve("`forward B`, `train B`", |command, b, stopwatch| {
-        match command {
-            "forward" => {
-                let x = input(b);
-                stopwatch.start();
-                fast.forward_pooled(&x).expect("forward");
+    common::serve(
+        "`forward B`, `forward_bf16 B`, `train B`",
+        |command, b, stopwatch| {
+            match (command, &bf16) {
+                ("forward", _) => {
+                    let x = input(b);
+                    stopwatch.start();
+                    fast.forward_pooled(&x).expect("forward");
+                }
+                ("forward_bf16", Some(bf16)) => {
+                    let x = input(b);
+                    stopwatch.start();
+                    bf16.forward_pooled(&x).expect("bf16 forward");
+                }
+                ("train", _) => {
+                    let (x, y) = (input(b), labels(b));
+                    stopwatch.start();
+                    trainer.step(&fast, &x, &y);
+                }
+                _ => return false,
             }
-            "train" => {
-                let (x, y) = (input(b), labels(b));
-                stopwatch.start();
-                trainer.step(&fast, &x, &y);
-            }
-            _ => return false,
-        }
-        true
-    });
+            true
+        },
+    );
 }
 
 /// Largest difference between the fast and the default path on the full-size network.
@@ -165,6 +202,11 @@ fn check(batch: usize) {
     let diff = (&a - &b).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>());
     let scale = b.abs().and_then(|t| t.max_all()?.to_scalar::<f32>());
     println!("batch {batch}: max |fast - default| = {diff:?}, max |default| = {scale:?}");
+    if let Some(bf16) = bf16_of(&fast) {
+        let c = bf16.forward_pooled(&x).expect("bf16 forward");
+        let diff = (&c - &a).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>());
+        println!("batch {batch}: max |bf16 - f32 fast| = {diff:?}");
+    }
 }
 
 fn main() {

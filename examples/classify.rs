@@ -6,11 +6,13 @@
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg --tta   # test-time augmentation
 //! cargo run --release --example classify -- best_model.h5 xray.jpg     # the notebook's checkpoint
+//! cargo run --release --example classify -- BUNDLE_DIR folder/ --precision bf16  # AVX512_BF16 CPUs
 //! ```
 
 use clap::Parser;
 use fracture::augment::TtaConfig;
 use fracture::device::{self, DeviceRequest};
+use fracture::model::Precision;
 use fracture::FractureClassifier;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,12 +41,17 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or best.
     #[arg(long, default_value = "best")]
     device: DeviceRequest,
+    /// Precision of the CPU fast path's convolutions: f32, or bf16 (opt-in, needs a CPU with
+    /// AVX512_BF16; an error elsewhere).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = device::select(args.device)?;
     let mut clf = FractureClassifier::open(&args.bundle, &device)?;
+    clf.set_precision(args.precision)?;
     if let Some(threshold) = args.threshold {
         clf.set_threshold(threshold)?;
     }

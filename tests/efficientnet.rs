@@ -1,5 +1,6 @@
 //! EfficientNet-Lite: timm's presets, parity with timm on real ImageNet weights (every tap,
-//! the logits, the top-5 classes, the cat photo's class through the preprocessing), and the
+//! the logits, the top-5 classes, the cat photo's class through the preprocessing, the same
+//! top class at precision bf16 where the CPU has AVX512_BF16), and the
 //! fused CPU ops (depthwise convolution, batch norm + ReLU6) against candle's own layers,
 //! forward and backward.
 //!
@@ -12,7 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use fracture::image::ImageF32;
 use fracture::model::{
     depthwise_conv2d_same, EfficientNetLite, EfficientNetLiteConfig, FastEfficientNetLite, LiteOps,
-    LiteTaps,
+    LiteTaps, Precision,
 };
 use fracture::preprocess::Preprocess;
 use std::collections::HashMap;
@@ -160,6 +161,36 @@ fn fast_path_matches_timm_on_every_tap_and_the_logits() {
             &io["head"],
         );
         check_logits(&path, &fast.forward_logits(x).unwrap(), &io, &dir);
+    }
+}
+
+/// At precision bf16 the fast path gives the cat photo and the coffee photo the classes timm
+/// gives them (285 Egyptian cat, 967 espresso), as f32 does; where the CPU lacks AVX512_BF16,
+/// choosing bf16 is an error that says so (the bf16 arithmetic itself is checked on every CPU by
+/// the library's unit tests, on the plain-Rust kernel).
+#[test]
+#[ignore = "needs ../shared/weights and ../shared/fixtures/efficientnet_lite0"]
+fn bf16_gives_the_cat_and_coffee_photos_their_imagenet_class() {
+    let mut fast = FastEfficientNetLite::from_model(&imagenet_lite0()).unwrap();
+    let io = load_safetensors(&shared(FIXTURE).join("io.safetensors"));
+    let x = io["input"].i(0..2).unwrap();
+    let f32_logits = fast.forward_logits(&x).unwrap().to_vec2::<f32>().unwrap();
+    if let Err(e) = fast.set_precision(Precision::Bf16) {
+        assert!(!Precision::Bf16.is_supported(), "{e}");
+        assert!(e.to_string().contains("AVX512_BF16"), "{e}");
+        println!("this CPU has no AVX512_BF16, and bf16 is refused: {e}");
+        return;
+    }
+    let bf16_logits = fast.forward_logits(&x).unwrap().to_vec2::<f32>().unwrap();
+    for (i, (what, class)) in [("cat", 285), ("coffee", 967)].into_iter().enumerate() {
+        let worst = f32_logits[i]
+            .iter()
+            .zip(&bf16_logits[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{what}: largest logit difference bf16 - f32 {worst:.4}");
+        assert_eq!(top5(&f32_logits[i])[0], class, "{what} at f32");
+        assert_eq!(top5(&bf16_logits[i])[0], class, "{what} at bf16");
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{check_threshold, FractureClassifier, DEFAULT_THRESHOLD};
 use crate::device::{self, DeviceRequest};
 use crate::error::{Error, Result};
-use crate::model::{BackboneConfig, HeadConfig, ResNetV2Config};
+use crate::model::{BackboneConfig, HeadConfig, Precision, ResNetV2Config};
 use crate::preprocess::Preprocess;
 use crate::weights::{HubOptions, KerasCache, WeightsSource};
 
@@ -39,6 +39,7 @@ pub struct FractureClassifierBuilder {
     hub: HubOptions,
     keras: KerasCache,
     threshold: f64,
+    precision: Precision,
 }
 
 impl Default for FractureClassifierBuilder {
@@ -52,6 +53,7 @@ impl Default for FractureClassifierBuilder {
             hub: HubOptions::from_env(),
             keras: KerasCache::from_env(),
             threshold: DEFAULT_THRESHOLD,
+            precision: Precision::F32,
         }
     }
 }
@@ -117,6 +119,26 @@ impl FractureClassifierBuilder {
         self
     }
 
+    /// The precision of the CPU fast path's convolutions (default [`Precision::F32`]; see
+    /// [`FractureClassifier::set_precision`]). [`Precision::Bf16`] makes
+    /// [`FractureClassifierBuilder::build`] an error on a CPU without AVX512_BF16 or off the
+    /// CPU.
+    ///
+    /// ```
+    /// use fracture::model::{Precision, ResNetV2Config};
+    /// let built = fracture::FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .precision(Precision::Bf16)
+    ///     .build();
+    /// assert_eq!(built.is_ok(), Precision::Bf16.is_supported());
+    /// ```
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// Load the weights, check them and build the network on the chosen device.
     ///
     /// ```
@@ -134,6 +156,7 @@ impl FractureClassifierBuilder {
         })?;
         self.preprocess.validate()?;
         check_threshold(self.threshold)?;
+        self.precision.check_supported()?;
         let device = device::select(self.device)?;
         let loaded =
             weights.load_with(&self.backbone, &self.head, &device, &self.hub, &self.keras)?;
@@ -148,6 +171,7 @@ impl FractureClassifierBuilder {
             &device,
         )?;
         classifier.initial_weights = Some(weights.describe());
+        classifier.set_precision(self.precision)?;
         Ok(classifier)
     }
 }

@@ -51,7 +51,7 @@ use crate::dataset::stored_path::PathForm;
 use crate::dataset::{Dataset, Label, Split, SplitConfig};
 use crate::device;
 use crate::error::{Error, Result};
-use crate::model::{BackboneConfig, FractureNet, FrozenBackbone, HeadConfig};
+use crate::model::{BackboneConfig, FractureNet, FrozenBackbone, HeadConfig, Precision};
 use crate::preprocess::Preprocess;
 use crate::train::{History, TrainConfig};
 use candle_core::{DType, Device, Tensor};
@@ -226,14 +226,47 @@ impl FractureClassifier {
     /// assert!(!clf.uses_fast_path());
     /// # Ok::<(), fracture::Error>(())
     /// ```
+    ///
+    /// Turning the fast path off also returns its precision to [`Precision::F32`].
     pub fn set_fast_path(&mut self, enabled: bool) -> Result<()> {
         let backbone = self.net.backbone.clone();
         self.inference = if enabled {
-            FrozenBackbone::new(backbone, &self.device)?
+            FrozenBackbone::with_precision(backbone, &self.device, self.precision())?
         } else {
             FrozenBackbone::without_fast_path(backbone)
         };
         Ok(())
+    }
+
+    /// The precision of the fast path's convolutions ([`Precision::F32`] by default).
+    pub fn precision(&self) -> Precision {
+        self.inference.precision()
+    }
+
+    /// Run the fast path's convolutions at `precision` (also
+    /// [`FractureClassifierBuilder::precision`]). [`Precision::Bf16`] is opt-in, needs the CPU
+    /// fast path on a CPU with AVX512_BF16, and moves probabilities slightly (see
+    /// [`Precision`]); otherwise it is an error that says why, and the classifier stays as it
+    /// was. Not saved in bundles: a loaded classifier runs at f32 until told otherwise. Kept
+    /// through training, so that the threshold chosen after training is chosen on the scores
+    /// this precision gives.
+    ///
+    /// ```
+    /// use fracture::model::{Precision, ResNetV2Config};
+    /// let mut clf = fracture::FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(fracture::WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// assert_eq!(clf.precision(), Precision::F32);
+    /// match clf.set_precision(Precision::Bf16) {
+    ///     Ok(()) => assert_eq!(clf.precision(), Precision::Bf16),
+    ///     Err(e) => assert!(e.to_string().contains("AVX512_BF16")),
+    /// }
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.inference.set_precision(precision)
     }
 
     /// The training history of the last [`FractureClassifier::train`] (or of the loaded bundle).

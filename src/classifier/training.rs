@@ -147,6 +147,7 @@ impl FractureClassifier {
         // is on). If the rule is undefined there, the threshold above stays, with its source.
         trained.tta = self.tta.clone();
         trained.path_form = self.path_form.clone();
+        trained.set_precision(self.precision())?;
         let val = trained.score_part(&split.val)?;
         trained.calibrate_after_training(&val.labels, &val.logits)?;
         let rule = trainer.config().threshold_rule;

@@ -1,11 +1,12 @@
 //! [`FrozenBackbone`]: a backbone used for inference only (classification, a frozen backbone
 //! under a trained head, explanations), and the one place that chooses how it runs: on the
-//! CPU through the backbone's fast path when it has one, elsewhere through candle's ops.
+//! CPU through the backbone's fast path when it has one, elsewhere through candle's ops, and
+//! at which [`Precision`] the fast path runs.
 
 use super::efficientnet::FastEfficientNetLite;
 use super::resnet_v2::FastResNetV2;
-use super::{global_average_pool, Backbone};
-use crate::error::Result;
+use super::{global_average_pool, Backbone, Precision};
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 
 /// A backbone's CPU inference path, when it has one.
@@ -50,6 +51,58 @@ impl FrozenBackbone {
             None
         };
         Ok(Self { backbone, fast })
+    }
+
+    /// [`FrozenBackbone::new`] with the fast path at `precision`; an error when that precision
+    /// cannot run here (bf16 without AVX512_BF16, or off the CPU, where there is no fast path).
+    ///
+    /// ```
+    /// use fracture::model::{Backbone, BackboneConfig, FrozenBackbone, Precision, ResNetV2Config};
+    /// use candle_core::{Device, DType};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
+    /// let backbone = Backbone::new(&config, vb)?;
+    /// match FrozenBackbone::with_precision(backbone, &Device::Cpu, Precision::Bf16) {
+    ///     Ok(frozen) => assert_eq!(frozen.precision(), Precision::Bf16),
+    ///     Err(e) => assert!(e.to_string().contains("AVX512_BF16")),
+    /// }
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn with_precision(
+        backbone: Backbone,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut frozen = Self::new(backbone, device)?;
+        frozen.set_precision(precision)?;
+        Ok(frozen)
+    }
+
+    /// Run the fast path's convolutions at `precision`. [`Precision::F32`] always succeeds;
+    /// [`Precision::Bf16`] needs the fast path (a CPU device, not
+    /// [`FrozenBackbone::without_fast_path`]) and a CPU with AVX512_BF16, and otherwise leaves
+    /// the backbone as it was and says why.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        match &mut self.fast {
+            Some(FastPath::ResNetV2(f)) => f.set_precision(precision),
+            Some(FastPath::EfficientNetLite(f)) => f.set_precision(precision),
+            None if precision == Precision::Bf16 => Err(Error::InvalidConfig(
+                "precision bf16 is a mode of the CPU fast path, and this backbone runs through \
+                 candle's ops (another device, or the fast path turned off)"
+                    .into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The precision of the convolutions: the fast path's, [`Precision::F32`] without one.
+    pub fn precision(&self) -> Precision {
+        match &self.fast {
+            Some(FastPath::ResNetV2(f)) => f.precision(),
+            Some(FastPath::EfficientNetLite(f)) => f.precision(),
+            None => Precision::F32,
+        }
     }
 
     /// Use candle's ops even on the CPU (to compare the two paths, or to save the fast

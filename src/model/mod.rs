@@ -16,6 +16,7 @@ mod imagenet;
 mod inference;
 mod init;
 mod network;
+mod precision;
 mod resnet_v2;
 #[cfg(test)]
 mod testing;
@@ -29,5 +30,6 @@ pub use imagenet::ImageNetClassifier;
 pub use inference::FrozenBackbone;
 pub use init::init_variables;
 pub use network::FractureNet;
+pub use precision::Precision;
 pub use resnet_v2::{FastResNetV2, ResNetV2, ResNetV2Config, Taps, MIN_INPUT_SIZE};
 pub use variables::VariableSpec;

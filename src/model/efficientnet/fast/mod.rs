@@ -11,9 +11,14 @@
 //!   accumulators in a register;
 //! * the parallel loops run on the spinning thread team of the ResNetV2 fast path.
 //!
+//! At [`Precision::Bf16`] (opt-in, [`FastEfficientNetLite::set_precision`]; CPUs with
+//! AVX512_BF16) the pointwise convolutions run on bf16 inputs and weights with f32
+//! accumulation, and the depthwise ones compute in f32 on bf16 activations (see `bf16.rs`).
+//!
 //! There is no autograd through this path: use it for inference and for frozen-backbone
 //! features; train with [`EfficientNetLite`].
 
+mod bf16;
 mod kernels;
 
 use super::blocks::Layers;
@@ -21,7 +26,9 @@ use super::config::EfficientNetLiteConfig;
 use super::lite::{EfficientNetLite, LiteTaps};
 use super::ops::batch_norm::BatchNormAct;
 use crate::error::{Error, Result};
+use crate::model::cpu::bf16::Kernel;
 use crate::model::cpu::{global_average_pool, Nhwc, ScaleShift};
+use crate::model::Precision;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use kernels::{Depthwise, Epilogue, Pointwise, Stem};
@@ -49,6 +56,8 @@ struct Workspace {
     y: Vec<f32>,
     expanded: Vec<f32>,
     filtered: Vec<f32>,
+    /// The bf16 activations at [`Precision::Bf16`].
+    bf: bf16::Bf16Workspace,
 }
 
 /// What a pass records besides its output: the taps, and how long each kernel took.
@@ -189,6 +198,8 @@ pub struct FastEfficientNetLite {
     stage_ends: Vec<usize>,
     head: Pointwise,
     classifier: Option<Linear>,
+    /// The bf16 weights and kernel at [`Precision::Bf16`].
+    bf16: Option<bf16::Bf16Plan>,
     workspace: Mutex<Workspace>,
 }
 
@@ -197,6 +208,11 @@ impl std::fmt::Debug for FastEfficientNetLite {
         f.debug_struct("FastEfficientNetLite")
             .field("config", &self.config)
             .field("blocks", &self.blocks.len())
+            .field("precision", &self.precision())
+            .field(
+                "bf16_kernel",
+                &self.bf16.as_ref().map(|b| b.kernel().describe()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +226,7 @@ impl Clone for FastEfficientNetLite {
             stage_ends: self.stage_ends.clone(),
             head: self.head.clone(),
             classifier: self.classifier.clone(),
+            bf16: self.bf16.clone(),
             workspace: Mutex::new(Workspace::default()),
         }
     }
@@ -267,8 +284,65 @@ impl FastEfficientNetLite {
             stage_ends,
             head: pointwise(&model.conv_head, &model.bn2)?,
             classifier: model.classifier().cloned(),
+            bf16: None,
             workspace: Mutex::new(Workspace::default()),
         })
+    }
+
+    /// The precision of the convolutions ([`FastEfficientNetLite::set_precision`]).
+    pub fn precision(&self) -> Precision {
+        match &self.bf16 {
+            Some(_) => Precision::Bf16,
+            None => Precision::F32,
+        }
+    }
+
+    /// Run the convolutions at `precision` ([`Precision::F32`], the default, or
+    /// [`Precision::Bf16`]); an error, naming what is missing, when this CPU cannot run it,
+    /// and then the path stays as it was. Choosing bf16 rounds and packs the pointwise
+    /// weights once (kept beside the f32 ones).
+    ///
+    /// ```
+    /// use fracture::model::{EfficientNetLiteConfig, FastEfficientNetLite, Precision};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let mut fast = FastEfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb)?;
+    /// match fast.set_precision(Precision::Bf16) {
+    ///     Ok(()) => {
+    ///         let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
+    ///         assert_eq!(fast.forward_pooled(&x)?.dims(), &[1, 1280]);
+    ///     }
+    ///     Err(e) => assert!(e.to_string().contains("AVX512_BF16")),
+    /// }
+    /// fast.set_precision(Precision::F32)?;
+    /// assert_eq!(fast.precision(), Precision::F32);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check_supported()?;
+        match (precision, Kernel::hardware()) {
+            (Precision::F32, _) => self.bf16 = None,
+            (Precision::Bf16, Some(kernel)) => self.set_bf16_kernel(kernel)?,
+            (Precision::Bf16, None) => {
+                return Err(Error::Internal(
+                    "bf16 was reported supported without a kernel".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Bf16 convolutions on `kernel` (tests choose the reference kernel on any CPU).
+    pub(crate) fn set_bf16_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        self.bf16 = Some(bf16::Bf16Plan::new(self, kernel)?);
+        Ok(())
+    }
+
+    /// The kernel of the bf16 convolutions, when the precision is bf16.
+    #[cfg(test)]
+    pub(crate) fn bf16_kernel(&self) -> Option<Kernel> {
+        self.bf16.as_ref().map(bf16::Bf16Plan::kernel)
     }
 
     /// The configuration this path was planned from.
@@ -295,13 +369,31 @@ impl FastEfficientNetLite {
             .to_vec1::<f32>()?;
         rec.mark(|| "input_to_nhwc".into());
         let xs = Nhwc { n, h, w, c };
+        let result = match &self.bf16 {
+            Some(plan) => plan.run(self, &mut ws, xs, rec),
+            None => self.run_f32(&mut ws, xs, rec),
+        };
+        if let Ok(mut g) = self.workspace.try_lock() {
+            *g = ws;
+        }
+        result
+    }
+
+    /// The f32 network on `ws.input` (geometry `xs`): the features and their geometry.
+    fn run_f32(
+        &self,
+        ws: &mut Workspace,
+        xs: Nhwc,
+        rec: &mut Recorder<'_>,
+    ) -> Result<(Vec<f32>, Nhwc)> {
         let Workspace {
             input,
             x: cur,
             y: next,
             expanded,
             filtered,
-        } = &mut ws;
+            ..
+        } = ws;
         let mut shape = self.stem.out_shape(xs);
         self.stem.run(input, xs, ensure(cur, shape.len()))?;
         rec.mark(|| "stem/conv3x3_s2_relu6".into());
@@ -363,11 +455,7 @@ impl FastEfficientNetLite {
         self.head
             .run(cur, shape, ensure(next, fs.len()), Epilogue::Relu6)?;
         rec.mark(|| "head/conv1x1_relu6".into());
-        let features = next[..fs.len()].to_vec();
-        if let Ok(mut g) = self.workspace.try_lock() {
-            *g = ws;
-        }
-        Ok((features, fs))
+        Ok((next[..fs.len()].to_vec(), fs))
     }
 
     fn run_plain(&self, x: &Tensor) -> Result<(Vec<f32>, Nhwc)> {

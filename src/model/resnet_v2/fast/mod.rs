@@ -23,21 +23,29 @@
 //!   so a pass does not pay a thread wake-up per layer; a second pass started while the team is
 //!   busy runs its loops on rayon.
 //!
+//! At [`Precision::Bf16`] (opt-in, [`FastResNetV2::with_precision`]; CPUs with AVX512_BF16)
+//! every convolution runs on bf16 inputs and weights with f32 accumulation instead, as
+//! im2col + a `vdpbf16ps` microkernel (no Winograd), the weights rounded and packed once when
+//! the precision is chosen and the residual stream kept in f32 ([`crate::model::cpu::bf16`]).
+//!
 //! There is no autograd through this path: use it for inference and for training a head on a
 //! frozen backbone; train the backbone itself with [`ResNetV2`].
 
+mod bf16;
 mod kernels;
+mod load;
 mod winograd;
 
 use super::config::{block_name, ResNetV2Config};
+#[cfg(doc)]
 use super::network::ResNetV2;
 use crate::error::{Error, Result};
+use crate::model::cpu::bf16::Kernel;
 use crate::model::cpu::Nhwc;
 use crate::model::cpu::ScaleShift;
+use crate::model::Precision;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use kernels::{ConvPlan, Epilogue};
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,6 +81,8 @@ struct Workspace {
     p: Vec<f32>,
     t1: Vec<f32>,
     t2: Vec<f32>,
+    /// The bf16 activations at [`Precision::Bf16`].
+    bf: bf16::Bf16Workspace,
 }
 
 /// Records how long each kernel took, when asked to ([`FastResNetV2::forward_profiled`]).
@@ -181,6 +191,8 @@ pub struct FastResNetV2 {
     stem: ConvPlan,
     blocks: Vec<FastBlock>,
     post: ScaleShift,
+    /// The bf16 weights and kernel at [`Precision::Bf16`].
+    bf16: Option<bf16::Bf16Plan>,
     workspace: Mutex<Workspace>,
 }
 
@@ -189,6 +201,11 @@ impl std::fmt::Debug for FastResNetV2 {
         f.debug_struct("FastResNetV2")
             .field("config", &self.config)
             .field("blocks", &self.blocks.len())
+            .field("precision", &self.precision())
+            .field(
+                "bf16_kernel",
+                &self.bf16.as_ref().map(|b| b.kernel().describe()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -200,196 +217,13 @@ impl Clone for FastResNetV2 {
             stem: self.stem.clone(),
             blocks: self.blocks.clone(),
             post: self.post.clone(),
+            bf16: self.bf16.clone(),
             workspace: Mutex::new(Workspace::default()),
         }
     }
-}
-
-/// Reads one variable by its full name and expected shape as `f32` values.
-type Getter<'a> = dyn Fn(&str, &[usize]) -> Result<Vec<f32>> + 'a;
-
-fn tensor_values(t: &Tensor, name: &str, shape: &[usize], source: &str) -> Result<Vec<f32>> {
-    if t.dims() != shape {
-        return Err(Error::Weights {
-            source_name: source.to_string(),
-            message: format!(
-                "tensor {name} has shape {:?}, the fast path expects {shape:?}",
-                t.dims()
-            ),
-        });
-    }
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl FastResNetV2 {
-    /// Plan the fast path from the same variables [`ResNetV2::new`] reads (Keras layer names,
-    /// candle layouts).
-    ///
-    /// ```
-    /// use fracture::model::{FastResNetV2, ResNetV2Config};
-    /// use candle_core::{Device, DType, Tensor};
-    /// let varmap = candle_nn::VarMap::new();
-    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    /// let fast = FastResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
-    /// let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
-    /// assert_eq!(fast.forward_features(&x)?.dims(), &[1, 32, 8, 8]);
-    /// # Ok::<(), fracture::Error>(())
-    /// ```
-    pub fn new(config: &ResNetV2Config, vb: VarBuilder) -> Result<Self> {
-        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = vb.get(shape, name)?;
-            tensor_values(&t, name, shape, "VarBuilder")
-        };
-        Self::build(config, &get)
-    }
-
-    /// Plan the fast path from a built [`ResNetV2`] (its current weights and BN statistics).
-    pub fn from_model(model: &ResNetV2) -> Result<Self> {
-        let config = model.config();
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        let mut conv = |layer: &str, c: &candle_nn::Conv2d| {
-            map.insert(format!("{layer}.weight"), c.weight().clone());
-            if let Some(b) = c.bias() {
-                map.insert(format!("{layer}.bias"), b.clone());
-            }
-        };
-        conv("conv1_conv", &model.conv1);
-        for (s, stack) in model.stacks.iter().enumerate() {
-            for (b, block) in stack.iter().enumerate() {
-                let name = block_name(s, b + 1);
-                if let Some(c0) = block.projection() {
-                    conv(&format!("{name}_0_conv"), c0);
-                }
-                conv(&format!("{name}_1_conv"), &block.conv1);
-                conv(&format!("{name}_2_conv"), &block.conv2);
-                conv(&format!("{name}_3_conv"), &block.conv3);
-            }
-        }
-        let mut bn = |layer: String, b: &candle_nn::BatchNorm| {
-            if let Some((w, bias)) = b.weight_and_bias() {
-                map.insert(format!("{layer}.weight"), w.clone());
-                map.insert(format!("{layer}.bias"), bias.clone());
-            }
-            map.insert(format!("{layer}.running_mean"), b.running_mean().clone());
-            map.insert(format!("{layer}.running_var"), b.running_var().clone());
-        };
-        for (s, stack) in model.stacks.iter().enumerate() {
-            for (b, block) in stack.iter().enumerate() {
-                let name = block_name(s, b + 1);
-                bn(format!("{name}_preact_bn"), &block.preact_bn);
-                bn(format!("{name}_1_bn"), &block.bn1);
-                bn(format!("{name}_2_bn"), &block.bn2);
-            }
-        }
-        bn("post_bn".to_string(), &model.post_bn);
-        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = map.get(name).ok_or_else(|| Error::Weights {
-                source_name: "ResNetV2 model".into(),
-                message: format!(
-                    "the model has no tensor {name} (affine BN and conv biases are required)"
-                ),
-            })?;
-            tensor_values(t, name, shape, "ResNetV2 model")
-        };
-        Self::build(config, &get)
-    }
-
-    fn build(config: &ResNetV2Config, get: &Getter<'_>) -> Result<Self> {
-        config.validate()?;
-        let eps = config.bn_epsilon;
-        let bn = |layer: &str, c: usize| -> Result<ScaleShift> {
-            Ok(ScaleShift::from_batch_norm(
-                &get(&format!("{layer}.weight"), &[c])?,
-                &get(&format!("{layer}.bias"), &[c])?,
-                &get(&format!("{layer}.running_mean"), &[c])?,
-                &get(&format!("{layer}.running_var"), &[c])?,
-                eps,
-            ))
-        };
-        let kernel = |layer: &str, dims: [usize; 4]| get(&format!("{layer}.weight"), &dims);
-        let bias = |layer: &str, c: usize| get(&format!("{layer}.bias"), &[c]);
-
-        let stem_dims = [config.stem_filters, config.in_channels, 7, 7];
-        let stem = ConvPlan::pack(
-            &kernel("conv1_conv", stem_dims)?,
-            stem_dims,
-            2,
-            3,
-            None,
-            bias("conv1_conv", config.stem_filters)?,
-        );
-        let mut c_in = config.stem_filters;
-        let mut blocks = Vec::new();
-        for (s, (&count, &f)) in config.blocks.iter().zip(&config.filters).enumerate() {
-            let out = config.expansion * f;
-            for b in 1..=count {
-                let name = block_name(s, b);
-                let stride = if b == count {
-                    config.strides.get(s).copied().unwrap_or(1)
-                } else {
-                    1
-                };
-                let shortcut = if b == 1 {
-                    let dims = [out, c_in, 1, 1];
-                    let layer = format!("{name}_0_conv");
-                    FastShortcut::Projection(ConvPlan::pack(
-                        &kernel(&layer, dims)?,
-                        dims,
-                        stride,
-                        0,
-                        None,
-                        bias(&layer, out)?,
-                    ))
-                } else if stride > 1 {
-                    FastShortcut::Subsample(stride)
-                } else {
-                    FastShortcut::Identity
-                };
-                let bn1 = bn(&format!("{name}_1_bn"), f)?;
-                let bn2 = bn(&format!("{name}_2_bn"), f)?;
-                let (d1, d2, d3) = ([f, c_in, 1, 1], [f, f, 3, 3], [out, f, 1, 1]);
-                let layer3 = format!("{name}_3_conv");
-                blocks.push(FastBlock {
-                    preact: bn(&format!("{name}_preact_bn"), c_in)?,
-                    shortcut,
-                    conv1: ConvPlan::pack(
-                        &kernel(&format!("{name}_1_conv"), d1)?,
-                        d1,
-                        1,
-                        0,
-                        Some(&bn1.scale),
-                        bn1.shift.clone(),
-                    ),
-                    conv2: ConvPlan::pack(
-                        &kernel(&format!("{name}_2_conv"), d2)?,
-                        d2,
-                        stride,
-                        1,
-                        Some(&bn2.scale),
-                        bn2.shift.clone(),
-                    ),
-                    conv3: ConvPlan::pack(
-                        &kernel(&layer3, d3)?,
-                        d3,
-                        1,
-                        0,
-                        None,
-                        bias(&layer3, out)?,
-                    ),
-                });
-                c_in = out;
-            }
-        }
-        let post = bn("post_bn", c_in)?;
-        Ok(Self {
-            config: config.clone(),
-            stem,
-            blocks,
-            post,
-            workspace: Mutex::new(Workspace::default()),
-        })
-    }
-
     /// The same backbone with every 3x3 convolution run as im2col + matrix product, dropping
     /// the Winograd F(2x2, 3x3) kernels of the stride-1 ones.
     ///
@@ -420,9 +254,92 @@ impl FastResNetV2 {
         self
     }
 
+    /// The same backbone running its convolutions at `precision` ([`Precision::F32`], the
+    /// default, or [`Precision::Bf16`]); an error, naming what is missing, when this CPU
+    /// cannot run it. Choosing bf16 rounds and packs every convolution's weights once (half
+    /// the f32 weights' memory, kept beside them).
+    ///
+    /// ```
+    /// use fracture::model::{FastResNetV2, Precision, ResNetV2Config};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let fast = FastResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+    /// match fast.clone().with_precision(Precision::Bf16) {
+    ///     Ok(bf16) => {
+    ///         assert_eq!(bf16.precision(), Precision::Bf16);
+    ///         let x = Tensor::ones((2, 3, 64, 64), DType::F32, &Device::Cpu)?;
+    ///         assert_eq!(bf16.forward_pooled(&x)?.dims(), &[2, 32]);
+    ///     }
+    ///     Err(e) => assert!(e.to_string().contains("AVX512_BF16")),
+    /// }
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.set_precision(precision)?;
+        Ok(self)
+    }
+
+    /// [`FastResNetV2::with_precision`] in place; on an error the backbone stays as it was.
+    ///
+    /// ```
+    /// use fracture::model::{FastResNetV2, Precision, ResNetV2Config};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+    /// let mut fast = FastResNetV2::new(&ResNetV2Config::custom(vec![2, 2], vec![4, 8]), vb)?;
+    /// let bf16 = fast.set_precision(Precision::Bf16);
+    /// assert_eq!(fast.precision() == Precision::Bf16, bf16.is_ok());
+    /// fast.set_precision(Precision::F32)?;
+    /// assert_eq!(fast.precision(), Precision::F32);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check_supported()?;
+        match (precision, Kernel::hardware()) {
+            (Precision::F32, _) => self.bf16 = None,
+            (Precision::Bf16, Some(kernel)) => self.set_bf16_kernel(kernel)?,
+            (Precision::Bf16, None) => {
+                return Err(Error::Internal(
+                    "bf16 was reported supported without a kernel".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Bf16 convolutions on `kernel` (tests choose the reference kernel on any CPU).
+    pub(crate) fn set_bf16_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        self.bf16 = Some(bf16::Bf16Plan::new(self, kernel)?);
+        Ok(())
+    }
+
+    /// The precision of the convolutions ([`FastResNetV2::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        match &self.bf16 {
+            Some(_) => Precision::Bf16,
+            None => Precision::F32,
+        }
+    }
+
+    /// The kernel of the bf16 convolutions, when the precision is bf16.
+    #[cfg(test)]
+    pub(crate) fn bf16_kernel(&self) -> Option<Kernel> {
+        self.bf16.as_ref().map(bf16::Bf16Plan::kernel)
+    }
+
     /// The configuration this backbone was planned from.
     pub fn config(&self) -> &ResNetV2Config {
         &self.config
+    }
+
+    /// Keras's names of the blocks, in order (`conv2_block1`, ...).
+    fn block_names(&self) -> Vec<String> {
+        self.config
+            .blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &count)| (1..=count).map(move |b| block_name(s, b)))
+            .collect()
     }
 
     /// Check that `x` is an `(N, C, H, W)` batch this model accepts (the same checks and
@@ -477,7 +394,13 @@ impl FastResNetV2 {
         ws: &mut Workspace,
         timer: &mut Timer<'_>,
     ) -> Result<Nhwc> {
-        let Workspace { x, alt, p, t1, t2 } = ws;
+        if let Some(plan) = &self.bf16 {
+            return plan.run_nhwc(self, input, xs, ws, timer);
+        }
+        let names = self.block_names();
+        let Workspace {
+            x, alt, p, t1, t2, ..
+        } = ws;
         ensure(alt, self.stem.out_shape(xs).len());
         let stem_shape = kernels::conv(&self.stem, input, xs, alt, Epilogue::Bias)?;
         timer.mark(|| "stem/conv7x7_s2".into());
@@ -488,16 +411,10 @@ impl FastResNetV2 {
         let first = self.blocks.first().map_or(&self.post, |b| &b.preact);
         kernels::scale_shift_relu(first, x, shape, p)?;
         timer.mark(|| "stem/first_preact".into());
-        let mut names = self
-            .config
-            .blocks
-            .iter()
-            .enumerate()
-            .flat_map(|(s, &count)| (1..=count).map(move |b| block_name(s, b)));
         for (i, block) in self.blocks.iter().enumerate() {
             let next = self.blocks.get(i + 1).map_or(&self.post, |b| &b.preact);
-            let name = names.next().unwrap_or_default();
-            shape = block.forward(x, alt, p, t1, t2, shape, next, timer, &name)?;
+            let name = names.get(i).map_or("", String::as_str);
+            shape = block.forward(x, alt, p, t1, t2, shape, next, timer, name)?;
         }
         Ok(shape.with_channels(self.post.scale.len()))
     }
