@@ -22,6 +22,7 @@ use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use fracture::model::{
     global_average_pool, EfficientNetLite, EfficientNetLiteConfig, FastEfficientNetLite, LiteOps,
+    Precision,
 };
 
 mod common;
@@ -136,16 +137,35 @@ fn serve() {
     let model = network();
     let fast = FastEfficientNetLite::from_model(&model).expect("fast path");
     let generic = model.clone().with_ops(LiteOps::Reference);
+    // The bf16 fast path where the CPU has AVX512_BF16 (`forward_bf16 B` answers an error
+    // line elsewhere, and compare_cpu.py leaves that row out).
+    let bf16 = {
+        let mut bf16 = fast.clone();
+        match bf16.set_precision(Precision::Bf16) {
+            Ok(()) => Some(bf16),
+            Err(e) => {
+                eprintln!("bf16 forward not served: {e}");
+                None
+            }
+        }
+    };
     let mut tuner = FineTuner::new(LiteOps::Fused);
     // Made on first use: its optimizer state is another copy of the weights.
     let mut generic_tuner: Option<FineTuner> = None;
-    let usage = "`forward B`, `candle B`, `train B`, `generic B`, `generic-train B`";
+    let usage =
+        "`forward B`, `forward_bf16 B`, `candle B`, `train B`, `generic B`, `generic-train B`";
     common::serve(usage, |command, b, stopwatch| {
         match command {
             "forward" => {
                 let x = input(b);
                 stopwatch.start();
                 fast.forward_pooled(&x).expect("forward");
+            }
+            "forward_bf16" => {
+                let Some(bf16) = &bf16 else { return false };
+                let x = input(b);
+                stopwatch.start();
+                bf16.forward_pooled(&x).expect("bf16 forward");
             }
             "candle" => {
                 let x = input(b);

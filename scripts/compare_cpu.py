@@ -30,7 +30,7 @@ INFERENCE_NUM_THREADS = --threads, PERFORMANCE_HINT=LATENCY, static batch), once
 INFERENCE_PRECISION_HINT=f32 and once with bf16, reading back from the compiled model which
 precision it really ran (a CPU without bf16 runs f32: that row is then reported as f32 and never
 called bf16); PyTorch under autocast("cpu", bfloat16) where the CPU has AVX512_BF16; and, there,
-our bf16 fast path (`forward-bf16 B` on the timing server). Every system's GFLOP/s (2 x the
+our bf16 fast path (`forward_bf16 B` on the timing server). Every system's GFLOP/s (2 x the
 multiply-adds of the convolutions and dense layers, counted on the PyTorch model) is printed
 beside its milliseconds, and the run ends with one line per comparison:
   RATIO <model> <precision> b<batch> ours/<peer> <value>
@@ -439,8 +439,8 @@ def main():
     if vino:
         forwards.append(("openvino", run_vino("f32")))
         forwards.append(("openvino-bf16", run_vino("bf16")))
-    if has_bf16 and ours.supports("forward-bf16 1"):
-        forwards.append(("ours-bf16", lambda b: ours.ask(f"forward-bf16 {b}")))
+    if has_bf16 and ours.supports("forward_bf16 1"):
+        forwards.append(("ours-bf16", lambda b: ours.ask(f"forward_bf16 {b}")))
     if has_bf16:
         forwards.append(("torch-bf16", run_torch_bf16))
     if lite and args.candle:
