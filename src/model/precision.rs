@@ -77,6 +77,19 @@ impl Precision {
         }
     }
 
+    /// The bf16 kernel this precision runs on (`None` for f32), or the error of
+    /// [`Self::check_supported`]: the one place a fast path asks which kernel to plan for.
+    pub(crate) fn bf16_kernel(self) -> Result<Option<Kernel>> {
+        self.check_supported()?;
+        match (self, Kernel::hardware()) {
+            (Precision::F32, _) => Ok(None),
+            (Precision::Bf16, Some(kernel)) => Ok(Some(kernel)),
+            (Precision::Bf16, None) => Err(Error::Internal(
+                "bf16 was reported supported without a kernel".into(),
+            )),
+        }
+    }
+
     /// The name used on command lines and in reports: `f32` or `bf16`.
     ///
     /// ```

@@ -76,6 +76,14 @@ impl Kernel {
         None
     }
 
+    /// The kernels to test on this CPU: the reference always, the hardware one where it runs.
+    #[cfg(test)]
+    pub(crate) fn testable() -> Vec<Self> {
+        std::iter::once(Kernel::Reference)
+            .chain(Kernel::hardware())
+            .collect()
+    }
+
     /// What the kernel is, for logs and test output.
     pub(crate) fn describe(self) -> &'static str {
         match self {

@@ -422,12 +422,6 @@ mod tests {
         }
     }
 
-    fn kernels() -> Vec<Kernel> {
-        let mut k = vec![Kernel::Reference];
-        k.extend(Kernel::hardware());
-        k
-    }
-
     /// bf16 rounds the inputs and weights of every pointwise convolution and the activations
     /// the depthwise ones read (relative error up to 2^-9 each), through every block: the
     /// features stay within 1.5 % of their largest value, and within 0.2 % of it on average
@@ -439,7 +433,7 @@ mod tests {
         let want = features(&net, &x);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.1, "the features are degenerate (max {scale})");
-        for kernel in kernels() {
+        for kernel in Kernel::testable() {
             let mut bf = net.clone();
             bf.set_bf16_kernel(kernel).unwrap();
             assert_eq!(bf.bf16_kernel(), Some(kernel));

@@ -241,13 +241,6 @@ mod tests {
         Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu).unwrap()
     }
 
-    /// The kernels to check on this CPU: the reference always, the hardware one where it runs.
-    fn kernels() -> Vec<Kernel> {
-        let mut k = vec![Kernel::Reference];
-        k.extend(Kernel::hardware());
-        k
-    }
-
     /// bf16 rounds every convolution's inputs and weights (relative error up to 2^-9 each)
     /// through 15 convolutions: the features stay within 1.5 % of their largest value, and
     /// within 0.25 % of it on average (measured: 0.44 % and 0.07 %). A kernel that pairs the
@@ -259,7 +252,7 @@ mod tests {
         let want = features(&net, &x);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.1, "the features are degenerate (max {scale})");
-        for kernel in kernels() {
+        for kernel in Kernel::testable() {
             let mut bf = net.clone();
             bf.set_bf16_kernel(kernel).unwrap();
             assert_eq!(bf.bf16_kernel(), Some(kernel));

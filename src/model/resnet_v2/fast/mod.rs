@@ -294,15 +294,9 @@ impl FastResNetV2 {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        precision.check_supported()?;
-        match (precision, Kernel::hardware()) {
-            (Precision::F32, _) => self.bf16 = None,
-            (Precision::Bf16, Some(kernel)) => self.set_bf16_kernel(kernel)?,
-            (Precision::Bf16, None) => {
-                return Err(Error::Internal(
-                    "bf16 was reported supported without a kernel".into(),
-                ))
-            }
+        match precision.bf16_kernel()? {
+            None => self.bf16 = None,
+            Some(kernel) => self.set_bf16_kernel(kernel)?,
         }
         Ok(())
     }
