@@ -10,10 +10,10 @@ use crate::dataset::loader::ImageLoader;
 use crate::dataset::{ContentHash, Label, Part, PartName, Split};
 use crate::error::{Error, Result};
 use crate::metrics::{
-    bootstrap_ci_ranked, bootstrap_sensitivity_at_specificity, by_subgroup, choose_threshold,
-    paired_auc_difference, roc_auc, sigmoid, BinaryMetrics, BootstrapConfig, BootstrapIntervals,
-    CalibrationComparison, Interval, Metric, SensitivityAtSpecificity, SubgroupMetrics,
-    ThresholdRule,
+    bootstrap_ci_ranked, bootstrap_sensitivity_at_specificity, by_subgroup_ranked,
+    choose_threshold, paired_auc_difference, roc_auc, sigmoid, BinaryMetrics, BootstrapConfig,
+    BootstrapIntervals, CalibrationComparison, Interval, Metric, SensitivityAtSpecificity,
+    SubgroupMetrics, ThresholdRule,
 };
 use crate::progress::Progress;
 use serde::Serialize;
@@ -443,6 +443,8 @@ impl FractureClassifier {
         }
         let (labels, scores): (Vec<bool>, Vec<f64>) =
             cases.iter().map(|c| (c.fractured, c.probability)).unzip();
+        // Ranked by the logits, as the whole part's AUC is (saturated probabilities tie).
+        let logits: Vec<f64> = cases.iter().map(|c| c.logit).collect();
         let parts: Option<Vec<&str>> = cases.iter().map(|c| c.body_part.as_deref()).collect();
         let hardware: Option<Vec<&str>> = cases
             .iter()
@@ -456,7 +458,7 @@ impl FractureClassifier {
             .collect();
         let by = |groups: Option<Vec<&str>>| {
             groups
-                .map(|g| by_subgroup(&labels, &scores, &g, self.threshold))
+                .map(|g| by_subgroup_ranked(&labels, &scores, &logits, &g, self.threshold))
                 .transpose()
         };
         Ok((by(parts)?, by(hardware)?))

@@ -525,7 +525,39 @@ pub fn by_subgroup<G: AsRef<str>>(
     groups: &[G],
     threshold: f64,
 ) -> Result<SubgroupMetrics> {
+    by_subgroup_ranked(labels, scores, scores, groups, threshold)
+}
+
+/// [`by_subgroup`] with each group's ROC AUC and average precision ranked by `ranking` (the
+/// logits), as [`BinaryMetrics::compute_ranked`] does for the whole part: probabilities of
+/// logits above about 37 are all 1.0 and would tie, so subgroup AUCs from probabilities are
+/// not comparable with an overall AUC from logits.
+///
+/// ```
+/// use fracture::metrics::{by_subgroup_ranked, sigmoid, Metric};
+/// let labels = [true, false, true, false];
+/// let logits = [45.0, 40.0, 2.0, -1.0];
+/// let p: Vec<f64> = logits.iter().map(|&z| sigmoid(z)).collect();
+/// let parts = ["hand", "hand", "leg", "leg"];
+/// let m = by_subgroup_ranked(&labels, &p, &logits, &parts, 0.5)?;
+/// assert_eq!(m.get("hand").unwrap().roc_auc, Metric::Defined(1.0)); // 0.5 from probabilities
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn by_subgroup_ranked<G: AsRef<str>>(
+    labels: &[bool],
+    scores: &[f64],
+    ranking: &[f64],
+    groups: &[G],
+    threshold: f64,
+) -> Result<SubgroupMetrics> {
     check_probabilities(labels, scores)?;
+    if ranking.len() != labels.len() {
+        return Err(Error::InvalidInput(format!(
+            "metrics by subgroup: {} labels but {} ranking scores",
+            labels.len(),
+            ranking.len()
+        )));
+    }
     if groups.len() != labels.len() {
         return Err(Error::InvalidInput(format!(
             "metrics by subgroup: {} labels but {} group names",
@@ -533,18 +565,20 @@ pub fn by_subgroup<G: AsRef<str>>(
             groups.len()
         )));
     }
-    let mut members: BTreeMap<&str, (Vec<bool>, Vec<f64>)> = BTreeMap::new();
-    for ((group, &label), &score) in groups.iter().zip(labels).zip(scores) {
+    type Members = (Vec<bool>, Vec<f64>, Vec<f64>);
+    let mut members: BTreeMap<&str, Members> = BTreeMap::new();
+    for (((group, &label), &score), &rank) in groups.iter().zip(labels).zip(scores).zip(ranking) {
         let entry = members.entry(group.as_ref()).or_default();
         entry.0.push(label);
         entry.1.push(score);
+        entry.2.push(rank);
     }
     let groups = members
         .into_iter()
-        .map(|(name, (labels, scores))| {
+        .map(|(name, (labels, scores, ranking))| {
             Ok((
                 name.to_string(),
-                BinaryMetrics::compute(&labels, &scores, threshold)?,
+                BinaryMetrics::compute_ranked(&labels, &scores, &ranking, threshold)?,
             ))
         })
         .collect::<Result<_>>()?;
