@@ -183,6 +183,10 @@ fn bf16_gives_the_cat_and_coffee_photos_their_imagenet_class() {
     }
     let bf16_logits = fast.forward_logits(&x).unwrap().to_vec2::<f32>().unwrap();
     for (i, (what, class)) in [("cat", 285), ("coffee", 967)].into_iter().enumerate() {
+        assert!(
+            bf16_logits[i].iter().all(|v| v.is_finite()),
+            "{what}: a bf16 logit is not finite"
+        );
         let worst = f32_logits[i]
             .iter()
             .zip(&bf16_logits[i])

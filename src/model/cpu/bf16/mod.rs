@@ -29,7 +29,7 @@ mod avx512;
 mod convert;
 mod reference;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use super::{length_error, team, with_thread_buffer, Nhwc, ScaleShift, SharedMut};
 use crate::error::{Error, Result};

@@ -329,3 +329,50 @@ fn wrong_geometry_and_short_buffers_are_errors() {
     assert!(err.unwrap_err().to_string().contains("needs 16"));
     assert!(Bf16Conv::from_hwio(&[0.5; 11], [4, 3, 1], 1, 0, &[0.; 4]).is_err());
 }
+
+/// A bf16 forward pass's features `got` against the f32 fast path's `want`: every value
+/// finite, the largest difference within `worst_share` of the largest |feature| and the mean
+/// within `mean_share` of it (a NaN anywhere fails, where a max-fold would drop it).
+pub(crate) fn assert_features_close(
+    what: &str,
+    kernel: Kernel,
+    got: &[f32],
+    want: &[f32],
+    worst_share: f32,
+    mean_share: f32,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: feature count");
+    assert!(
+        want.iter().all(|v| v.is_finite()),
+        "{what}: f32 features not finite"
+    );
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what} on the {}: bf16 features not finite",
+        kernel.describe()
+    );
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 0.1,
+        "{what}: the features are degenerate (max {scale})"
+    );
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs());
+    let worst = diff.clone().fold(0f32, f32::max);
+    let mean = diff.sum::<f32>() / want.len() as f32;
+    println!(
+        "{what} bf16 forward on the {}: largest difference {worst:.3e} ({:.2} % of the largest \
+         feature {scale:.3}), mean {mean:.3e}",
+        kernel.describe(),
+        100.0 * worst / scale
+    );
+    assert!(
+        worst <= worst_share * scale,
+        "{what}, {}: worst {worst}, scale {scale}",
+        kernel.describe()
+    );
+    assert!(
+        mean <= mean_share * scale,
+        "{what}, {}: mean {mean}, scale {scale}",
+        kernel.describe()
+    );
+}

@@ -314,6 +314,7 @@ impl Bf16Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cpu::bf16::tests::assert_features_close;
     use crate::model::efficientnet::lite::EfficientNetLite;
     use crate::model::testing::seeded_values;
     use crate::model::{EfficientNetLiteConfig, Precision};
@@ -431,33 +432,12 @@ mod tests {
         let net = seeded(&config());
         let x = input(2, 45);
         let want = features(&net, &x);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.1, "the features are degenerate (max {scale})");
         for kernel in Kernel::testable() {
             let mut bf = net.clone();
             bf.set_bf16_kernel(kernel).unwrap();
             assert_eq!(bf.bf16_kernel(), Some(kernel));
             let got = features(&bf, &x);
-            assert_eq!(got.len(), want.len());
-            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs());
-            let worst = diff.clone().fold(0f32, f32::max);
-            let mean = diff.sum::<f32>() / want.len() as f32;
-            println!(
-                "Lite bf16 forward on the {}: largest difference {worst:.3e} ({:.2} % of the \
-                 largest feature {scale:.3}), mean {mean:.3e}",
-                kernel.describe(),
-                100.0 * worst / scale
-            );
-            assert!(
-                worst <= 0.015 * scale,
-                "{}: worst {worst}, scale {scale}",
-                kernel.describe()
-            );
-            assert!(
-                mean <= 0.002 * scale,
-                "{}: mean {mean}, scale {scale}",
-                kernel.describe()
-            );
+            assert_features_close("Lite", kernel, &got, &want, 0.015, 0.002);
         }
     }
 
