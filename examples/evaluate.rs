@@ -81,9 +81,10 @@ struct Args {
     #[arg(long)]
     annotations: Option<PathBuf>,
     /// The map scored by --localization and drawn in the report's gallery: gradcam,
-    /// hirescam or gradcampp.
-    #[arg(long, default_value = "gradcam")]
-    cam: CamMethod,
+    /// hirescam, gradcampp or map (the model's own localization map). Default: the model's
+    /// map when it has one, gradcam otherwise.
+    #[arg(long)]
+    cam: Option<CamMethod>,
     /// Leave the class-activation overlays out of the report's gallery.
     #[arg(long)]
     no_overlays: bool,
@@ -118,6 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let device = device::select(args.device)?;
     let mut clf = FractureClassifier::open(&args.bundle, &device)?;
+    let cam = args.cam.unwrap_or_else(|| clf.default_explanation());
     clf.set_precision(args.precision)?;
     if args.precision != Precision::F32 {
         println!("scoring at precision {}", args.precision);
@@ -167,7 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let annotations = Annotations::open_fracatlas(root)?;
         let config = LocalizationConfig::default();
-        let localization = clf.localization(&part, &annotations, args.cam, &config)?;
+        let localization = clf.localization(&part, &annotations, cam, &config)?;
         println!("{localization}");
         Some(localization)
     } else {
@@ -204,7 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let grad_cam = |case: &GalleryImage| -> fracture::Result<Option<Overlay>> {
             let image = decode_file(&case.path)?;
-            let explained = clf.explain_image(&image, CamConfig::new(args.cam))?;
+            let explained = clf.explain_image(&image, CamConfig::new(cam))?;
             let regions = annotations
                 .as_ref()
                 .and_then(|a| a.for_path(&case.path))

@@ -33,9 +33,10 @@ struct Args {
     /// named `<image stem>_<method>_<target>.png` in the folder mirroring the image's.
     #[arg(long, default_value = "explanations")]
     out: PathBuf,
-    /// gradcam, hirescam or gradcampp.
-    #[arg(long, default_value = "gradcam")]
-    method: CamMethod,
+    /// gradcam, hirescam, gradcampp or map (the model's own localization map). Default: the
+    /// model's map when it has one, gradcam otherwise.
+    #[arg(long)]
+    method: Option<CamMethod>,
     /// fracture (what raised the fracture logit) or no_fracture (what lowered it).
     #[arg(long, default_value = "fracture")]
     target: CamTarget,
@@ -75,8 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (folder, vec![args.input.clone()])
     };
     files.truncate(args.limit.unwrap_or(usize::MAX));
+    let method = args.method.unwrap_or_else(|| clf.default_explanation());
     let config = CamConfig {
-        method: args.method,
+        method,
         target: args.target,
     };
     let style = OverlayStyle {
@@ -86,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let progress = Progress::items("explain", files.len() as u64);
     // Each overlay's path, checked before any work: two inputs of one stem in one folder
     // (IM0001.dcm, IM0001.png) are refused, never overwritten.
-    let suffix = format!("_{}_{}.png", args.method.key(), args.target.key());
+    let suffix = format!("_{}_{}.png", method.key(), args.target.key());
     let targets: Vec<PathBuf> = files
         .iter()
         .map(|path| walk::mirrored_path(&input_root, path, &args.out, &suffix))

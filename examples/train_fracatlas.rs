@@ -17,17 +17,27 @@
 //! # The threshold for a target specificity (or --target-sensitivity; default Youden's J):
 //! cargo run --release --example train_fracatlas -- --data FracAtlas --backbone small \
 //!     --target-specificity 0.90 --out runs/small-spec90
+//! # At 384 px: cache the frozen stages, fine-tune the last 2 and learn a localization map from
+//! # the fracture boxes; choose on the validation part only (--no-test):
+//! cargo run --release --example train_fracatlas -- --data FracAtlas --backbone efficientnet-lite0 \
+//!     --weights efficientnet_lite0_imagenet.safetensors --image-size 384 --fine-tune-stages 2 \
+//!     --stage-cache runs/cache384 --box-loss-weight 1 --no-test --out runs/lite0-384-boxes
 //! # Continue an interrupted run:
 //! cargo run --release --example train_fracatlas -- --data FracAtlas --out runs/r152 --resume
 //! ```
 
 use clap::{Parser, ValueEnum};
+use fracture::dataset::annotations::Annotations;
 use fracture::dataset::{FracAtlas, SplitConfig};
 use fracture::device::DeviceRequest;
 use fracture::metrics::ThresholdRule;
-use fracture::model::{BackboneConfig, EfficientNetLiteConfig, ResNetV2Config};
+use fracture::model::{
+    BackboneConfig, EfficientNetLiteConfig, HeadConfig, LocalizationHeadConfig, ResNetV2Config,
+};
 use fracture::preprocess::Preprocess;
-use fracture::train::{BackboneTraining, ClassWeights, TrainConfig};
+use fracture::train::{
+    BackboneTraining, BoxSupervision, CacheDtype, ClassWeights, StageCacheConfig, TrainConfig,
+};
 use fracture::{FractureClassifier, WeightsSource};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -120,6 +130,29 @@ struct Args {
     /// specificity reaches this target, in (0, 1] (default: Youden's J).
     #[arg(long, conflicts_with = "resume")]
     target_specificity: Option<f64>,
+    /// Cache the frozen stages' output (the picture and its mirror) in this folder and train
+    /// the last --fine-tune-stages on it: high resolutions in reasonable time. Reused while
+    /// the weights, the size and the images are the same.
+    #[arg(long, requires = "fine_tune_stages")]
+    stage_cache: Option<PathBuf>,
+    /// Store the cache in f32 instead of f16.
+    #[arg(long, requires = "stage_cache")]
+    cache_f32: bool,
+    /// Train a localization map from FracAtlas's fracture boxes with this weight in the loss
+    /// (adds the map to the head; needs --stage-cache). The explanation of such a model is
+    /// its map.
+    #[arg(long, requires = "stage_cache")]
+    box_loss_weight: Option<f64>,
+    /// Weight of a cell inside a box against one outside (with --box-loss-weight).
+    #[arg(long, default_value_t = 10.0)]
+    box_positive_weight: f64,
+    /// Grow each side of a box by this share of its size (with --box-loss-weight).
+    #[arg(long, default_value_t = 0.1)]
+    box_grow: f64,
+    /// Evaluate on the validation part only, leaving the test part unscored: for choosing a
+    /// recipe (the test part is scored once, for the recipe chosen).
+    #[arg(long)]
+    no_test: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -256,13 +289,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: args.seed,
         split_manifest: Some(args.out.join("split.csv")),
         threshold_rule,
+        stage_cache: args.stage_cache.as_ref().map(|dir| StageCacheConfig {
+            dtype: if args.cache_f32 {
+                CacheDtype::F32
+            } else {
+                CacheDtype::F16
+            },
+            ..StageCacheConfig::new(dir)
+        }),
+        box_supervision: args.box_loss_weight.map(|weight| BoxSupervision {
+            weight,
+            positive_weight: args.box_positive_weight,
+            grow: args.box_grow,
+        }),
         ..defaults
     };
+    let config = match (
+        args.box_loss_weight,
+        clf.backbone_config().as_efficientnet_lite(),
+    ) {
+        (None, _) => config,
+        (Some(_), Some(lite)) => TrainConfig {
+            head: HeadConfig {
+                localization: Some(LocalizationHeadConfig::efficientnet_lite(lite)?),
+                ..config.head
+            },
+            ..config
+        },
+        (Some(_), None) => {
+            return Err("--box-loss-weight needs an EfficientNet-Lite backbone".into())
+        }
+    };
     let checkpoints = args.out.join("checkpoints");
-    let history = if args.resume {
-        clf.resume_training(&split, &checkpoints)?
-    } else {
-        clf.train_with_checkpoints(&split, config, Some(&checkpoints))?
+    let annotations = match args.box_loss_weight {
+        Some(_) => Some(Annotations::open_fracatlas(&args.data)?),
+        None => None,
+    };
+    let history = match (args.resume, &annotations) {
+        (true, Some(a)) => clf.resume_training_with_boxes(&split, a, &checkpoints)?,
+        (true, None) => clf.resume_training(&split, &checkpoints)?,
+        (false, Some(a)) => clf.train_with_boxes(&split, a, config, Some(&checkpoints))?,
+        (false, None) => clf.train_with_checkpoints(&split, config, Some(&checkpoints))?,
     };
     println!("\nepoch  train_loss  val_loss  val_auc  seconds");
     for e in &history.epochs {
@@ -281,8 +348,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clf.threshold_source()
             .map_or_else(|| "not recorded".to_string(), |s| s.to_string())
     );
-    let evaluation = clf.evaluate(&split.test)?;
-    println!("\n== test part ({} images)\n{evaluation}", split.test.len());
+    let (name, part) = if args.no_test {
+        ("validation", &split.val)
+    } else {
+        ("test", &split.test)
+    };
+    let evaluation = clf.evaluate(part)?;
+    println!("\n== {name} part ({} images)\n{evaluation}", part.len());
     let bundle = clf.save(args.out.join("bundle"))?;
     println!("bundle saved in {}", bundle.display());
     println!(

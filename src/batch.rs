@@ -16,6 +16,10 @@ pub struct Batch {
     pub labels: Tensor,
     /// Index of each sample in the part it was drawn from.
     pub indices: Vec<usize>,
+    /// Where the fractures are, as targets `(N, h, w)` in {0, 1} on the grid of a
+    /// localization map (1: the cell overlaps a fracture box): what box supervision trains
+    /// on. `None` for sources without boxes.
+    pub targets: Option<Tensor>,
 }
 
 /// Something that yields batches, epoch after epoch.
@@ -128,6 +132,7 @@ impl BatchSource for TensorBatches {
                 images: self.images.narrow(0, start, len)?,
                 labels: self.labels.narrow(0, start, len)?,
                 indices: (start..start + len).collect(),
+                targets: None,
             })
         })))
     }

@@ -77,6 +77,7 @@ fn quick(backbone: BackboneTraining) -> TrainConfig {
         head: HeadConfig {
             hidden: 16,
             dropout: 0.5,
+            localization: None,
         },
         ..TrainConfig::default()
     }

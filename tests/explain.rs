@@ -78,6 +78,7 @@ fn read_fixture(dir: &Path) -> Fixture {
         &HeadConfig {
             hidden,
             dropout: 0.5,
+            localization: None,
         },
         head_vb.pp("head"),
     )

@@ -25,6 +25,7 @@ mod privacy;
 mod report;
 mod report_browser;
 mod score;
+mod stage_cache;
 mod train;
 mod tta;
 mod weights;

@@ -110,6 +110,7 @@ fn quick_config(epochs: usize) -> TrainConfig {
         head: HeadConfig {
             hidden: 16,
             dropout: 0.5,
+            localization: None,
         },
         augment: false,
         progress: false,
@@ -245,6 +246,7 @@ fn a_tiny_resnet_trained_from_scratch_learns_synthetic_fractures() {
         head: HeadConfig {
             hidden: 16,
             dropout: 0.2,
+            localization: None,
         },
         ..quick_config(8)
     };

@@ -102,6 +102,7 @@ fn saved_network_records_format_config_and_version() {
     let head = HeadConfig {
         hidden: 8,
         dropout: 0.5,
+        localization: None,
     };
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
@@ -132,6 +133,7 @@ fn saved_head_is_loaded_back_with_the_backbone() {
     let head = HeadConfig {
         hidden: 8,
         dropout: 0.5,
+        localization: None,
     };
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

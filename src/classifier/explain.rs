@@ -7,7 +7,10 @@ use super::{FractureClassifier, Prediction};
 use crate::dataset::annotations::{Annotations, FractureRegion, ImageAnnotations, PixelBoxes};
 use crate::dataset::{Label, Part};
 use crate::error::{Error, Result};
-use crate::explain::{explain_batch, overlay, CamConfig, CamMethod, Explanation, OverlayStyle};
+use crate::explain::{
+    explain_batch, explain_localization_maps, overlay, CamConfig, CamMethod, Explanation,
+    OverlayStyle,
+};
 use crate::image::ImageF32;
 use crate::metrics::localization::{score_image, ImageLocalization};
 use crate::metrics::{LocalizationConfig, LocalizationReport};
@@ -161,8 +164,57 @@ impl FractureClassifier {
         config: CamConfig,
         name: &ImageNames<'_>,
     ) -> Result<Vec<Explanation>> {
-        explain_batch(&self.inference, &self.net.head, batch, config)
-            .map_err(|e| e.naming_image(name))
+        let maps = if config.method == CamMethod::ModelMap {
+            self.localization_maps(batch, config)
+        } else {
+            explain_batch(&self.inference, &self.net.head, batch, config)
+        };
+        maps.map_err(|e| e.naming_image(name))
+    }
+
+    /// The model's own localization maps of a preprocessed batch (through candle's ops: the
+    /// map needs an earlier stage's output, which the fast path does not keep).
+    fn localization_maps(&self, batch: &Tensor, config: CamConfig) -> Result<Vec<Explanation>> {
+        let head = self.net.head.localization().ok_or_else(|| {
+            Error::InvalidConfig(
+                "this classifier has no localization map (it was not trained with boxes): explain it with a class-activation method such as gradcam".into(),
+            )
+        })?;
+        let (_, _, height, width) = batch.dims4()?;
+        let (stages, features) = self.net.backbone.forward_stage_outputs(batch)?;
+        let fine = stages.get(head.config().stage).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "the localization map reads stage {}, and the backbone has {}",
+                head.config().stage,
+                stages.len()
+            ))
+        })?;
+        let maps = head.forward(fine, &features)?;
+        let logits = self.net.head.forward(&features)?.to_vec1::<f32>()?;
+        explain_localization_maps(&logits, &maps, config, (height, width))
+    }
+
+    /// The explanation this classifier serves unless told otherwise: its own localization
+    /// map when it has one (what it was trained to use as evidence), Grad-CAM otherwise.
+    ///
+    /// ```
+    /// use fracture::explain::CamMethod;
+    /// use fracture::model::ResNetV2Config;
+    /// use fracture::{FractureClassifier, WeightsSource};
+    /// let clf = FractureClassifier::builder()
+    ///     .backbone(ResNetV2Config::custom(vec![2, 2], vec![4, 8]))
+    ///     .weights(WeightsSource::Random { seed: 0 })
+    ///     .device(fracture::device::DeviceRequest::Cpu)
+    ///     .build()?;
+    /// assert_eq!(clf.default_explanation(), CamMethod::GradCam);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn default_explanation(&self) -> CamMethod {
+        if self.net.head.localization().is_some() {
+            CamMethod::ModelMap
+        } else {
+            CamMethod::GradCam
+        }
     }
 
     /// How often `method`'s maps of the fracture logit land on the annotated fractures of

@@ -21,6 +21,7 @@
 
 mod builder;
 mod bundle;
+mod cached_training;
 mod calibration;
 mod evaluation;
 mod explain;

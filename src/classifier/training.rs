@@ -2,7 +2,7 @@
 //! its result (best weights, history, split, validation-chosen threshold).
 
 use super::{FractureClassifier, ThresholdSource, DEFAULT_THRESHOLD};
-use crate::augment::AugmentConfig;
+use crate::dataset::annotations::Annotations;
 use crate::dataset::loader::{ImageLoader, LoaderConfig};
 use crate::dataset::{Part, Split};
 use crate::error::{Error, Result};
@@ -12,7 +12,6 @@ use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 impl FractureClassifier {
     /// Train on `split.train`, validating on `split.val`; afterwards the network holds the
@@ -42,6 +41,16 @@ impl FractureClassifier {
         config: TrainConfig,
         checkpoint_dir: Option<&Path>,
     ) -> Result<History> {
+        self.train_inner(split, None, config, checkpoint_dir)
+    }
+
+    pub(super) fn train_inner(
+        &mut self,
+        split: &Split,
+        annotations: Option<&Annotations>,
+        config: TrainConfig,
+        checkpoint_dir: Option<&Path>,
+    ) -> Result<History> {
         let backbone_vars = VarMap::new();
         {
             let mut data = backbone_vars
@@ -53,7 +62,6 @@ impl FractureClassifier {
                 data.insert(spec.name, Var::from_tensor(&value)?);
             }
         }
-        let (train_loader, val_loader) = self.loaders(split, &config)?;
         let keep_head = config.keep_head;
         if keep_head && config.head != self.head {
             return Err(Error::InvalidConfig(format!(
@@ -72,7 +80,7 @@ impl FractureClassifier {
             trainer.set_head(&head)?;
         }
         trainer.record_split(split)?;
-        let history = trainer.fit(&train_loader, &val_loader, checkpoint_dir)?;
+        let history = self.run_trainer(&mut trainer, split, annotations, checkpoint_dir)?;
         self.adopt(trainer, split, history)
     }
 
@@ -83,6 +91,26 @@ impl FractureClassifier {
     /// `split` must be the one the run started with: it is compared with the checkpoint's
     /// `split.csv` (paths and labels, part by part), and an error names the first difference.
     pub fn resume_training(&mut self, split: &Split, checkpoint_dir: &Path) -> Result<History> {
+        self.resume_inner(split, None, checkpoint_dir)
+    }
+
+    /// [`FractureClassifier::resume_training`] of a run started by
+    /// [`FractureClassifier::train_with_boxes`], with the same annotations.
+    pub fn resume_training_with_boxes(
+        &mut self,
+        split: &Split,
+        annotations: &Annotations,
+        checkpoint_dir: &Path,
+    ) -> Result<History> {
+        self.resume_inner(split, Some(annotations), checkpoint_dir)
+    }
+
+    fn resume_inner(
+        &mut self,
+        split: &Split,
+        annotations: Option<&Annotations>,
+        checkpoint_dir: &Path,
+    ) -> Result<History> {
         let recorded = checkpoint_dir.join(SPLIT_FILE);
         if !recorded.is_file() {
             return Err(Error::InvalidInput(format!(
@@ -100,21 +128,8 @@ impl FractureClassifier {
         }
         let mut trainer = Trainer::resume(checkpoint_dir, &self.device)?;
         trainer.record_split(split)?;
-        let config = trainer.config().clone();
-        let (train_loader, val_loader) = self.loaders(split, &config)?;
-        let history = trainer.fit(&train_loader, &val_loader, Some(checkpoint_dir))?;
+        let history = self.run_trainer(&mut trainer, split, annotations, Some(checkpoint_dir))?;
         self.adopt(trainer, split, history)
-    }
-
-    fn loaders(&self, split: &Split, config: &TrainConfig) -> Result<(ImageLoader, ImageLoader)> {
-        let train_loader = self.loader(&split.train, config.batch_size, true, config.seed)?;
-        let train_loader = if config.augment {
-            train_loader.with_transform(Arc::new(AugmentConfig::default()))
-        } else {
-            train_loader
-        };
-        let val_loader = self.loader(&split.val, config.batch_size, false, config.seed)?;
-        Ok((train_loader, val_loader))
     }
 
     /// Take over the trained weights, remember history and split, choose the threshold.

@@ -362,6 +362,7 @@ impl Iterator for EpochBatches {
                 images,
                 labels,
                 indices: cpu.indices,
+                targets: None,
             })
         };
         Some(make())

@@ -32,6 +32,10 @@ pub enum CamMethod {
     /// `sum_p alpha * relu(g)`. Without tf-keras-vis's `exp(score)` factor, a positive number
     /// per image that the division by the maximum removes.
     GradCamPlusPlus,
+    /// Not a class-activation map: the model's own localization map (the sigmoid of its
+    /// [`LocalizationHead`](crate::model::LocalizationHead), trained from fracture boxes), for
+    /// classifiers that have one. What such a model was taught to use as its evidence.
+    ModelMap,
 }
 
 impl CamMethod {
@@ -48,6 +52,7 @@ impl CamMethod {
             CamMethod::GradCam => "gradcam",
             CamMethod::HiResCam => "hirescam",
             CamMethod::GradCamPlusPlus => "gradcampp",
+            CamMethod::ModelMap => "map",
         }
     }
 
@@ -72,6 +77,10 @@ impl CamMethod {
                     .map(|(a, g)| grad_cam_plus_plus_weight(a, g))
                     .collect(),
             ),
+            // Not reached: `explain_features` refuses the model's map, which has no weights.
+            CamMethod::ModelMap => {
+                Weights::PerChannel(vec![0.0; activations.len() / positions.max(1)])
+            }
         }
     }
 }
@@ -126,6 +135,7 @@ impl fmt::Display for CamMethod {
             CamMethod::GradCam => "Grad-CAM",
             CamMethod::HiResCam => "HiResCAM",
             CamMethod::GradCamPlusPlus => "Grad-CAM++",
+            CamMethod::ModelMap => "the model's localization map",
         })
     }
 }
@@ -139,8 +149,9 @@ impl FromStr for CamMethod {
             "gradcam" => Ok(CamMethod::GradCam),
             "hirescam" => Ok(CamMethod::HiResCam),
             "gradcampp" | "gradcam++" | "gradcamplusplus" => Ok(CamMethod::GradCamPlusPlus),
+            "map" | "modelmap" => Ok(CamMethod::ModelMap),
             _ => Err(crate::Error::InvalidConfig(format!(
-                "unknown CAM method {text:?}: expected gradcam, hirescam or gradcampp"
+                "unknown CAM method {text:?}: expected gradcam, hirescam, gradcampp or map"
             ))),
         }
     }

@@ -33,7 +33,7 @@
 //! let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 //! let config = BackboneConfig::from(ResNetV2Config::custom(vec![2, 2], vec![4, 8]));
 //! let backbone = FrozenBackbone::new(Backbone::new(&config, vb.clone())?, &Device::Cpu)?;
-//! let head = ClassifierHead::new(32, &HeadConfig { hidden: 8, dropout: 0.5 }, vb.pp("head"))?;
+//! let head = ClassifierHead::new(32, &HeadConfig { hidden: 8, dropout: 0.5, localization: None }, vb.pp("head"))?;
 //! let images = Tensor::randn(0f32, 1., (2, 3, 64, 64), &Device::Cpu)?;
 //! let maps = explain_batch(&backbone, &head, &images, CamConfig::new(CamMethod::GradCamPlusPlus))?;
 //! assert_eq!((maps[0].raw.height, maps[0].raw.width), (8, 8)); // the feature map
@@ -186,6 +186,11 @@ pub fn explain_features(
     config: CamConfig,
     input_size: (usize, usize),
 ) -> Result<Vec<Explanation>> {
+    if config.method == CamMethod::ModelMap {
+        return Err(Error::InvalidConfig(
+            "the model's localization map is not a class-activation map: ask the classifier (FractureClassifier::explain_images) for it".into(),
+        ));
+    }
     let (n, channels, h, w) = features.dims4()?;
     let (logits, gradients) = feature_gradients(features, head, config.target, n)?;
     let positions = h * w;
@@ -230,6 +235,60 @@ pub fn explain_features(
                 return Err(Error::non_finite(i, "class-activation map", value));
             }
             let raw = ImageF32::new(h, w, 1, sums.into_iter().map(|v| v.max(0.0)).collect())?;
+            let normalized = normalize_by_max(&raw)?;
+            let resized = resize_bilinear(&normalized, input_size.0, input_size.1)?;
+            Ok(Explanation {
+                config,
+                logit,
+                raw,
+                normalized,
+                resized,
+            })
+        })
+        .collect()
+}
+
+/// Explanations from a model's own localization maps: `maps` `(N, h, w)` of logits (the
+/// [`LocalizationHead`](crate::model::LocalizationHead)'s output), `logits` the images'
+/// fracture logits. The raw map is the sigmoid of the map's logits; a NaN or infinite one is
+/// an [`Error::NonFinite`] naming the image.
+///
+/// ```
+/// use fracture::explain::{explain_localization_maps, CamConfig, CamMethod};
+/// use candle_core::{Device, Tensor};
+/// let maps = Tensor::new(&[[[0f32, 2.], [-2., 0.]]], &Device::Cpu)?;
+/// let e = explain_localization_maps(&[1.5], &maps, CamConfig::new(CamMethod::ModelMap), (4, 4))?;
+/// assert_eq!(e[0].normalized.data[1], 1.0);
+/// assert_eq!(e[0].resized.data.len(), 16);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn explain_localization_maps(
+    logits: &[f32],
+    maps: &Tensor,
+    config: CamConfig,
+    input_size: (usize, usize),
+) -> Result<Vec<Explanation>> {
+    let (n, h, w) = maps.dims3()?;
+    if logits.len() != n {
+        return Err(Error::Internal(format!(
+            "{} logits for {n} localization maps",
+            logits.len()
+        )));
+    }
+    let values = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    values
+        .chunks_exact(h * w)
+        .zip(logits)
+        .enumerate()
+        .map(|(i, (map, &logit))| {
+            if !logit.is_finite() {
+                return Err(Error::non_finite(i, "fracture logit", f64::from(logit)));
+            }
+            if let Some((_, value)) = first_non_finite(map) {
+                return Err(Error::non_finite(i, "localization map", value));
+            }
+            let sigmoid = map.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+            let raw = ImageF32::new(h, w, 1, sigmoid)?;
             let normalized = normalize_by_max(&raw)?;
             let resized = resize_bilinear(&normalized, input_size.0, input_size.1)?;
             Ok(Explanation {

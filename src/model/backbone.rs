@@ -269,6 +269,52 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// The feature map from `h`, the output of stage `first_stage - 1`: the stages from
+    /// `first_stage` (0-based) on and the final layers, BN with batch statistics when
+    /// `train`. What training the last stages on a
+    /// [`StageCache`](crate::train::StageCache) runs; EfficientNet-Lite only for now.
+    ///
+    /// ```
+    /// use fracture::model::{Backbone, BackboneConfig, EfficientNetLiteConfig};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let net = Backbone::new(&BackboneConfig::from(EfficientNetLiteConfig::lite0()), vb)?;
+    /// let h = Tensor::zeros((1, 112, 4, 4), DType::F32, &Device::Cpu)?;
+    /// assert_eq!(net.forward_from_stage_t(&h, 5, false)?.dims(), &[1, 1280, 2, 2]);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_from_stage_t(
+        &self,
+        h: &Tensor,
+        first_stage: usize,
+        train: bool,
+    ) -> Result<Tensor> {
+        match self {
+            Self::EfficientNetLite(m) => m.forward_from_stage_t(h, first_stage, train),
+            Self::ResNetV2(_) => Err(Error::InvalidConfig(
+                "training from cached stage outputs and localization maps are implemented for EfficientNet-Lite only"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Every stage's output and the feature map, in inference mode (EfficientNet-Lite only,
+    /// as [`Backbone::forward_from_stage_t`]).
+    pub fn forward_stage_outputs(&self, x: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
+        match self {
+            Self::EfficientNetLite(m) => {
+                let taps = m.forward_taps(x, false)?;
+                Ok((taps.stages, taps.head))
+            }
+            Self::ResNetV2(_) => Err(Error::InvalidConfig(
+                "localization maps are implemented for EfficientNet-Lite only".into(),
+            )),
+        }
+    }
+}
+
 /// Mean over the spatial dimensions of an NCHW tensor: `(N, C, H, W) -> (N, C)` (Keras's
 /// `GlobalAveragePooling2D`, what every head here starts with).
 ///

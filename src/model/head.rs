@@ -4,6 +4,7 @@
 //! Dropout is drawn here, from a seeded generator the caller passes (candle's CPU dropout
 //! cannot be seeded, and training must be reproducible).
 
+use super::localization::{LocalizationHead, LocalizationHeadConfig};
 use super::{global_average_pool, VariableSpec};
 use crate::error::{Error, Result};
 use candle_core::{Module, Tensor};
@@ -23,6 +24,11 @@ pub struct HeadConfig {
     pub hidden: usize,
     /// Dropout probability applied after the hidden layer during training.
     pub dropout: f32,
+    /// A [`LocalizationHead`] beside the classifier (variables under `head.loc.`): a map of
+    /// where the fracture is, trained from boxes. `None` (the default, and every bundle
+    /// written before it existed) has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localization: Option<LocalizationHeadConfig>,
 }
 
 impl HeadConfig {
@@ -40,12 +46,16 @@ impl HeadConfig {
             name: format!("head.{name}"),
             shape,
         };
-        vec![
+        let mut vars = vec![
             spec("dense.weight", vec![self.hidden, in_features]),
             spec("dense.bias", vec![self.hidden]),
             spec("logit.weight", vec![1, self.hidden]),
             spec("logit.bias", vec![1]),
-        ]
+        ];
+        if let Some(localization) = &self.localization {
+            vars.extend(localization.variables(in_features));
+        }
+        vars
     }
 }
 
@@ -54,6 +64,7 @@ impl Default for HeadConfig {
         Self {
             hidden: 256,
             dropout: 0.5,
+            localization: None,
         }
     }
 }
@@ -79,6 +90,7 @@ pub struct ClassifierHead {
     dropout: f32,
     logit: Linear,
     in_features: usize,
+    localization: Option<LocalizationHead>,
 }
 
 impl ClassifierHead {
@@ -95,6 +107,11 @@ impl ClassifierHead {
             dropout: config.dropout,
             logit: candle_nn::linear(config.hidden, 1, vb.pp("logit"))?,
             in_features,
+            localization: config
+                .localization
+                .as_ref()
+                .map(|c| LocalizationHead::new(c, in_features, vb.pp("loc")))
+                .transpose()?,
         })
     }
 
@@ -114,7 +131,7 @@ impl ClassifierHead {
     /// use rand::SeedableRng;
     /// let varmap = candle_nn::VarMap::new();
     /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    /// let head = ClassifierHead::new(16, &HeadConfig { hidden: 32, dropout: 0.5 }, vb)?;
+    /// let head = ClassifierHead::new(16, &HeadConfig { hidden: 32, dropout: 0.5, localization: None }, vb)?;
     /// let x = Tensor::ones((2, 16), DType::F32, &Device::Cpu)?;
     /// let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     /// let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -175,5 +192,10 @@ impl ClassifierHead {
     /// The output layer (`head.logit`).
     pub fn logit(&self) -> &Linear {
         &self.logit
+    }
+
+    /// The localization head (`head.loc`), when the configuration has one.
+    pub fn localization(&self) -> Option<&LocalizationHead> {
+        self.localization.as_ref()
     }
 }

@@ -134,6 +134,34 @@ impl FrozenBackbone {
         Ok(features.detach())
     }
 
+    /// The output of stage `stage` (0-based), detached: what a
+    /// [`StageCache`](crate::train::StageCache) stores (EfficientNet-Lite only).
+    ///
+    /// ```
+    /// use fracture::model::{Backbone, BackboneConfig, EfficientNetLiteConfig, FrozenBackbone};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let config = BackboneConfig::from(EfficientNetLiteConfig::lite0());
+    /// let frozen = FrozenBackbone::new(Backbone::new(&config, vb)?, &Device::Cpu)?;
+    /// let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
+    /// assert_eq!(frozen.stage_output(&x, 4)?.dims(), &[1, 112, 4, 4]);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn stage_output(&self, x: &Tensor, stage: usize) -> Result<Tensor> {
+        let mut stages = match &self.fast {
+            Some(FastPath::EfficientNetLite(fast)) => fast.forward_taps(x)?.stages,
+            _ => self.backbone.forward_stage_outputs(x)?.0,
+        };
+        if stage >= stages.len() {
+            return Err(Error::InvalidConfig(format!(
+                "stage {stage} does not exist: the backbone has {}",
+                stages.len()
+            )));
+        }
+        Ok(stages.swap_remove(stage).detach())
+    }
+
     /// The globally average-pooled features `(N, C)`, detached.
     pub fn pooled(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = match &self.fast {

@@ -1,6 +1,7 @@
 //! [`TrainConfig`]: everything that decides how a model is trained, with the reference
 //! notebook's choices as defaults. Written as `config.json` next to every checkpoint.
 
+use super::stage_cache::StageCacheConfig;
 use crate::error::{Error, Result};
 use crate::metrics::ThresholdRule;
 use crate::model::HeadConfig;
@@ -70,6 +71,44 @@ pub struct TrainConfig {
     /// decision threshold on the validation part after training (Youden's J by default, or a
     /// target sensitivity or specificity); the bundle records it as the threshold's source.
     pub threshold_rule: ThresholdRule,
+    /// Cache the output of the frozen stages on disk and train the last stages on it
+    /// ([`StageCache`](crate::train::StageCache)); needs [`BackboneTraining::LastStages`]. The
+    /// cache's views (the picture and its mirror) take the place of `augment`.
+    /// [`FractureClassifier::train`](crate::FractureClassifier::train) builds the caches; a
+    /// bare [`Trainer`](crate::train::Trainer) reads them from
+    /// [`CachedSource`](crate::train::CachedSource)s.
+    pub stage_cache: Option<StageCacheConfig>,
+    /// Train the head's localization map from the fracture boxes (needs
+    /// `head.localization` and batches with targets: a `stage_cache` and annotations).
+    pub box_supervision: Option<BoxSupervision>,
+}
+
+/// How the localization map learns from the boxes: per-cell binary cross-entropy, cells
+/// overlapping a grown box positive, every other cell (and every cell of an image without
+/// fracture) negative; its weight in the loss beside the classification's.
+///
+/// ```
+/// let b = fracture::train::BoxSupervision::default();
+/// assert_eq!((b.weight, b.positive_weight, b.grow), (1.0, 10.0, 0.1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoxSupervision {
+    /// Weight of the localization loss in the total loss.
+    pub weight: f64,
+    /// Weight of a positive cell relative to a negative one (boxes cover few cells).
+    pub positive_weight: f64,
+    /// Each side of a box grown by this share of its size.
+    pub grow: f64,
+}
+
+impl Default for BoxSupervision {
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            positive_weight: 10.0,
+            grow: 0.1,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -91,6 +130,8 @@ impl Default for TrainConfig {
             progress: true,
             split_manifest: None,
             threshold_rule: ThresholdRule::Youden,
+            stage_cache: None,
+            box_supervision: None,
         }
     }
 }
@@ -162,6 +203,29 @@ impl TrainConfig {
                 "early_stopping.min_delta must be >= 0, found {}",
                 e.min_delta
             ));
+        }
+        if self.stage_cache.is_some()
+            && !matches!(self.backbone, BackboneTraining::LastStages { .. })
+        {
+            return bad("stage_cache trains the last stages: set backbone to LastStages".into());
+        }
+        if let Some(b) = &self.box_supervision {
+            let ok = |x: f64| x.is_finite() && x >= 0.0;
+            if !(ok(b.weight)
+                && ok(b.grow)
+                && b.positive_weight.is_finite()
+                && b.positive_weight > 0.0)
+            {
+                return bad(format!(
+                    "box_supervision needs finite weight >= 0, positive_weight > 0 and grow >= 0, found {b:?}"
+                ));
+            }
+            if self.head.localization.is_none() {
+                return bad(
+                    "box_supervision trains the head's localization map: set head.localization"
+                        .into(),
+                );
+            }
         }
         self.schedule.validate()?;
         self.threshold_rule

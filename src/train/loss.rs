@@ -66,6 +66,42 @@ pub fn bce_with_logits(
     Ok(weighted.mean_all()?)
 }
 
+/// Binary cross-entropy of a localization map: logits and targets `(N, h, w)` (targets in
+/// {0, 1}; a negative target marks a cell to ignore), the positive cells weighted by
+/// `positive_weight`, averaged over every cell.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use fracture::train::cell_bce_with_logits;
+/// let map = Tensor::new(&[[[0f32, 0.], [0., 0.]]], &Device::Cpu)?;
+/// let targets = Tensor::new(&[[[1f32, 0.], [0., 0.]]], &Device::Cpu)?;
+/// let loss = cell_bce_with_logits(&map, &targets, 3.0)?.to_scalar::<f32>()?;
+/// // (3 ln 2 + 3 ln 2) / 4
+/// assert!((loss - 1.5 * std::f32::consts::LN_2).abs() < 1e-6);
+/// # Ok::<(), fracture::Error>(())
+/// ```
+pub fn cell_bce_with_logits(
+    map: &Tensor,
+    targets: &Tensor,
+    positive_weight: f64,
+) -> Result<Tensor> {
+    if map.dims() != targets.dims() || map.rank() != 3 {
+        return Err(Error::InvalidInput(format!(
+            "a localization loss needs a map and targets of the same shape (N, h, w), found {:?} and {:?}",
+            map.dims(),
+            targets.dims()
+        )));
+    }
+    let logits = map.flatten_all()?;
+    let targets = targets.flatten_all()?.to_dtype(logits.dtype())?;
+    // A negative target marks a cell whose truth is not known: weight 0.
+    let known = targets.ge(0.0)?.to_dtype(logits.dtype())?;
+    let targets = targets.clamp(0.0, 1.0)?;
+    let per_cell = bce_with_logits_per_sample(&logits, &targets)?;
+    let weights = (((&targets * (positive_weight - 1.0))? + 1.0)? * known)?;
+    Ok((per_cell * weights)?.mean_all()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@
 //! - [`History`]: loss, accuracy, AUC, learning rate and time per epoch (CSV and JSON).
 //! - [`checkpoint`]: the crash-safe checkpoint folder and [`Checkpoint`] to read it.
 //! - [`predict`]: a network's probabilities over a whole source, for metrics.
+//! - [`StageCache`]: the frozen early stages' output cached on disk for training the last
+//!   stages at high resolution ([`CachedSource`] serves it, with box targets).
 
 mod adam;
 pub mod checkpoint;
@@ -17,13 +19,18 @@ mod evaluate;
 mod history;
 mod loss;
 mod schedule;
+mod stage_cache;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, SavedConfig};
 pub use config::{
-    AdamConfig, BackboneTraining, ClassWeights, EarlyStopping, LrSchedule, TrainConfig,
+    AdamConfig, BackboneTraining, BoxSupervision, ClassWeights, EarlyStopping, LrSchedule,
+    TrainConfig,
 };
 pub use evaluate::{predict, Predictions};
 pub use history::{EpochRecord, History};
-pub use loss::{bce_with_logits, bce_with_logits_per_sample};
+pub use loss::{bce_with_logits, bce_with_logits_per_sample, cell_bce_with_logits};
+pub use stage_cache::{
+    cell_targets, CacheDtype, CacheView, CachedSource, StageCache, StageCacheConfig,
+};
 pub use trainer::Trainer;

@@ -75,7 +75,7 @@ pub fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
 /// use fracture::weights::{network_variables, save_network, varmap_tensors, WeightsSource};
 /// use candle_core::{DType, Device};
 /// let config = ResNetV2Config::custom(vec![2, 2], vec![4, 8]);
-/// let head = HeadConfig { hidden: 8, dropout: 0.5 };
+/// let head = HeadConfig { hidden: 8, dropout: 0.5, localization: None };
 /// let varmap = candle_nn::VarMap::new();
 /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 /// FractureNet::new(&config, &head, vb)?;

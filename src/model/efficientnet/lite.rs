@@ -154,13 +154,24 @@ impl EfficientNetLite {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn forward_from_stage(&self, h: &Tensor, first_stage: usize) -> Result<Tensor> {
+        self.forward_from_stage_t(h, first_stage, false)
+    }
+
+    /// [`forward_from_stage`](Self::forward_from_stage), BN with batch statistics when
+    /// `train`: training the last stages on their cached input.
+    pub fn forward_from_stage_t(
+        &self,
+        h: &Tensor,
+        first_stage: usize,
+        train: bool,
+    ) -> Result<Tensor> {
         if first_stage > self.stages.len() {
             return Err(Error::InvalidConfig(format!(
                 "stage {first_stage} does not exist: this network has {} stages",
                 self.stages.len()
             )));
         }
-        self.stages_and_head(h, first_stage, false)
+        self.stages_and_head(h, first_stage, train)
     }
 
     /// The stages from `first_stage` on, then the head.

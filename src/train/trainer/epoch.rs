@@ -8,7 +8,7 @@ use crate::model::global_average_pool;
 use crate::progress::Progress;
 use crate::train::config::BackboneTraining;
 use crate::train::evaluate::{accuracy, roc_auc};
-use crate::train::loss::{bce_with_logits, bce_with_logits_per_sample};
+use crate::train::loss::{bce_with_logits, bce_with_logits_per_sample, cell_bce_with_logits};
 use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -28,13 +28,38 @@ impl Trainer {
         for (b, batch) in source.batches(epoch as u64)?.enumerate() {
             let batch = batch?;
             let labels = batch.labels.to_device(&self.device)?.to_dtype(DType::F32)?;
-            let pooled = match cache {
-                Some(cache) => cache.gather(&batch.indices)?,
-                None => self.train_features(&batch.images)?,
+            // With a stage cache the batch holds the frozen stages' output (the fine map of
+            // the localization head), not images.
+            let (features, fine) = match (cache, &self.config.stage_cache) {
+                (Some(cache), _) => (cache.gather(&batch.indices)?, None),
+                (None, Some(_)) => {
+                    let h = batch.images.to_device(&self.device)?;
+                    let first = self.first_trainable_stage()?;
+                    let features = self.net.backbone.forward_from_stage_t(&h, first, true)?;
+                    (features, Some(h))
+                }
+                (None, None) => (self.train_features(&batch.images)?, None),
             };
-            let logits = self.net.head.forward_train(&pooled, &mut rng)?;
+            let logits = self.net.head.forward_train(&features, &mut rng)?;
             let loss = bce_with_logits(&logits, &labels, self.config.class_weights.as_ref())?;
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            let loss = match &self.config.box_supervision {
+                None => loss,
+                Some(supervision) => {
+                    let (Some(fine), Some(targets), Some(head)) =
+                        (&fine, &batch.targets, self.net.head.localization())
+                    else {
+                        return Err(Error::InvalidConfig(
+                            "box supervision needs a stage cache, batches with box targets and a head with a localization map".into(),
+                        ));
+                    };
+                    let map = head.forward(fine, &features)?;
+                    let targets = targets.to_device(&self.device)?;
+                    let box_loss =
+                        cell_bce_with_logits(&map, &targets, supervision.positive_weight)?;
+                    (loss + (box_loss * supervision.weight)?)?
+                }
+            };
             if !loss_value.is_finite() {
                 progress.abandon();
                 return Err(Error::Training(format!(
@@ -79,15 +104,34 @@ impl Trainer {
         }
     }
 
+    /// The first stage that trains (0-based), as the stage cache counts: its input is what
+    /// the cache holds.
+    pub(crate) fn first_trainable_stage(&self) -> Result<usize> {
+        let total = self.backbone_config.stage_count();
+        match &self.config.backbone {
+            BackboneTraining::LastStages { stages, .. } if *stages <= total => Ok(total - stages),
+            other => Err(Error::InvalidConfig(format!(
+                "a stage cache needs a backbone training its last stages (at most {total}), found {other:?}"
+            ))),
+        }
+    }
+
     /// Pooled features of a training batch, through the graph only where the backbone trains.
     fn train_features(&self, images: &Tensor) -> Result<Tensor> {
         let images = images.to_device(&self.device)?;
         let backbone = &self.net.backbone;
         let features = match &self.config.backbone {
             BackboneTraining::Frozen => return self.frozen_pooled(&images),
-            BackboneTraining::LastStages { stages, .. } => {
-                backbone.forward_features_last_stages(&images, *stages)?
-            }
+            // The frozen stages run as inference (and as a stage cache) runs them, where the
+            // backbone can start from a stage's output; through candle otherwise.
+            BackboneTraining::LastStages { stages, .. } => match &self.frozen {
+                Some(frozen) => {
+                    let first = self.first_trainable_stage()?;
+                    let h = frozen.stage_output(&images, first - 1)?;
+                    backbone.forward_from_stage_t(&h, first, true)?
+                }
+                None => backbone.forward_features_last_stages(&images, *stages)?,
+            },
             BackboneTraining::All { .. } => backbone.forward_features_t(&images, true)?,
         };
         global_average_pool(&features)
@@ -103,9 +147,15 @@ impl Trainer {
         for batch in source.batches(0)? {
             let batch = batch?;
             let labels = batch.labels.to_device(&self.device)?.to_dtype(DType::F32)?;
-            let logits = match cache {
-                Some(cache) => self.net.head.forward(&cache.gather(&batch.indices)?)?,
-                None => self.net.forward(&batch.images.to_device(&self.device)?)?,
+            let logits = match (cache, &self.config.stage_cache) {
+                (Some(cache), _) => self.net.head.forward(&cache.gather(&batch.indices)?)?,
+                (None, Some(_)) => {
+                    let h = batch.images.to_device(&self.device)?;
+                    let first = self.first_trainable_stage()?;
+                    let features = self.net.backbone.forward_from_stage_t(&h, first, false)?;
+                    self.net.head.forward(&features)?
+                }
+                (None, None) => self.net.forward(&batch.images.to_device(&self.device)?)?,
             }
             .detach();
             let per_sample = bce_with_logits_per_sample(&logits, &labels)?;

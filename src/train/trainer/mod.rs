@@ -73,7 +73,7 @@ struct PassMetrics {
 ///     epochs: 2,
 ///     augment: false,
 ///     progress: false,
-///     head: HeadConfig { hidden: 8, dropout: 0.5 },
+///     head: HeadConfig { hidden: 8, dropout: 0.5, localization: None },
 ///     ..TrainConfig::default()
 /// };
 /// // An empty VarMap gives a randomly initialised backbone; a loaded one keeps its weights.
@@ -260,6 +260,24 @@ impl Trainer {
             .collect()
     }
 
+    /// The backbone's variables that training leaves as they are (every one with a frozen
+    /// backbone; those before the trained stages otherwise), by name: what a stage cache's
+    /// key covers.
+    pub(crate) fn frozen_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let trained: Vec<String> = match &self.config.backbone {
+            BackboneTraining::Frozen => Vec::new(),
+            BackboneTraining::All { .. } => return Ok(Vec::new()),
+            BackboneTraining::LastStages { stages, .. } => {
+                self.backbone_config.last_stage_prefixes(*stages)?
+            }
+        };
+        named_vars(&self.backbone_vars)?
+            .into_iter()
+            .filter(|(name, _)| !trained.iter().any(|p| name.starts_with(p.as_str())))
+            .map(|(name, var)| Ok((name, var.as_tensor().clone())))
+            .collect()
+    }
+
     /// Write `split` as `split.csv` into every checkpoint (instead of copying
     /// [`TrainConfig::split_manifest`]), so that the checkpoint says which images it was
     /// trained and validated on and a resume can check it is given the same ones.
@@ -302,7 +320,7 @@ impl Trainer {
         // A frozen backbone runs as inference does (the fast path on the CPU); it is planned
         // here, after any resume has loaded the weights, and stays valid because frozen
         // weights never change.
-        self.frozen = if frozen {
+        self.frozen = if frozen || self.frozen_stages_run_fast()? {
             Some(FrozenBackbone::new(
                 self.net.backbone.clone(),
                 &self.device,
@@ -366,6 +384,17 @@ impl Trainer {
             self.restore_best()?;
         }
         Ok(self.history.clone())
+    }
+
+    /// Whether the frozen stages before the last ones that train run through a
+    /// [`FrozenBackbone`] (EfficientNet-Lite training at least one stage, with a stage before
+    /// them): the same arithmetic as inference and as a stage cache.
+    fn frozen_stages_run_fast(&self) -> Result<bool> {
+        Ok(
+            matches!(self.backbone_config, BackboneConfig::EfficientNetLite(_))
+                && matches!(self.config.backbone, BackboneTraining::LastStages { .. })
+                && self.first_trainable_stage()? > 0,
+        )
     }
 
     /// Put the weights of the best epoch so far back into the model (no-op before the

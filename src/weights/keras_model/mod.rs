@@ -180,6 +180,7 @@ pub fn read_keras_model(path: impl AsRef<Path>, options: &KerasModelOptions) -> 
     let head_config = HeadConfig {
         hidden: head.hidden,
         dropout: head.dropout,
+        localization: None,
     };
     let backbone_config = BackboneConfig::from(backbone.config);
     let tensors = convert(saved.weights, &head.dense, &head.logit)?;

@@ -1,0 +1,361 @@
+//! The stage cache (issue 24, item 2): reused while nothing changes, rebuilt when an image, the
+//! frozen weights or a setting changes, refused when its file is damaged; and a training step
+//! on cached maps equals the step on the images.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fracture::batch::TensorBatches;
+use fracture::dataset::loader::{ImageLoader, LoaderConfig};
+use fracture::dataset::synthetic::SyntheticConfig;
+use fracture::dataset::Sample;
+use fracture::model::{
+    init_variables, Backbone, BackboneConfig, EfficientNetLiteConfig, FrozenBackbone, HeadConfig,
+};
+use fracture::preprocess::Preprocess;
+use fracture::train::{
+    AdamConfig, BackboneTraining, CacheDtype, CacheView, CachedSource, StageCache,
+    StageCacheConfig, TrainConfig, Trainer,
+};
+use std::path::Path;
+
+const SIZE: usize = 64;
+
+/// A small EfficientNet-Lite (Lite0's stages, a quarter of the width).
+fn small_lite() -> EfficientNetLiteConfig {
+    let mut c = EfficientNetLiteConfig::lite0();
+    c.width_multiplier = 0.25;
+    c.depth_multiplier = 0.5;
+    c.stem_channels = 8;
+    c.head_channels = 32;
+    c
+}
+
+fn samples(dir: &Path, n: usize) -> Vec<Sample> {
+    SyntheticConfig {
+        n_fractured: n / 2,
+        n_not_fractured: n - n / 2,
+        min_size: 48,
+        max_size: 64,
+        seed: 5,
+        fracture_visibility: 3.0,
+        fracture_spread: 0.3,
+    }
+    .generate_to(dir)
+    .unwrap()
+}
+
+fn loader(samples: &[Sample]) -> ImageLoader {
+    let preprocess = Preprocess {
+        height: SIZE,
+        width: SIZE,
+        ..Preprocess::default()
+    };
+    let config = LoaderConfig {
+        shuffle: false,
+        ..LoaderConfig::default()
+    };
+    ImageLoader::new(samples.to_vec(), preprocess, config, Device::Cpu).unwrap()
+}
+
+fn images(loader: &ImageLoader, indices: &[usize]) -> Tensor {
+    let mut values = Vec::new();
+    for &i in indices {
+        values.extend(loader.load_sample(i, 0).unwrap());
+    }
+    Tensor::from_vec(values, (indices.len(), 3, SIZE, SIZE), &Device::Cpu).unwrap()
+}
+
+/// A backbone with seeded random weights.
+fn backbone(seed: u64) -> (Backbone, VarMap) {
+    let config = BackboneConfig::from(small_lite());
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().unwrap();
+        for (name, value) in init_variables(&config.variables(), seed, &Device::Cpu).unwrap() {
+            data.insert(name, candle_core::Var::from_tensor(&value).unwrap());
+        }
+    }
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    (Backbone::new(&config, vb).unwrap(), varmap)
+}
+
+#[derive(Debug)]
+struct Built {
+    cache: StageCache,
+}
+
+fn open(
+    dir: &Path,
+    samples: &[Sample],
+    views: &[CacheView],
+    dtype: CacheDtype,
+    key: &[u8],
+    frozen: &FrozenBackbone,
+) -> fracture::Result<Built> {
+    let loader = loader(samples);
+    let mut load = |indices: &[usize]| Ok(images(&loader, indices));
+    let cache = StageCache::open_or_build(
+        dir,
+        "train",
+        samples,
+        views,
+        dtype,
+        key,
+        &mut load,
+        &|x| frozen.stage_output(x, 4),
+        false,
+    )?;
+    Ok(Built { cache })
+}
+
+fn map_of(cache: &StageCache, sample: usize, view: usize) -> Vec<f32> {
+    cache
+        .gather(&[sample], &[view], &Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn a_stage_cache_is_reused_and_rebuilt_when_an_image_the_weights_or_a_setting_change() {
+    let data = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let samples = samples(data.path(), 6);
+    let (net, _) = backbone(1);
+    let frozen = FrozenBackbone::new(net, &Device::Cpu).unwrap();
+    let views = [CacheView::Original, CacheView::Mirror];
+    let first = open(
+        cache_dir.path(),
+        &samples,
+        &views,
+        CacheDtype::F32,
+        b"w1",
+        &frozen,
+    )
+    .unwrap();
+    assert!(first.cache.was_built());
+    assert_eq!(first.cache.len(), 6);
+    // Stage 4 of the small Lite: 112 channels at a quarter width, rounded to 32.
+    assert_eq!(first.cache.dims(), (32, SIZE / 16, SIZE / 16));
+    // What the cache holds is the frozen stages' output of the image and of its mirror.
+    let loader = loader(&samples);
+    let x = images(&loader, &[2]);
+    let want: Vec<f32> = frozen
+        .stage_output(&x, 4)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(map_of(&first.cache, 2, 0), want);
+    let mirrored = x.flip(&[3]).unwrap();
+    let want_mirror: Vec<f32> = frozen
+        .stage_output(&mirrored, 4)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(map_of(&first.cache, 2, 1), want_mirror);
+    assert_ne!(want, want_mirror);
+    let key = first.cache.key().to_string();
+    let before: Vec<Vec<f32>> = (0..6).map(|i| map_of(&first.cache, i, 0)).collect();
+    drop(first);
+
+    // Nothing changed: read back, not built.
+    let again = open(
+        cache_dir.path(),
+        &samples,
+        &views,
+        CacheDtype::F32,
+        b"w1",
+        &frozen,
+    )
+    .unwrap();
+    assert!(!again.cache.was_built());
+    assert_eq!(again.cache.key(), key);
+    drop(again);
+
+    // One image changed on disk: rebuilt, that image's map changed, the others not.
+    let changed = &samples[3].path;
+    let mut picture = image::open(changed).unwrap().to_luma8();
+    for p in picture.pixels_mut() {
+        p.0[0] = 255 - p.0[0];
+    }
+    picture.save(changed).unwrap();
+    let rebuilt = open(
+        cache_dir.path(),
+        &samples,
+        &views,
+        CacheDtype::F32,
+        b"w1",
+        &frozen,
+    )
+    .unwrap();
+    assert!(rebuilt.cache.was_built());
+    assert_ne!(rebuilt.cache.key(), key);
+    for (i, old) in before.iter().enumerate() {
+        let now = map_of(&rebuilt.cache, i, 0);
+        assert_eq!(&now != old, i == 3, "sample {i}");
+    }
+    let key = rebuilt.cache.key().to_string();
+    drop(rebuilt);
+
+    // Other frozen weights (the key material), other views, another storage type: rebuilt.
+    for (views, dtype, material) in [
+        (&views[..], CacheDtype::F32, &b"w2"[..]),
+        (&views[..1], CacheDtype::F32, &b"w1"[..]),
+        (&views[..], CacheDtype::F16, &b"w1"[..]),
+    ] {
+        let other = open(cache_dir.path(), &samples, views, dtype, material, &frozen).unwrap();
+        assert!(other.cache.was_built(), "{views:?} {dtype:?}");
+        assert_ne!(other.cache.key(), key);
+    }
+    // f16 storage holds the f32 values to half precision.
+    let half = open(
+        cache_dir.path(),
+        &samples,
+        &views,
+        CacheDtype::F16,
+        b"w1",
+        &frozen,
+    )
+    .unwrap();
+    assert!(!half.cache.was_built());
+    let exact: Vec<f32> = frozen
+        .stage_output(&images(&loader, &[0]), 4)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (h, e) in map_of(&half.cache, 0, 0).iter().zip(&exact) {
+        assert!((h - e).abs() <= 1e-3 * e.abs().max(1.0), "{h} vs {e}");
+    }
+    drop(half);
+
+    // A damaged file under a valid manifest is an error naming it, never wrong values.
+    let bin = cache_dir.path().join("train.bin");
+    let bytes = std::fs::read(&bin).unwrap();
+    std::fs::write(&bin, &bytes[..bytes.len() - 2]).unwrap();
+    let error = open(
+        cache_dir.path(),
+        &samples,
+        &views,
+        CacheDtype::F16,
+        b"w1",
+        &frozen,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("train.bin"), "{error}");
+}
+
+/// A step on cached maps (f32) equals the step on the images through the frozen stages, to
+/// 1e-5 in every weight. Adam with epsilon 1 makes the first step proportional to the
+/// gradient (`lr_t * g / (sqrt(1 - beta2) |g| + 1)`), so equal weights mean equal gradients.
+#[test]
+fn a_step_on_cached_maps_equals_the_step_on_the_images() {
+    let data = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let samples = samples(data.path(), 8);
+    let loader = loader(&samples);
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let x = images(&loader, &all);
+    let labels: Vec<f32> = samples.iter().map(|s| s.label.as_f32()).collect();
+    let labels = Tensor::new(labels, &Device::Cpu).unwrap();
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 8,
+        learning_rate: 1.0,
+        adam: AdamConfig {
+            epsilon: 1.0,
+            ..AdamConfig::default()
+        },
+        head: HeadConfig {
+            hidden: 8,
+            dropout: 0.0,
+            localization: None,
+        },
+        backbone: BackboneTraining::LastStages {
+            stages: 2,
+            learning_rate: 1.0,
+        },
+        augment: false,
+        progress: false,
+        restore_best_weights: false,
+        seed: 3,
+        ..TrainConfig::default()
+    };
+
+    let (_, varmap) = backbone(7);
+    let mut plain = Trainer::new(small_lite(), varmap, config.clone(), &Device::Cpu).unwrap();
+    let source = TensorBatches::new(x, labels, 8).unwrap();
+    let plain_history = plain.fit(&source, &source, None).unwrap();
+
+    let (net, varmap) = backbone(7);
+    let frozen = FrozenBackbone::new(net, &Device::Cpu).unwrap();
+    let built = open(
+        cache_dir.path(),
+        &samples,
+        &[CacheView::Original],
+        CacheDtype::F32,
+        b"seed 7",
+        &frozen,
+    )
+    .unwrap();
+    let cached_config = TrainConfig {
+        stage_cache: Some(StageCacheConfig::new(cache_dir.path())),
+        ..config
+    };
+    let mut cached = Trainer::new(small_lite(), varmap, cached_config, &Device::Cpu).unwrap();
+    let source = CachedSource::new(&built.cache, 8, false, 3, &Device::Cpu).unwrap();
+    let cached_history = cached.fit(&source, &source, None).unwrap();
+
+    let (a, b) = (&plain_history.epochs[0], &cached_history.epochs[0]);
+    assert!((a.train_loss - b.train_loss).abs() < 1e-5, "{a:?} {b:?}");
+    assert!((a.val_loss - b.val_loss).abs() < 1e-5, "{a:?} {b:?}");
+    let mut largest = 0f32;
+    let mut moved = 0usize;
+    let initial: std::collections::HashMap<String, Vec<f32>> = {
+        let (_, varmap) = backbone(7);
+        varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                )
+            })
+            .collect()
+    };
+    for ((name, wa), (name_b, wb)) in plain
+        .weights()
+        .unwrap()
+        .iter()
+        .zip(cached.weights().unwrap().iter())
+    {
+        assert_eq!(name, name_b);
+        let wa: Vec<f32> = wa.flatten_all().unwrap().to_vec1().unwrap();
+        let wb: Vec<f32> = wb.flatten_all().unwrap().to_vec1().unwrap();
+        for (i, (p, q)) in wa.iter().zip(&wb).enumerate() {
+            let difference = (p - q).abs();
+            // NaN-aware: a NaN on either side fails.
+            assert!(difference <= 1e-5, "{name}[{i}]: {p} vs {q}");
+            largest = largest.max(difference);
+        }
+        if let Some(start) = initial.get(name)
+            && start.iter().zip(&wa).any(|(s, w)| (s - w).abs() > 1e-3)
+        {
+            moved += 1;
+        }
+    }
+    // The step did something: the trained stages' weights moved.
+    assert!(moved > 10, "only {moved} variables moved");
+    eprintln!("largest weight difference {largest:e}, {moved} variables moved");
+}
