@@ -137,13 +137,16 @@ fn stored_picture() -> image::GrayImage {
     })
 }
 
+/// EXIF orientation, displayed size, box on the displayed picture, box on the model input.
+type Oriented = (u16, (u32, u32), [f64; 4], [f64; 4]);
+
 /// Per EXIF orientation: the displayed size and where the white block is displayed, worked
 /// out from the EXIF definitions for a W x H = 48 x 32 picture: 2 mirrors x (x -> W - x),
 /// 3 turns a half turn, 4 mirrors y, 5 transposes (x, y) -> (y, x), 6 shows the stored
 /// picture turned a quarter clockwise ((x, y) -> (H - y, x)), 7 transverses
 /// ((x, y) -> (H - y, W - x)), 8 turns a quarter counter-clockwise ((x, y) -> (y, W - x)).
 /// Last, the block on the 384 x 384 model input.
-const ORIENTED: [(u16, (u32, u32), [f64; 4], [f64; 4]); 8] = [
+const ORIENTED: [Oriented; 8] = [
     (1, (48, 32), [8.0, 0.0, 16.0, 8.0], [64.0, 0.0, 128.0, 96.0]),
     (
         2,
