@@ -12,7 +12,7 @@ use fracture::dataset::{
 };
 use fracture::image::{ImageF32, SampleTransform};
 use fracture::preprocess::{FilterType, Normalization, Preprocess};
-use image::{ImageEncoder, Luma};
+use image::Luma;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -31,38 +31,6 @@ fn small_fracatlas(dir: &Path, n_fractured: usize, n_not_fractured: usize) {
     }
     .generate_to(dir)
     .unwrap();
-}
-
-fn jpeg_bytes(image: &image::GrayImage, exif: Option<Vec<u8>>) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
-    if let Some(exif) = exif {
-        encoder.set_exif_metadata(exif).unwrap();
-    }
-    encoder
-        .write_image(
-            image.as_raw(),
-            image.width(),
-            image.height(),
-            image::ExtendedColorType::L8,
-        )
-        .unwrap();
-    bytes
-}
-
-/// A TIFF block (little endian) holding one IFD entry: Orientation (0x0112) = `value`.
-fn exif_orientation(value: u16) -> Vec<u8> {
-    let mut tiff = b"II".to_vec();
-    tiff.extend_from_slice(&42u16.to_le_bytes());
-    tiff.extend_from_slice(&8u32.to_le_bytes()); // offset of the first IFD
-    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
-    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // tag: Orientation
-    tiff.extend_from_slice(&3u16.to_le_bytes()); // type: SHORT
-    tiff.extend_from_slice(&1u32.to_le_bytes()); // count
-    tiff.extend_from_slice(&value.to_le_bytes());
-    tiff.extend_from_slice(&[0, 0]); // value padding to 4 bytes
-    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    tiff
 }
 
 /// Left half black, right half white.
@@ -190,7 +158,7 @@ fn files_with_other_extensions_are_ignored_and_listed() {
 fn truncated_jpeg_is_kept_reported_and_decoded() {
     let dir = tempfile::tempdir().unwrap();
     small_fracatlas(dir.path(), 1, 1);
-    let bytes = jpeg_bytes(&half_black_half_white(64, 48), None);
+    let bytes = common::jpeg_bytes(&half_black_half_white(64, 48), None);
     // Drop the end-of-image marker and the last bytes of compressed data.
     let path = dir.path().join("images/Non_fractured/cut.jpg");
     std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
@@ -206,7 +174,7 @@ fn truncated_jpeg_is_kept_reported_and_decoded() {
 
 #[test]
 fn jpeg_with_data_after_its_end_marker_is_not_truncated() {
-    let mut bytes = jpeg_bytes(&half_black_half_white(16, 16), None);
+    let mut bytes = common::jpeg_bytes(&half_black_half_white(16, 16), None);
     assert!(!decode::is_truncated_jpeg(&bytes));
     bytes.extend_from_slice(&[0, 0, 0, 0x5a, 0x17]);
     assert!(!decode::is_truncated_jpeg(&bytes));
@@ -219,7 +187,11 @@ fn exif_orientation_6_rotates_decoded_pixels_clockwise() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rotated.jpg");
     let stored = half_black_half_white(32, 16);
-    std::fs::write(&path, jpeg_bytes(&stored, Some(exif_orientation(6)))).unwrap();
+    std::fs::write(
+        &path,
+        common::jpeg_bytes(&stored, Some(common::exif_orientation(6))),
+    )
+    .unwrap();
 
     let decoded = decode::decode_file(&path).unwrap().to_luma8();
     // Orientation 6: display = stored rotated 90 degrees clockwise, so 32x16 becomes 16x32
@@ -274,16 +246,16 @@ fn a_malformed_exif_block_is_reported_and_the_image_kept_as_stored() {
     use decode::ExifOrientation;
     let dir = tempfile::tempdir().unwrap();
     let stored = half_black_half_white(32, 16);
-    let mut past_end = exif_orientation(6);
+    let mut past_end = common::exif_orientation(6);
     past_end[4..8].copy_from_slice(&0xFFFFu32.to_le_bytes()); // first IFD past the end
-    let mut bad_value = exif_orientation(6);
+    let mut bad_value = common::exif_orientation(6);
     bad_value[18] = 9; // orientation 9: no such value
     for (name, exif, said) in [
         ("past_end.jpg", past_end, "runs past the end"),
         ("bad_value.jpg", bad_value, "orientation value 9"),
     ] {
         let path = dir.path().join(name);
-        std::fs::write(&path, jpeg_bytes(&stored, Some(exif))).unwrap();
+        std::fs::write(&path, common::jpeg_bytes(&stored, Some(exif))).unwrap();
         let decoded = decode::decode_file_with(&path, ExifOrientation::Apply).unwrap();
         assert_eq!(decoded.image.width(), 32, "{name}: not left as stored");
         assert_eq!(decoded.warnings.len(), 1, "{name}: {:?}", decoded.warnings);
@@ -308,7 +280,11 @@ fn a_malformed_exif_block_is_reported_and_the_image_kept_as_stored() {
     }
     // A well-formed block: rotated, no warning; ignored: as stored.
     let path = dir.path().join("fine.jpg");
-    std::fs::write(&path, jpeg_bytes(&stored, Some(exif_orientation(6)))).unwrap();
+    std::fs::write(
+        &path,
+        common::jpeg_bytes(&stored, Some(common::exif_orientation(6))),
+    )
+    .unwrap();
     let fine = decode::decode_file_with(&path, ExifOrientation::Apply).unwrap();
     assert_eq!((fine.image.width(), fine.warnings.len()), (16, 0));
     let ignored = decode::decode_file_with(&path, ExifOrientation::Ignore).unwrap();

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod annotations;
 mod augment;
 mod backbones;
 mod calibration;

@@ -397,3 +397,37 @@ pub const REPORT_SECTIONS: [&str; 14] = [
     "gallery",
     "model-card",
 ];
+
+/// A grayscale JPEG (quality 95), with `exif` (a TIFF block) as its EXIF metadata when given.
+pub fn jpeg_bytes(image: &image::GrayImage, exif: Option<Vec<u8>>) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+    if let Some(exif) = exif {
+        encoder.set_exif_metadata(exif).unwrap();
+    }
+    encoder
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::L8,
+        )
+        .unwrap();
+    bytes
+}
+
+/// A TIFF block (little endian) holding one IFD entry: Orientation (0x0112) = `value`.
+pub fn exif_orientation(value: u16) -> Vec<u8> {
+    let mut tiff = b"II".to_vec();
+    tiff.extend_from_slice(&42u16.to_le_bytes());
+    tiff.extend_from_slice(&8u32.to_le_bytes()); // offset of the first IFD
+    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // tag: Orientation
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // type: SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes()); // count
+    tiff.extend_from_slice(&value.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0]); // value padding to 4 bytes
+    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    tiff
+}
