@@ -24,6 +24,7 @@ mod parity;
 mod privacy;
 mod report;
 mod report_browser;
+mod robustness;
 mod score;
 mod train;
 mod tta;
