@@ -147,35 +147,6 @@ fn flipped_counts_agree_with_a_hand_count() {
     let base: Vec<f64> = images.iter().map(probability).collect();
     let by_jpeg: Vec<f64> = jpeg.iter().map(probability).collect();
     let by_half: Vec<f64> = half.iter().map(probability).collect();
-    // A threshold between the two probabilities of the image JPEG moves most: at least one
-    // decision flips.
-    let (largest, at) = base
-        .iter()
-        .zip(&by_jpeg)
-        .map(|(a, b)| (a - b).abs())
-        .enumerate()
-        .fold(
-            (0.0, 0),
-            |best, (i, d)| if d > best.0 { (d, i) } else { best },
-        );
-    assert!(
-        largest > 1e-5,
-        "JPEG moved no probability by more than {largest}"
-    );
-    clf.set_threshold((base[at] + by_jpeg[at]) / 2.0).unwrap();
-    let t = clf.threshold();
-    let flips = |after: &[f64]| {
-        base.iter()
-            .zip(after)
-            .filter(|(a, b)| (**a >= t) != (**b >= t))
-            .count()
-    };
-    let max_change = |after: &[f64]| {
-        base.iter()
-            .zip(after)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
-    };
     let perturbations = [
         Perturbation::Jpeg { quality: 75 },
         Perturbation::Resize {
@@ -183,15 +154,59 @@ fn flipped_counts_agree_with_a_hand_count() {
             target: ResizeTarget::Half,
         },
     ];
-    let report = clf.robustness(&part, &perturbations, 7).unwrap();
-    for (summary, after) in report.perturbations.iter().zip([&by_jpeg, &by_half]) {
-        assert_eq!(summary.flipped, flips(after), "{}", summary.perturbation);
-        assert_eq!(summary.images, part.len());
-        let expected = summary.flipped as f64 / part.len() as f64;
-        assert_eq!(summary.flipped_share, expected);
-        assert!((summary.max_change - max_change(after)).abs() < 1e-6);
+    let changed = [&by_jpeg, &by_half];
+    // Thresholds between the two probabilities of the image each perturbation moves most up,
+    // and most down: at each, at least that decision flips (one way, then the other).
+    let mut directions_checked = [false, false];
+    for after in changed {
+        for (direction, checked) in directions_checked.iter_mut().enumerate() {
+            let moved = |i: &usize| (after[*i] > base[*i]) == (direction == 0);
+            let Some(at) = (0..base.len())
+                .filter(moved)
+                .filter(|&i| (after[i] - base[i]).abs() > 1e-5)
+                .max_by(|&i, &j| {
+                    (after[i] - base[i])
+                        .abs()
+                        .total_cmp(&(after[j] - base[j]).abs())
+                })
+            else {
+                continue;
+            };
+            clf.set_threshold((base[at] + after[at]) / 2.0).unwrap();
+            let t = clf.threshold();
+            let flips = |after: &[f64]| {
+                base.iter()
+                    .zip(after)
+                    .filter(|(a, b)| (**a >= t) != (**b >= t))
+                    .count()
+            };
+            let report = clf.robustness(&part, &perturbations, 7).unwrap();
+            for (summary, after) in report.perturbations.iter().zip(changed) {
+                assert_eq!(
+                    summary.flipped,
+                    flips(after),
+                    "{} at {t}",
+                    summary.perturbation
+                );
+                assert_eq!(summary.images, part.len());
+                let expected = summary.flipped as f64 / part.len() as f64;
+                assert_eq!(summary.flipped_share, expected);
+                let largest = base
+                    .iter()
+                    .zip(after)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!((summary.max_change - largest).abs() < 1e-6);
+            }
+            assert!(flips(after) >= 1);
+            *checked = true;
+        }
     }
-    assert!(report.perturbations[0].flipped >= 1, "{report}");
+    assert_eq!(
+        directions_checked,
+        [true, true],
+        "no flip up or no flip down"
+    );
 }
 
 #[test]
