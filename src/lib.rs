@@ -60,6 +60,8 @@
 //! - [`classifier`]: the facade and its saved bundle.
 //! - [`progress`]: progress of long work (a bar on a terminal, plain lines in a log).
 //! - [`report`]: the evaluation report, one self-contained HTML page with its charts.
+//! - [`robustness`]: how far predictions move under JPEG re-encoding, noise, 12-bit DICOM
+//!   export and other programs' resizing.
 //! - [`score`]: scoring an archive in shards on a cluster (Slurm arrays, Kubernetes Indexed
 //!   Jobs), resumable, and merging the shards.
 
@@ -77,6 +79,7 @@ pub mod model;
 pub mod preprocess;
 pub mod progress;
 pub mod report;
+pub mod robustness;
 pub mod score;
 pub mod train;
 pub mod weights;

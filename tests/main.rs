@@ -25,6 +25,7 @@ mod parity;
 mod privacy;
 mod report;
 mod report_browser;
+mod robustness;
 mod score;
 mod stage_cache;
 mod train;

@@ -29,6 +29,7 @@ mod explain;
 mod finite_tests;
 mod keras;
 mod predict;
+mod robustness;
 mod score;
 pub(crate) mod stored;
 mod training;

@@ -56,6 +56,7 @@ pub use curves::{
 pub use localization::{LocalizationConfig, LocalizationReport};
 pub use recalibration::{calibration_intercept, calibration_slope, fit_platt, LogitMap, PlattFit};
 pub use report::{ClassScores, ClassificationReport, ConfusionMatrix};
+pub(crate) use uncertainty::quantile;
 pub use uncertainty::{
     bootstrap_ci, bootstrap_ci_ranked, bootstrap_mean, bootstrap_sensitivity_at_specificity,
     calibration_bins, expected_calibration_error, paired_auc_difference, BootstrapConfig,

@@ -457,7 +457,7 @@ fn interval(
 }
 
 /// The `q` quantile of sorted values, interpolating linearly; `None` if empty.
-fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     let position = q * last as f64;
     let below = position.floor() as usize;
