@@ -2,6 +2,7 @@
 //! or every file in a folder.
 //!
 //! ```bash
+//! cargo run --release --example classify -- xray.jpg                # the model shipped in models/
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg     # or a DICOM file (.dcm or none)
 //! cargo run --release --example classify -- BUNDLE_DIR folder/ --csv predictions.csv
 //! cargo run --release --example classify -- BUNDLE_DIR xray.jpg --tta   # test-time augmentation
@@ -21,12 +22,13 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A folder written by `FractureClassifier::save` (e.g. by the quickstart), or the Keras
-    /// notebook's saved model (`.h5` or `.keras`, recognised by content; its sigmoid read as
-    /// P(Not_Fractured), as the notebook's class folders make it).
-    bundle: PathBuf,
-    /// An image file (JPEG, PNG, DICOM, ...), or a folder classified recursively.
-    input: PathBuf,
+    /// `[MODEL] INPUT`. MODEL: a folder written by `FractureClassifier::save` (e.g. by the
+    /// quickstart), or the Keras notebook's saved model (`.h5` or `.keras`, recognised by
+    /// content; its sigmoid read as P(Not_Fractured), as the notebook's class folders make
+    /// it); left out, the model shipped in `models/`. INPUT: an image file (JPEG, PNG,
+    /// DICOM, ...), or a folder classified recursively.
+    #[arg(num_args = 1..=2, required = true, value_name = "[MODEL] INPUT")]
+    paths: Vec<PathBuf>,
     /// Also write the predictions as CSV (path,label,fracture_probability,threshold); each
     /// path relative to the folder given (the file's name for a single file), never absolute.
     #[arg(long)]
@@ -49,8 +51,13 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let (bundle, input) = match args.paths.as_slice() {
+        [input] => (PathBuf::from(fracture::SHIPPED_MODEL), input.clone()),
+        [bundle, input] => (bundle.clone(), input.clone()),
+        _ => return Err("give [MODEL] INPUT".into()),
+    };
     let device = device::select(args.device)?;
-    let mut clf = FractureClassifier::open(&args.bundle, &device)?;
+    let mut clf = FractureClassifier::open(&bundle, &device)?;
     clf.set_precision(args.precision)?;
     if let Some(threshold) = args.threshold {
         clf.set_threshold(threshold)?;
@@ -58,12 +65,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.tta {
         clf.set_tta(TtaConfig::standard())?;
     }
-    let (predictions, skipped) = if args.input.is_dir() {
-        let result = clf.classify_dir(&args.input)?;
+    let (predictions, skipped) = if input.is_dir() {
+        let result = clf.classify_dir(&input)?;
         (result.predictions, result.skipped)
     } else {
         (
-            vec![(args.input.clone(), clf.classify_path(&args.input)?)],
+            vec![(input.clone(), clf.classify_path(&input)?)],
             Vec::new(),
         )
     };
@@ -88,9 +95,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(csv_path) = &args.csv {
         let mut writer = csv::Writer::from_path(csv_path)?;
         writer.write_record(["path", "label", "fracture_probability", "threshold"])?;
-        let base = match args.input.is_dir() {
-            true => args.input.as_path(),
-            false => args.input.parent().unwrap_or(Path::new("")),
+        let base = match input.is_dir() {
+            true => input.as_path(),
+            false => input.parent().unwrap_or(Path::new("")),
         };
         for (path, p) in &predictions {
             // Paths on disk are relative (see the README's privacy section).

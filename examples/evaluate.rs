@@ -27,6 +27,7 @@ use fracture::explain::{CamConfig, CamMethod, OverlayStyle};
 use fracture::metrics::{LocalizationConfig, ThresholdRule};
 use fracture::model::Precision;
 use fracture::report::{select_gallery, DataSource, GalleryImage, Overlay, Report};
+use fracture::robustness::Perturbation;
 use fracture::FractureClassifier;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,9 @@ use std::path::{Path, PathBuf};
 #[command(version, about)]
 struct Args {
     /// A folder written by `FractureClassifier::save`, or the Keras notebook's saved model
-    /// (`.h5` or `.keras`, recognised by content; it holds no split, so pass --data).
+    /// (`.h5` or `.keras`, recognised by content; it holds no split, so pass --data). Left
+    /// out: the model shipped in `models/`.
+    #[arg(default_value = fracture::SHIPPED_MODEL)]
     bundle: PathBuf,
     /// The FracAtlas-layout folder holding the images. With a bundle it only locates the
     /// images of the bundle's own split (the folder may have moved) and must hold exactly
@@ -85,6 +88,15 @@ struct Args {
     /// map when it has one, gradcam otherwise.
     #[arg(long)]
     cam: Option<CamMethod>,
+    /// Also measure how the probabilities move when the part's pictures are re-encoded as
+    /// JPEG, noised, stored as 12-bit DICOM or resized by another program
+    /// (`FractureClassifier::robustness`, seeded by --robustness-seed); the model card shows
+    /// the table.
+    #[arg(long)]
+    robustness: bool,
+    /// Seed of the noise of --robustness.
+    #[arg(long, default_value_t = 7)]
+    robustness_seed: u64,
     /// Leave the class-activation overlays out of the report's gallery.
     #[arg(long)]
     no_overlays: bool,
@@ -176,6 +188,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
 
+    let robustness = if args.robustness {
+        let measured = clf.robustness(&part, &Perturbation::standard(), args.robustness_seed)?;
+        println!("{measured}");
+        Some(measured)
+    } else {
+        None
+    };
+
     let data_root = args.data.clone().or_else(|| data_root_of(&split));
     let mut source = data_source(&args.source, data_root.as_deref());
     if let Some(report) = &load_report {
@@ -194,6 +214,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(localization) = &localization {
         report = report.localization(localization);
+    }
+    if let Some(robustness) = &robustness {
+        report = report.robustness(robustness);
     }
     if !args.no_overlays {
         // Grad-CAM (or --cam) beside each gallery thumbnail, with the annotated fractures

@@ -3,6 +3,7 @@
 //! fracture boxes), for one image or every image of a folder.
 //!
 //! ```bash
+//! cargo run --release --example explain -- xray.jpg --out maps/     # the model shipped in models/
 //! cargo run --release --example explain -- BUNDLE_DIR xray.jpg --out maps/
 //! cargo run --release --example explain -- BUNDLE_DIR FracAtlas/images/Fractured --out maps/ \
 //!     --method gradcampp --annotations FracAtlas --limit 20
@@ -25,10 +26,11 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A folder written by `FractureClassifier::save`.
-    bundle: PathBuf,
-    /// An image file, or a folder (every image in it, recursively).
-    input: PathBuf,
+    /// `[MODEL] INPUT`. MODEL: a folder written by `FractureClassifier::save`; left out, the
+    /// model shipped in `models/`. INPUT: an image file, or a folder (every image in it,
+    /// recursively).
+    #[arg(num_args = 1..=2, required = true, value_name = "[MODEL] INPUT")]
+    paths: Vec<PathBuf>,
     /// Where to write the overlays: the input folder's tree mirrored, each image's overlay
     /// named `<image stem>_<method>_<target>.png` in the folder mirroring the image's.
     #[arg(long, default_value = "explanations")]
@@ -56,8 +58,13 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let (bundle, input) = match args.paths.as_slice() {
+        [input] => (PathBuf::from(fracture::SHIPPED_MODEL), input.clone()),
+        [bundle, input] => (bundle.clone(), input.clone()),
+        _ => return Err("give [MODEL] INPUT".into()),
+    };
     let device = device::select(args.device)?;
-    let clf = FractureClassifier::open(&args.bundle, &device)?;
+    let clf = FractureClassifier::open(&bundle, &device)?;
     let annotations = args
         .annotations
         .as_ref()
@@ -65,15 +72,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?;
     // The input tree is mirrored under --out, so images of the same name in different
     // folders (many IM0001.dcm) get different overlays.
-    let (input_root, mut files) = if args.input.is_dir() {
-        let found = walk::files_under(&args.input)?;
+    let (input_root, mut files) = if input.is_dir() {
+        let found = walk::files_under(&input)?;
         for (path, reason) in &found.skipped {
             eprintln!("skipped {}: {reason}", path.display());
         }
-        (args.input.clone(), found.files)
+        (input.clone(), found.files)
     } else {
-        let folder = args.input.parent().unwrap_or(Path::new("")).to_path_buf();
-        (folder, vec![args.input.clone()])
+        let folder = input.parent().unwrap_or(Path::new("")).to_path_buf();
+        (folder, vec![input.clone()])
     };
     files.truncate(args.limit.unwrap_or(usize::MAX));
     let method = args.method.unwrap_or_else(|| clf.default_explanation());

@@ -100,3 +100,13 @@ pub use candle_core;
 pub struct ReadmeDoctests;
 pub use error::{Error, Result};
 pub use weights::WeightsSource;
+
+/// Where a clone of the repository keeps the model it ships: EfficientNet-Lite0 at 384 px,
+/// trained on FracAtlas with its fracture boxes (its `MODEL_CARD.md` and `report/` say how,
+/// and what it measured). The examples `classify`, `explain` and `evaluate` use it when no
+/// model is named. Not part of the crate package: present in a clone, absent from crates.io.
+///
+/// ```
+/// assert!(fracture::SHIPPED_MODEL.ends_with("models/fracatlas-lite0-384"));
+/// ```
+pub const SHIPPED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/fracatlas-lite0-384");

@@ -8,6 +8,7 @@ mod common;
 mod annotations;
 mod augment;
 mod backbones;
+mod box_supervision;
 mod calibration;
 mod dataset;
 mod dataset_fracatlas;

@@ -437,6 +437,8 @@ pub struct ReportData<'a> {
     pub gallery: Vec<GalleryEntry>,
     /// Where the explanation maps land on the annotated fractures, when scored.
     pub localization: Option<LocalizationData<'a>>,
+    /// How the probability moved under each perturbation of the pictures, when measured.
+    pub robustness: Option<RobustnessData<'a>>,
     /// Limitations in plain words (the model card's last item).
     pub limitations: Vec<String>,
 }
@@ -496,7 +498,43 @@ impl<'a> ReportData<'a> {
                 })
                 .collect(),
             localization: report.localization.map(LocalizationData::of),
+            robustness: report
+                .robustness
+                .map(|r| RobustnessData::of(r, evaluation))
+                .transpose()?,
             limitations,
+        })
+    }
+}
+
+/// The robustness figures the model card shows: the summaries, not the images.
+#[derive(Debug, Clone, Serialize)]
+pub struct RobustnessData<'a> {
+    /// The noise seed.
+    pub seed: u64,
+    /// Images measured.
+    pub images: usize,
+    /// One row per perturbation.
+    pub perturbations: &'a [crate::robustness::PerturbationSummary],
+}
+
+impl<'a> RobustnessData<'a> {
+    /// The summaries of `report`, which must be of the evaluated part at the evaluation's
+    /// threshold (an error names the difference).
+    fn of(
+        report: &'a crate::robustness::RobustnessReport,
+        evaluation: &Evaluation,
+    ) -> crate::Result<Self> {
+        if report.part != evaluation.part || report.threshold != evaluation.at_threshold.threshold {
+            return Err(crate::Error::InvalidInput(format!(
+                "the robustness figures are of the {} part at threshold {}, the evaluation of the {} part at threshold {}",
+                report.part, report.threshold, evaluation.part, evaluation.at_threshold.threshold
+            )));
+        }
+        Ok(Self {
+            seed: report.seed,
+            images: report.cases.len(),
+            perturbations: &report.perturbations,
         })
     }
 }

@@ -53,6 +53,7 @@ use crate::classifier::{stored, Evaluation, FractureClassifier};
 use crate::dataset::stored_path::PathForm;
 use crate::error::{Error, Result};
 use crate::metrics::LocalizationReport;
+use crate::robustness::RobustnessReport;
 use crate::train::History;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,7 @@ pub struct Report<'a> {
     data_source: DataSource,
     gallery: Option<Vec<GalleryImage>>,
     localization: Option<&'a LocalizationReport>,
+    robustness: Option<&'a RobustnessReport>,
     extra_limitations: Vec<String>,
     /// How image paths are written (the classifier's), and the data root they are relative to.
     path_form: PathForm,
@@ -118,6 +120,7 @@ impl<'a> Report<'a> {
             data_source: DataSource::named("not recorded"),
             gallery: None,
             localization: None,
+            robustness: None,
             extra_limitations: Vec::new(),
         }
     }
@@ -201,6 +204,15 @@ impl<'a> Report<'a> {
     /// (`metrics.json` gets the summaries, not the image paths).
     pub fn localization(mut self, report: &'a LocalizationReport) -> Self {
         self.localization = Some(report);
+        self
+    }
+
+    /// How the model's probability moved under re-encoding, noise, 12-bit DICOM and another
+    /// program's resize ([`FractureClassifier::robustness`](crate::FractureClassifier::robustness)),
+    /// shown in the model card. It must be of the evaluated part at the classifier's
+    /// threshold: [`Report::write`] refuses it otherwise.
+    pub fn robustness(mut self, report: &'a RobustnessReport) -> Self {
+        self.robustness = Some(report);
         self
     }
 

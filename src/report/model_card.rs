@@ -198,6 +198,7 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
         "Localization",
         super::localization::card_sentence(data.localization.as_ref(), n)?,
     );
+    item(&mut out, "Robustness", robustness_text(data));
     item(
         &mut out,
         "Subgroups",
@@ -224,4 +225,32 @@ pub(super) fn section(data: &ReportData<'_>, n: &Numbers<'_>) -> Result<String> 
     list.push_str("</ul>");
     item(&mut out, "Limitations", list);
     Ok(out)
+}
+
+/// The robustness table (each row as measured), or a sentence saying it was not measured.
+fn robustness_text(data: &ReportData<'_>) -> String {
+    let Some(r) = &data.robustness else {
+        return "<p>Not measured with this evaluation (see <code>FractureClassifier::robustness</code>).</p>".into();
+    };
+    let mut out = format!(
+        "<p>The same {} images changed as hospitals change pictures (noise seed {}): the \
+         absolute change of the fracture probability, and the decisions flipped at the \
+         threshold.</p><table><tr><th>perturbation</th><th>median</th><th>95th percentile</th>\
+         <th>largest</th><th>decisions flipped</th></tr>",
+        r.images, r.seed
+    );
+    for p in r.perturbations {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{} ({:.2} %)</td></tr>",
+            escape(&p.perturbation),
+            p.median_change,
+            p.p95_change,
+            p.max_change,
+            p.flipped,
+            100.0 * p.flipped_share
+        );
+    }
+    out.push_str("</table>");
+    out
 }

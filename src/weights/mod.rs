@@ -40,8 +40,8 @@ pub use read::{
     read_tensors, sniff_format, LoadedWeights, WeightsFormat, FORMAT_KEY, FORMAT_VALUE,
 };
 pub use save::{
-    collect_tensors, network_variables, save_network, varmap_tensors, BACKBONE_KEY, HEAD_KEY,
-    VERSION_KEY,
+    collect_tensors, network_variables, save_network, store_f16, varmap_tensors, BACKBONE_KEY,
+    HEAD_KEY, VERSION_KEY,
 };
 pub use source::{LoadedNetwork, WeightsSource, DEFAULT_HUB_FILE};
 pub use validate::{ShapeMismatch, ValidationReport};

@@ -170,3 +170,102 @@ impl safetensors::View for F32View {
         self.bytes.len()
     }
 }
+
+/// Rewrite a safetensors file written by [`save_network`] (or a bundle's `model.safetensors`)
+/// with every `f32` tensor rounded to half precision and stored as `f16`: half the size, for
+/// a model kept in a repository. The metadata stays; loading converts back to `f32` (the
+/// rounded values). Written atomically; returns the number of tensors converted.
+///
+/// ```
+/// use fracture::model::{BackboneConfig, HeadConfig, ResNetV2Config};
+/// use fracture::weights::{network_variables, save_network, store_f16};
+/// use candle_core::{Device, Tensor};
+/// let config = BackboneConfig::from(ResNetV2Config::custom(vec![2], vec![4]));
+/// let head = HeadConfig { hidden: 2, dropout: 0.5, localization: None };
+/// let tensors = network_variables(&config, Some(&head))
+///     .into_iter()
+///     .map(|s| (s.name, Tensor::full(0.1f32, s.shape, &Device::Cpu).unwrap()))
+///     .collect();
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model.safetensors");
+/// save_network(&path, &tensors, &config, Some(&head))?;
+/// let f32_size = std::fs::metadata(&path)?.len();
+/// assert!(store_f16(&path)? > 0);
+/// assert!(std::fs::metadata(&path)?.len() < f32_size * 6 / 10);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn store_f16(path: impl AsRef<Path>) -> Result<usize> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format_error = |message: String| Error::Format {
+        path: path.into(),
+        message,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format_error(format!("not a safetensors file: {e:?}")))?;
+    let metadata = header.metadata().clone();
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_error(format!("not a safetensors file: {e:?}")))?;
+    let mut converted = 0;
+    let mut views = Vec::new();
+    for (name, view) in file.tensors() {
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => {
+                converted += 1;
+                view.data()
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        half::f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .to_le_bytes()
+                    })
+                    .collect()
+            }
+            _ => view.data().to_vec(),
+        };
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => safetensors::Dtype::F16,
+            other => other,
+        };
+        views.push((
+            name,
+            RawView {
+                dtype,
+                shape: view.shape().to_vec(),
+                bytes: data,
+            },
+        ));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format_error("not a file name".into()))?
+        .to_string_lossy()
+        .to_string();
+    crate::atomic::AtomicWriter::new(dir, None).write_with(&name, |tmp| {
+        safetensors::serialize_to_file(views, metadata, tmp)
+            .map_err(|e| format_error(format!("cannot write: {e:?}")))
+    })?;
+    Ok(converted)
+}
+
+/// Raw little-endian bytes of one tensor, for the safetensors writer.
+struct RawView {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for RawView {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
