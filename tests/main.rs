@@ -28,6 +28,7 @@ mod report;
 mod report_browser;
 mod robustness;
 mod score;
+mod shipped_model;
 mod stage_cache;
 mod train;
 mod tta;

@@ -7,6 +7,7 @@ use crate::dataset::annotations::{Annotations, BoundingBox};
 use crate::dataset::{Label, Part, Split};
 use crate::error::{Error, Result};
 use crate::model::FrozenBackbone;
+use crate::preprocess::ExifOrientation;
 use crate::train::{
     CacheView, CachedSource, History, StageCache, StageCacheConfig, TrainConfig, Trainer,
 };
@@ -81,17 +82,6 @@ impl FractureClassifier {
             let val = self.loader(&split.val, config.batch_size, false, config.seed)?;
             return trainer.fit(&train, &val, checkpoint_dir);
         };
-        if let Some(localization) = &config.head.localization {
-            let cached = trainer.first_trainable_stage()?.checked_sub(1);
-            if cached != Some(localization.stage) {
-                return Err(Error::InvalidConfig(format!(
-                    "the localization map reads stage {}, and the stage cache holds the output of stage {}: fine-tune the stages after {}",
-                    localization.stage,
-                    cached.map_or_else(|| "none".to_string(), |s| s.to_string()),
-                    localization.stage
-                )));
-            }
-        }
         let train_cache = self.stage_cache(trainer, &split.train, "train", cache, &cache.views)?;
         let val_cache =
             self.stage_cache(trainer, &split.val, "val", cache, &[CacheView::Original])?;
@@ -104,6 +94,13 @@ impl FractureClassifier {
                     "box supervision needs the fracture boxes: train with train_with_boxes".into(),
                 )
             })?;
+            // FracAtlas's boxes are given on the picture as displayed (EXIF orientation
+            // applied): a model that reads pictures as stored would learn rotated targets.
+            if self.preprocess.exif != ExifOrientation::Apply {
+                return Err(Error::InvalidConfig(
+                    "box supervision needs the preprocessing to apply the EXIF orientation (the boxes are on the picture as displayed)".into(),
+                ));
+            }
             train = train.with_boxes(part_boxes(&split.train, annotations), supervision.grow)?;
         }
         let val = CachedSource::new(&val_cache, config.batch_size, false, config.seed, &device)?;
@@ -130,7 +127,9 @@ impl FractureClassifier {
                 )
             })?;
         let frozen = FrozenBackbone::new(trainer.net().backbone.clone(), &self.device)?;
-        let mut key = serde_json::to_vec(&(trainer.backbone_config(), stage))
+        // The format's version: bump it when the fast path's arithmetic or the layout changes.
+        const CACHE_FORMAT: &str = "fracture stage cache 1";
+        let mut key = serde_json::to_vec(&(CACHE_FORMAT, trainer.backbone_config(), stage))
             .map_err(|e| Error::Internal(format!("cannot serialize the backbone: {e}")))?;
         key.extend(format!("{:?}", self.preprocess).as_bytes());
         for (name, value) in trainer.frozen_weights()? {
@@ -167,8 +166,9 @@ impl FractureClassifier {
     }
 }
 
-/// Each sample's fracture boxes (fractions of the picture): empty when not fractured, `None`
-/// for a fractured image without annotations.
+/// Each sample's fracture boxes (fractions of the picture as displayed): empty when not
+/// fractured, `None` (its cells ignored) for a fractured image without annotations or whose
+/// annotated size fits its stored size in neither orientation (a crop: the boxes would miss).
 fn part_boxes(part: &Part, annotations: &Annotations) -> Vec<Option<Vec<BoundingBox>>> {
     part.samples
         .iter()
@@ -177,6 +177,12 @@ fn part_boxes(part: &Part, annotations: &Annotations) -> Vec<Option<Vec<Bounding
             Label::Fractured => annotations
                 .for_path(&s.path)
                 .filter(|a| !a.regions.is_empty())
+                .filter(|a| match (s.dimensions, a.annotated_size) {
+                    (Some((w, h)), Some(_)) => {
+                        a.pixel_boxes(w, h).is_ok() || a.pixel_boxes(h, w).is_ok()
+                    }
+                    _ => true,
+                })
                 .map(|a| a.regions.iter().map(|r| r.bbox).collect()),
         })
         .collect()

@@ -8,8 +8,8 @@ use crate::dataset::annotations::{Annotations, FractureRegion, ImageAnnotations,
 use crate::dataset::{Label, Part};
 use crate::error::{Error, Result};
 use crate::explain::{
-    explain_batch, explain_localization_maps, overlay, CamConfig, CamMethod, Explanation,
-    OverlayStyle,
+    explain_batch, explain_localization_maps, overlay, CamConfig, CamMethod, CamTarget,
+    Explanation, OverlayStyle,
 };
 use crate::image::ImageF32;
 use crate::metrics::localization::{score_image, ImageLocalization};
@@ -172,24 +172,24 @@ impl FractureClassifier {
         maps.map_err(|e| e.naming_image(name))
     }
 
-    /// The model's own localization maps of a preprocessed batch (through candle's ops: the
-    /// map needs an earlier stage's output, which the fast path does not keep).
+    /// The model's own localization maps of a preprocessed batch, from one pass of the
+    /// backbone as inference runs it (the fast path on the CPU).
     fn localization_maps(&self, batch: &Tensor, config: CamConfig) -> Result<Vec<Explanation>> {
         let head = self.net.head.localization().ok_or_else(|| {
             Error::InvalidConfig(
                 "this classifier has no localization map (it was not trained with boxes): explain it with a class-activation method such as gradcam".into(),
             )
         })?;
+        if config.target != CamTarget::Fracture {
+            return Err(Error::InvalidConfig(
+                "the model's localization map shows where a fracture is; it has no map of what speaks against one (use a class-activation method for that target)".into(),
+            ));
+        }
         let (_, _, height, width) = batch.dims4()?;
-        let (stages, features) = self.net.backbone.forward_stage_outputs(batch)?;
-        let fine = stages.get(head.config().stage).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "the localization map reads stage {}, and the backbone has {}",
-                head.config().stage,
-                stages.len()
-            ))
-        })?;
-        let maps = head.forward(fine, &features)?;
+        let (fine, features) = self
+            .inference
+            .stage_and_features(batch, head.config().stage)?;
+        let maps = head.forward(&fine, &features)?;
         let logits = self.net.head.forward(&features)?.to_vec1::<f32>()?;
         explain_localization_maps(&logits, &maps, config, (height, width))
     }

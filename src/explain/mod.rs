@@ -136,7 +136,8 @@ pub struct Explanation {
     pub logit: f32,
     /// The map at the feature map's resolution, `h x w`, before any scaling.
     pub raw: ImageF32,
-    /// `raw` divided by its maximum (all zeros when the maximum is 0).
+    /// `raw` divided by its maximum (all zeros when the maximum is 0); the model's own
+    /// localization map ([`CamMethod::ModelMap`]) keeps its probabilities as they are.
     pub normalized: ImageF32,
     /// `normalized` resized to the model's input size (bilinear, half-pixel centres).
     pub resized: ImageF32,
@@ -250,15 +251,18 @@ pub fn explain_features(
 
 /// Explanations from a model's own localization maps: `maps` `(N, h, w)` of logits (the
 /// [`LocalizationHead`](crate::model::LocalizationHead)'s output), `logits` the images'
-/// fracture logits. The raw map is the sigmoid of the map's logits; a NaN or infinite one is
-/// an [`Error::NonFinite`] naming the image.
+/// fracture logits. The raw map is the sigmoid of the map's logits, a probability per cell
+/// already in [0, 1]: `normalized` keeps it as it is (not divided by its maximum, so a map
+/// that sees no fracture stays low instead of lighting up). A NaN or infinite one is an
+/// [`Error::NonFinite`] naming the image.
 ///
 /// ```
 /// use fracture::explain::{explain_localization_maps, CamConfig, CamMethod};
 /// use candle_core::{Device, Tensor};
 /// let maps = Tensor::new(&[[[0f32, 2.], [-2., 0.]]], &Device::Cpu)?;
 /// let e = explain_localization_maps(&[1.5], &maps, CamConfig::new(CamMethod::ModelMap), (4, 4))?;
-/// assert_eq!(e[0].normalized.data[1], 1.0);
+/// assert_eq!(e[0].normalized.data[0], 0.5); // sigmoid(0)
+/// assert!(e[0].normalized.data[1] > 0.88 && e[0].normalized.data[2] < 0.12);
 /// assert_eq!(e[0].resized.data.len(), 16);
 /// # Ok::<(), fracture::Error>(())
 /// ```
@@ -289,7 +293,7 @@ pub fn explain_localization_maps(
             }
             let sigmoid = map.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
             let raw = ImageF32::new(h, w, 1, sigmoid)?;
-            let normalized = normalize_by_max(&raw)?;
+            let normalized = raw.clone();
             let resized = resize_bilinear(&normalized, input_size.0, input_size.1)?;
             Ok(Explanation {
                 config,

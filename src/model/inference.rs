@@ -149,9 +149,18 @@ impl FrozenBackbone {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn stage_output(&self, x: &Tensor, stage: usize) -> Result<Tensor> {
-        let mut stages = match &self.fast {
-            Some(FastPath::EfficientNetLite(fast)) => fast.forward_taps(x)?.stages,
-            _ => self.backbone.forward_stage_outputs(x)?.0,
+        Ok(self.stage_and_features(x, stage)?.0)
+    }
+
+    /// The output of stage `stage` and the last feature map of one pass, detached: what a
+    /// [`LocalizationHead`](crate::model::LocalizationHead) reads (EfficientNet-Lite only).
+    pub fn stage_and_features(&self, x: &Tensor, stage: usize) -> Result<(Tensor, Tensor)> {
+        let (mut stages, features) = match &self.fast {
+            Some(FastPath::EfficientNetLite(fast)) => {
+                let taps = fast.forward_taps(x)?;
+                (taps.stages, taps.head)
+            }
+            _ => self.backbone.forward_stage_outputs(x)?,
         };
         if stage >= stages.len() {
             return Err(Error::InvalidConfig(format!(
@@ -159,7 +168,7 @@ impl FrozenBackbone {
                 stages.len()
             )));
         }
-        Ok(stages.swap_remove(stage).detach())
+        Ok((stages.swap_remove(stage).detach(), features.detach()))
     }
 
     /// The globally average-pooled features `(N, C)`, detached.

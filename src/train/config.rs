@@ -220,12 +220,28 @@ impl TrainConfig {
                     "box_supervision needs finite weight >= 0, positive_weight > 0 and grow >= 0, found {b:?}"
                 ));
             }
+            if self.stage_cache.is_none() {
+                return bad("box_supervision trains on a stage cache: set stage_cache".into());
+            }
             if self.head.localization.is_none() {
                 return bad(
                     "box_supervision trains the head's localization map: set head.localization"
                         .into(),
                 );
             }
+        }
+        if self.head.localization.is_some() && self.box_supervision.is_none_or(|b| b.weight == 0.0)
+        {
+            // An untrained map would be served as the model's explanation.
+            return bad(
+                "head.localization learns only from boxes: set box_supervision with a weight above 0"
+                    .into(),
+            );
+        }
+        if let Some(cache) = &self.stage_cache
+            && cache.views.is_empty()
+        {
+            return bad("stage_cache needs at least one view".into());
         }
         self.schedule.validate()?;
         self.threshold_rule

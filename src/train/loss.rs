@@ -68,7 +68,7 @@ pub fn bce_with_logits(
 
 /// Binary cross-entropy of a localization map: logits and targets `(N, h, w)` (targets in
 /// {0, 1}; a negative target marks a cell to ignore), the positive cells weighted by
-/// `positive_weight`, averaged over every cell.
+/// `positive_weight`, averaged over the cells not ignored.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -98,8 +98,10 @@ pub fn cell_bce_with_logits(
     let known = targets.ge(0.0)?.to_dtype(logits.dtype())?;
     let targets = targets.clamp(0.0, 1.0)?;
     let per_cell = bce_with_logits_per_sample(&logits, &targets)?;
-    let weights = (((&targets * (positive_weight - 1.0))? + 1.0)? * known)?;
-    Ok((per_cell * weights)?.mean_all()?)
+    let weights = (((&targets * (positive_weight - 1.0))? + 1.0)? * &known)?;
+    // The mean over the cells whose truth is known (at least one, so all-unknown gives 0).
+    let count = known.sum_all()?.maximum(1.0)?;
+    Ok((per_cell * weights)?.sum_all()?.div(&count)?)
 }
 
 #[cfg(test)]

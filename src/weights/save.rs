@@ -212,13 +212,18 @@ pub fn store_f16(path: impl AsRef<Path>) -> Result<usize> {
         let data = match view.dtype() {
             safetensors::Dtype::F32 => {
                 converted += 1;
-                view.data()
-                    .chunks_exact(4)
-                    .flat_map(|b| {
-                        half::f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .to_le_bytes()
-                    })
-                    .collect()
+                let mut out = Vec::with_capacity(view.data().len() / 2);
+                for b in view.data().chunks_exact(4) {
+                    let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    let h = half::f16::from_f32(v);
+                    if v.is_finite() && !h.is_finite() {
+                        return Err(format_error(format!(
+                            "{name} holds {v}, beyond half precision's range: keep it in f32"
+                        )));
+                    }
+                    out.extend(h.to_le_bytes());
+                }
+                out
             }
             _ => view.data().to_vec(),
         };
@@ -235,7 +240,10 @@ pub fn store_f16(path: impl AsRef<Path>) -> Result<usize> {
             },
         ));
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .ok_or_else(|| format_error("not a file name".into()))?

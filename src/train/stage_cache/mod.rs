@@ -183,6 +183,11 @@ impl StageCache {
             return Self::map(manifest, &bin, false);
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // No manifest may vouch for data being replaced (a crash between the two writes).
+        match std::fs::remove_file(&json) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&json, e)),
+            _ => {}
+        }
         let labels: Vec<f32> = samples.iter().map(|s| s.label.as_f32()).collect();
         let bar = if progress {
             Progress::items(
@@ -219,6 +224,9 @@ impl StageCache {
                     .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
                     .collect::<Result<Vec<_>>>()?;
                 let chw = c * h * w;
+                for (values, view) in per_view.iter().zip(views) {
+                    check_values(values, chw, dtype, chunk, samples, *view)?;
+                }
                 for i in 0..n {
                     for values in &per_view {
                         write_values(&mut out, &values[i * chw..(i + 1) * chw], dtype)
@@ -305,6 +313,13 @@ impl StageCache {
     /// The maps of `samples` in `views` (indices into [`StageCache::views`]), as an NCHW
     /// `f32` tensor on `device`.
     pub fn gather(&self, samples: &[usize], views: &[usize], device: &Device) -> Result<Tensor> {
+        if samples.len() != views.len() {
+            return Err(Error::InvalidInput(format!(
+                "gather needs one view per sample, found {} samples and {} views",
+                samples.len(),
+                views.len()
+            )));
+        }
         let (c, h, w) = self.manifest.dims;
         let (chw, nv) = (c * h * w, self.manifest.views.len());
         let mut out = vec![0f32; samples.len() * chw];
@@ -336,6 +351,36 @@ impl StageCache {
         }
         Ok(Tensor::from_vec(out, (samples.len(), c, h, w), device)?)
     }
+}
+
+/// Every value finite, and within `f16`'s range when stored so; the error names the image.
+fn check_values(
+    values: &[f32],
+    chw: usize,
+    dtype: CacheDtype,
+    chunk: &[usize],
+    samples: &[Sample],
+    view: CacheView,
+) -> Result<()> {
+    let limit = match dtype {
+        CacheDtype::F16 => f32::from(half::f16::MAX),
+        CacheDtype::F32 => f32::MAX,
+    };
+    if let Some(k) = values.iter().position(|v| v.is_nan() || v.abs() > limit) {
+        let sample = chunk.get(k / chw).and_then(|&i| samples.get(i));
+        let what = if values[k].is_finite() {
+            format!("{view:?} view's stage output, beyond f16's range (cache in f32)")
+        } else {
+            format!("{view:?} view's stage output")
+        };
+        return Err(Error::NonFinite {
+            image: sample.map_or_else(|| "an image".to_string(), |s| s.path.display().to_string()),
+            index: k / chw,
+            what,
+            value: f64::from(values[k]),
+        });
+    }
+    Ok(())
 }
 
 fn write_values(out: &mut impl Write, values: &[f32], dtype: CacheDtype) -> std::io::Result<()> {

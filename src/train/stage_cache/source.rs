@@ -128,7 +128,7 @@ impl<'a> CachedSource<'a> {
 fn view_box(view: CacheView, b: &BoundingBox) -> BoundingBox {
     let (xa, ya) = view.map_point(b.x0, b.y0);
     let (xb, yb) = view.map_point(b.x1, b.y1);
-    BoundingBox::new(xa.min(xb), ya.min(yb), xa.max(xb), ya.max(yb))
+    BoundingBox::new(xa, ya, xb, yb)
 }
 
 /// Targets `h * w` (row-major) for a map over the picture: 1 for each cell that a box
@@ -136,7 +136,10 @@ fn view_box(view: CacheView, b: &BoundingBox) -> BoundingBox {
 /// size) overlaps, 0 elsewhere. See [`CachedSource`] for an example.
 pub fn cell_targets(boxes: &[BoundingBox], h: usize, w: usize, grow: f64) -> Vec<f32> {
     let mut targets = vec![0f32; h * w];
-    for b in boxes {
+    for b in boxes
+        .iter()
+        .filter(|b| [b.x0, b.y0, b.x1, b.y1].iter().all(|v| v.is_finite()))
+    {
         let (gx, gy) = (grow * b.width(), grow * b.height());
         let (xa, xb) = (b.x0 - gx, b.x1 + gx);
         let (ya, yb) = (b.y0 - gy, b.y1 + gy);

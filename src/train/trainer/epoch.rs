@@ -60,7 +60,15 @@ impl Trainer {
                     (loss + (box_loss * supervision.weight)?)?
                 }
             };
-            if !loss_value.is_finite() {
+            // The history records the classification loss (comparable with validation's);
+            // the step's total (with the box loss) must be finite as well.
+            let total = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_value.is_finite() || !total.is_finite() {
+                let loss_value = if loss_value.is_finite() {
+                    total
+                } else {
+                    loss_value
+                };
                 progress.abandon();
                 return Err(Error::Training(format!(
                     "non-finite loss ({loss_value}) in epoch {}, batch {}: training stopped; the checkpoint of epoch {} is left as it was",

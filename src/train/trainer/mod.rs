@@ -125,6 +125,7 @@ impl Trainer {
         let backbone_config = &backbone_config.into();
         config.validate()?;
         backbone_config.validate()?;
+        check_localization_stage(&config, backbone_config)?;
         check_backbone_vars(backbone_config, &backbone_vars, device)?;
         let backbone = Backbone::new(
             backbone_config,
@@ -507,6 +508,29 @@ impl Trainer {
         }
         Ok(names)
     }
+}
+
+/// A localization head reads the stage cache's maps: its stage must be the one the cache
+/// holds, the last frozen one.
+fn check_localization_stage(config: &TrainConfig, backbone: &BackboneConfig) -> Result<()> {
+    let Some(localization) = &config.head.localization else {
+        return Ok(());
+    };
+    let cached = match &config.backbone {
+        BackboneTraining::LastStages { stages, .. } => {
+            backbone.stage_count().checked_sub(*stages + 1)
+        }
+        _ => None,
+    };
+    if cached != Some(localization.stage) {
+        return Err(Error::InvalidConfig(format!(
+            "the localization map reads the output of stage {}, and the stage cache holds {}: fine-tune the stages after {}",
+            localization.stage,
+            cached.map_or_else(|| "no stage".to_string(), |s| format!("stage {s}'s")),
+            localization.stage
+        )));
+    }
+    Ok(())
 }
 
 /// What the progress report says about a finished epoch: losses, accuracies, validation AUC,
