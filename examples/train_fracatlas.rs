@@ -321,9 +321,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let checkpoints = args.out.join("checkpoints");
-    let annotations = match args.box_loss_weight {
-        Some(_) => Some(Annotations::open_fracatlas(&args.data)?),
-        None => None,
+    // The boxes, when this run (or, resuming, the run in the checkpoint) learns from them.
+    let with_boxes = if args.resume {
+        fracture::train::Checkpoint::open(&checkpoints)?
+            .config()
+            .box_supervision
+            .is_some()
+    } else {
+        args.box_loss_weight.is_some()
+    };
+    let annotations = match with_boxes {
+        true => Some(Annotations::open_fracatlas(&args.data)?),
+        false => None,
     };
     let history = match (args.resume, &annotations) {
         (true, Some(a)) => clf.resume_training_with_boxes(&split, a, &checkpoints)?,

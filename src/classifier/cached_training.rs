@@ -91,7 +91,7 @@ impl FractureClassifier {
         if let Some(supervision) = &config.box_supervision {
             let annotations = annotations.ok_or_else(|| {
                 Error::InvalidConfig(
-                    "box supervision needs the fracture boxes: train with train_with_boxes".into(),
+                    "box supervision needs the fracture boxes: train with train_with_boxes (resume with resume_training_with_boxes)".into(),
                 )
             })?;
             // FracAtlas's boxes are given on the picture as displayed (EXIF orientation

@@ -96,6 +96,16 @@ impl FractureClassifier {
 
     /// [`FractureClassifier::resume_training`] of a run started by
     /// [`FractureClassifier::train_with_boxes`], with the same annotations.
+    ///
+    /// ```no_run
+    /// use fracture::dataset::annotations::Annotations;
+    /// use fracture::dataset::{FracAtlas, SplitConfig};
+    /// # let mut clf = fracture::FractureClassifier::load("model_dir", &candle_core::Device::Cpu)?;
+    /// let split = FracAtlas::open("FracAtlas")?.split(&SplitConfig::default())?;
+    /// let annotations = Annotations::open_fracatlas("FracAtlas")?;
+    /// clf.resume_training_with_boxes(&split, &annotations, "runs/boxes/checkpoints".as_ref())?;
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
     pub fn resume_training_with_boxes(
         &mut self,
         split: &Split,

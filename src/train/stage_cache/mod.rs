@@ -152,7 +152,43 @@ impl StageCache {
     /// the views, the storage type and every sample's path, file bytes and label.
     ///
     /// The files are written atomically (a crash leaves no half cache that could be read as
-    /// valid).
+    /// valid). Two processes must not build the same cache folder at the same time.
+    ///
+    /// ```
+    /// use fracture::batch::BatchSource;
+    /// use fracture::dataset::synthetic::SyntheticConfig;
+    /// use fracture::train::{CacheDtype, CacheView, CachedSource, StageCache};
+    /// use candle_core::{DType, Device, Tensor};
+    /// let data = tempfile::tempdir()?;
+    /// let samples = SyntheticConfig { n_fractured: 2, n_not_fractured: 3, ..Default::default() }
+    ///     .generate_to(data.path())?;
+    /// // Stand-ins: every image a ramp, the "frozen stages" a 2x average pool.
+    /// let mut load = |indices: &[usize]| -> fracture::Result<Tensor> {
+    ///     let ramp = Tensor::arange(0f32, 64., &Device::Cpu)?.reshape((1, 1, 8, 8))?;
+    ///     Ok(ramp.repeat((indices.len(), 3, 1, 1))?)
+    /// };
+    /// let stages = |x: &Tensor| -> fracture::Result<Tensor> { Ok(x.avg_pool2d(2)?) };
+    /// let views = [CacheView::Original, CacheView::Mirror];
+    /// let cache_dir = tempfile::tempdir()?;
+    /// let cache = StageCache::open_or_build(
+    ///     cache_dir.path(), "train", &samples, &views, CacheDtype::F16, b"weights v1",
+    ///     &mut load, &stages, false,
+    /// )?;
+    /// assert!(cache.was_built() && cache.dims() == (3, 4, 4));
+    /// // Served in shuffled batches, one view per image and epoch, with box targets.
+    /// let boxes = samples.iter().map(|_| Some(Vec::new())).collect();
+    /// let source = CachedSource::new(&cache, 2, true, 7, &Device::Cpu)?.with_boxes(boxes, 0.1)?;
+    /// let batch = source.batches(0)?.next().unwrap()?;
+    /// assert_eq!(batch.images.dims(), &[2, 3, 4, 4]);
+    /// assert_eq!(batch.targets.unwrap().dims(), &[2, 4, 4]);
+    /// // The same images, weights and settings: read back, not built.
+    /// let again = StageCache::open_or_build(
+    ///     cache_dir.path(), "train", &samples, &views, CacheDtype::F16, b"weights v1",
+    ///     &mut load, &stages, false,
+    /// )?;
+    /// assert!(!again.was_built() && again.key() == cache.key());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[allow(clippy::too_many_arguments)]
     pub fn open_or_build(
         dir: &Path,

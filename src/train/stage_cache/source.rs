@@ -15,8 +15,9 @@ use rand_chacha::ChaCha8Rng;
 /// otherwise), in a seeded order per epoch when `shuffle`, in sample order otherwise; with
 /// boxes, `Batch::targets` marks the cells of the map each view's (grown) boxes overlap.
 ///
+/// (A whole example is under [`StageCache::open_or_build`].)
+///
 /// ```
-/// use fracture::batch::BatchSource;
 /// use fracture::dataset::annotations::BoundingBox;
 /// use fracture::train::cell_targets;
 /// // A box over the right half of the picture marks the right column of a 2 x 2 grid.
