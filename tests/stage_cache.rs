@@ -108,14 +108,13 @@ fn open(
     Ok(Built { cache })
 }
 
+/// A tensor's values, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
 fn map_of(cache: &StageCache, sample: usize, view: usize) -> Vec<f32> {
-    cache
-        .gather(&[sample], &[view], &Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    values(&cache.gather(&[sample], &[view], &Device::Cpu).unwrap())
 }
 
 #[test]
@@ -142,22 +141,10 @@ fn a_stage_cache_is_reused_and_rebuilt_when_an_image_the_weights_or_a_setting_ch
     // What the cache holds is the frozen stages' output of the image and of its mirror.
     let loader = loader(&samples);
     let x = images(&loader, &[2]);
-    let want: Vec<f32> = frozen
-        .stage_output(&x, 4)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let want: Vec<f32> = values(&frozen.stage_output(&x, 4).unwrap());
     assert_eq!(map_of(&first.cache, 2, 0), want);
     let mirrored = x.flip(&[3]).unwrap();
-    let want_mirror: Vec<f32> = frozen
-        .stage_output(&mirrored, 4)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let want_mirror: Vec<f32> = values(&frozen.stage_output(&mirrored, 4).unwrap());
     assert_eq!(map_of(&first.cache, 2, 1), want_mirror);
     assert_ne!(want, want_mirror);
     let key = first.cache.key().to_string();
@@ -224,13 +211,7 @@ fn a_stage_cache_is_reused_and_rebuilt_when_an_image_the_weights_or_a_setting_ch
     )
     .unwrap();
     assert!(!half.cache.was_built());
-    let exact: Vec<f32> = frozen
-        .stage_output(&images(&loader, &[0]), 4)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let exact: Vec<f32> = values(&frozen.stage_output(&images(&loader, &[0]), 4).unwrap());
     for (h, e) in map_of(&half.cache, 0, 0).iter().zip(&exact) {
         assert!((h - e).abs() <= 1e-3 * e.abs().max(1.0), "{h} vs {e}");
     }
@@ -334,6 +315,10 @@ fn a_step_on_cached_maps_equals_the_step_on_the_images() {
             })
             .collect()
     };
+    assert_eq!(
+        plain.weights().unwrap().len(),
+        cached.weights().unwrap().len()
+    );
     for ((name, wa), (name_b, wb)) in plain
         .weights()
         .unwrap()
@@ -341,8 +326,7 @@ fn a_step_on_cached_maps_equals_the_step_on_the_images() {
         .zip(cached.weights().unwrap().iter())
     {
         assert_eq!(name, name_b);
-        let wa: Vec<f32> = wa.flatten_all().unwrap().to_vec1().unwrap();
-        let wb: Vec<f32> = wb.flatten_all().unwrap().to_vec1().unwrap();
+        let (wa, wb) = (values(wa), values(wb));
         for (i, (p, q)) in wa.iter().zip(&wb).enumerate() {
             let difference = (p - q).abs();
             // NaN-aware: a NaN on either side fails.

@@ -149,7 +149,11 @@ impl FrozenBackbone {
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn stage_output(&self, x: &Tensor, stage: usize) -> Result<Tensor> {
-        Ok(self.stage_and_features(x, stage)?.0)
+        match &self.fast {
+            // Only the layers up to that stage run.
+            Some(FastPath::EfficientNetLite(fast)) => Ok(fast.forward_stage(x, stage)?.detach()),
+            _ => Ok(self.stage_and_features(x, stage)?.0),
+        }
     }
 
     /// The output of stage `stage` and the last feature map of one pass, detached: what a

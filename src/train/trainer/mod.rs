@@ -391,8 +391,10 @@ impl Trainer {
     /// [`FrozenBackbone`] (EfficientNet-Lite training at least one stage, with a stage before
     /// them): the same arithmetic as inference and as a stage cache.
     fn frozen_stages_run_fast(&self) -> Result<bool> {
+        // With a stage cache the frozen stages ran when the cache was built, not here.
         Ok(
             matches!(self.backbone_config, BackboneConfig::EfficientNetLite(_))
+                && self.config.stage_cache.is_none()
                 && matches!(self.config.backbone, BackboneTraining::LastStages { .. })
                 && self.first_trainable_stage()? > 0,
         )

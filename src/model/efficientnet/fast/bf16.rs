@@ -241,7 +241,9 @@ impl Bf16Plan {
         let mut shape = net.stem.out_shape(xs);
         net.stem.run(input, xs, ensure(cur, shape.len()))?;
         rec.mark(|| "stem/conv3x3_s2_relu6".into());
-        rec.tap(cur, shape);
+        if rec.tap(cur, shape) {
+            return Ok((Vec::new(), shape));
+        }
         bf16::to_bf16_activation(cur, shape, ensure_words(&mut bf.cur, words(shape)))?;
         rec.mark(|| "stem/to_bf16".into());
         let mut stage = 0;
@@ -299,7 +301,9 @@ impl Bf16Plan {
             rec.mark(|| format!("{}/project", block.name));
             shape = os;
             if net.stage_ends.get(stage) == Some(&i) {
-                rec.tap(cur, shape);
+                if rec.tap(cur, shape) {
+                    return Ok((Vec::new(), shape));
+                }
                 stage += 1;
             }
         }

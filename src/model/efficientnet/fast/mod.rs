@@ -65,13 +65,18 @@ struct Recorder<'a> {
     taps: Option<&'a mut Vec<(Vec<f32>, Nhwc)>>,
     log: Option<&'a mut Vec<(String, Duration)>>,
     last: Instant,
+    /// Stop the pass once this many taps are recorded (the layers after them are not run).
+    stop_after: Option<usize>,
 }
 
 impl Recorder<'_> {
-    fn tap(&mut self, buf: &[f32], s: Nhwc) {
+    /// Record a tap; `true` when the pass may stop here.
+    fn tap(&mut self, buf: &[f32], s: Nhwc) -> bool {
         if let Some(taps) = self.taps.as_mut() {
             taps.push((buf[..s.len()].to_vec(), s));
+            return self.stop_after.is_some_and(|n| taps.len() >= n);
         }
+        false
     }
 
     fn mark(&mut self, name: impl FnOnce() -> String) {
@@ -391,7 +396,9 @@ impl FastEfficientNetLite {
         let mut shape = self.stem.out_shape(xs);
         self.stem.run(input, xs, ensure(cur, shape.len()))?;
         rec.mark(|| "stem/conv3x3_s2_relu6".into());
-        rec.tap(cur, shape);
+        if rec.tap(cur, shape) {
+            return Ok((Vec::new(), shape));
+        }
         let mut stage = 0;
         for (i, block) in self.blocks.iter().enumerate() {
             let expanded_shape = match &block.expand {
@@ -438,7 +445,9 @@ impl FastEfficientNetLite {
             std::mem::swap(cur, next);
             shape = os;
             if self.stage_ends.get(stage) == Some(&i) {
-                rec.tap(cur, shape);
+                if rec.tap(cur, shape) {
+                    return Ok((Vec::new(), shape));
+                }
                 stage += 1;
             }
         }
@@ -459,6 +468,7 @@ impl FastEfficientNetLite {
                 taps: None,
                 log: None,
                 last: Instant::now(),
+                stop_after: None,
             },
         )
     }
@@ -487,6 +497,7 @@ impl FastEfficientNetLite {
             taps: Some(&mut taps),
             log: None,
             last: Instant::now(),
+            stop_after: None,
         };
         let (features, s) = self.run(x, &mut rec)?;
         let mut tensors = taps
@@ -504,6 +515,41 @@ impl FastEfficientNetLite {
             stages: tensors,
             head: Self::to_nchw(features, s, x.device())?,
         })
+    }
+
+    /// The output of stage `stage` (0-based, timm's `blocks.S`), NCHW, as
+    /// [`forward_taps`](Self::forward_taps) gives it, without running the layers after it.
+    ///
+    /// ```
+    /// use fracture::model::{EfficientNetLiteConfig, FastEfficientNetLite};
+    /// use candle_core::{Device, DType, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let fast = FastEfficientNetLite::new(&EfficientNetLiteConfig::lite0(), vb)?;
+    /// let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
+    /// let s4 = fast.forward_stage(&x, 4)?;
+    /// let taps = fast.forward_taps(&x)?;
+    /// assert_eq!(s4.flatten_all()?.to_vec1::<f32>()?, taps.stages[4].flatten_all()?.to_vec1::<f32>()?);
+    /// assert!(fast.forward_stage(&x, 7).is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    pub fn forward_stage(&self, x: &Tensor, stage: usize) -> Result<Tensor> {
+        let mut taps = Vec::new();
+        let mut rec = Recorder {
+            taps: Some(&mut taps),
+            log: None,
+            last: Instant::now(),
+            // The stem's tap, then stages 0..=stage.
+            stop_after: Some(stage + 2),
+        };
+        self.run(x, &mut rec)?;
+        let (values, s) = taps.into_iter().nth(stage + 1).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "stage {stage} does not exist: this network has {}",
+                self.stage_ends.len()
+            ))
+        })?;
+        Self::to_nchw(values, s, x.device())
     }
 
     /// The globally average-pooled features `(N, 1280)`.
@@ -544,6 +590,7 @@ impl FastEfficientNetLite {
             taps: None,
             log: Some(&mut log),
             last: Instant::now(),
+            stop_after: None,
         };
         self.run(x, &mut rec)?;
         Ok(log)
