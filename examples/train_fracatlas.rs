@@ -36,7 +36,8 @@ use fracture::model::{
 };
 use fracture::preprocess::Preprocess;
 use fracture::train::{
-    BackboneTraining, BoxSupervision, CacheDtype, ClassWeights, StageCacheConfig, TrainConfig,
+    BackboneTraining, BoxSupervision, CacheDtype, CacheView, ClassWeights, StageCacheConfig,
+    TrainConfig,
 };
 use fracture::{FractureClassifier, WeightsSource};
 use std::path::PathBuf;
@@ -138,6 +139,16 @@ struct Args {
     /// Store the cache in f32 instead of f16.
     #[arg(long, requires = "stage_cache")]
     cache_f32: bool,
+    /// The views of the training images the cache holds, comma-separated: `original`,
+    /// `mirror`, `augmented:SEED` (each picture resized by another program, re-encoded,
+    /// noisy, turned, zoomed, shifted and mirrored as the seed draws for it; boxes follow).
+    #[arg(
+        long,
+        requires = "stage_cache",
+        value_delimiter = ',',
+        default_value = "original,mirror"
+    )]
+    cache_views: Vec<CacheView>,
     /// Train a localization map from FracAtlas's fracture boxes with this weight in the loss
     /// (adds the map to the head; needs --stage-cache). The explanation of such a model is
     /// its map.
@@ -295,6 +306,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 CacheDtype::F16
             },
+            views: args.cache_views.clone(),
             ..StageCacheConfig::new(dir)
         }),
         box_supervision: args.box_loss_weight.map(|weight| BoxSupervision {

@@ -8,7 +8,10 @@
 # cross-entropy, weight 1, positive cells x10, boxes grown 10 %). Without --box-loss-weight, the
 # same recipe without boxes (the comparison on the validation part). Only the validation part is
 # scored here (--no-test); the test part is scored once, on the shipped bundle, by `evaluate`.
-# Logs go to docs/runs/. Usage: scripts/fracatlas_lite0_384.sh [FRACATLAS_DIR] [boxes|plain]
+# Variant `augmented`: the boxes recipe on a cache of three views, the picture and two augmented
+# views (train::ViewAugmentation: each picture resized by another program, re-encoded as JPEG,
+# noisy, turned, zoomed, shifted, mirrored, as drawn for it; its boxes follow), for 8 epochs.
+# Logs go to docs/runs/. Usage: scripts/fracatlas_lite0_384.sh [FRACATLAS_DIR] [boxes|plain|augmented]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${FRACATLAS_DIR:-../shared/data/fracatlas}}"
@@ -18,8 +21,13 @@ cargo build --release --example train_fracatlas
 bin="${CARGO_TARGET_DIR:-target}/release/examples/train_fracatlas"
 boxes=()
 if [ "$variant" = boxes ]; then boxes=(--box-loss-weight 1); fi
+epochs=6
+if [ "$variant" = augmented ]; then
+  boxes=(--box-loss-weight 1 --cache-views original,augmented:1,augmented:2)
+  epochs=8
+fi
 mkdir -p docs/runs runs
 { time "$bin" --data "$data" --backbone efficientnet-lite0 --weights "$weights" --device cpu \
     --image-size 384 --fine-tune-stages 2 --learning-rate 1e-3 --backbone-learning-rate 1e-4 \
-    --epochs 6 --stage-cache runs/cache384 "${boxes[@]}" --no-test \
+    --epochs "$epochs" --stage-cache runs/cache384 "${boxes[@]}" --no-test \
     --out "runs/lite0-384-$variant"; } 2>&1 | tee "docs/runs/lite0-384-$variant.log"

@@ -93,7 +93,7 @@ fn open(
     frozen: &FrozenBackbone,
 ) -> fracture::Result<Built> {
     let loader = loader(samples);
-    let mut load = |indices: &[usize]| Ok(images(&loader, indices));
+    let mut load = |indices: &[usize], view: CacheView| view.apply(&images(&loader, indices));
     let cache = StageCache::open_or_build(
         dir,
         "train",
@@ -342,4 +342,75 @@ fn a_step_on_cached_maps_equals_the_step_on_the_images() {
     // The step did something: the trained stages' weights moved.
     assert!(moved > 10, "only {moved} variables moved");
     eprintln!("largest weight difference {largest:e}, {moved} variables moved");
+}
+
+/// The bounding box, in pixels (edges), of the pixels of `image` brighter than half of 255.
+fn bright_box(image: &fracture::image::ImageF32) -> (f64, f64, f64, f64) {
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for r in 0..image.height {
+        for c in 0..image.width {
+            if image.get(r, c, 0) > 127.5 {
+                x0 = x0.min(c as f64);
+                y0 = y0.min(r as f64);
+                x1 = x1.max(c as f64 + 1.0);
+                y1 = y1.max(r as f64 + 1.0);
+            }
+        }
+    }
+    (x0, y0, x1, y1)
+}
+
+/// An augmented view's boxes follow its picture: a white rectangle on a wide black picture,
+/// warped by the view of 60 pictures (turned, zoomed, shifted, mirrored as drawn), lands
+/// where the view maps the rectangle's corners, to 1.5 pixels on every side; and the views
+/// drawn do turn, zoom and mirror (else the test would prove nothing).
+#[test]
+fn an_augmented_views_boxes_follow_its_picture() {
+    use fracture::image::ImageF32;
+    use fracture::train::ViewAugmentation;
+    let (h, w) = (96usize, 128usize);
+    let aspect = w as f64 / h as f64;
+    // The rectangle, as fractions of the picture: columns 0.30..0.55, rows 0.35..0.60.
+    let (fx0, fy0, fx1, fy1) = (0.30, 0.35, 0.55, 0.60);
+    let mut data = vec![0f32; h * w * 3];
+    for r in 0..h {
+        for c in 0..w {
+            let (x, y) = ((c as f64 + 0.5) / w as f64, (r as f64 + 0.5) / h as f64);
+            if (fx0..fx1).contains(&x) && (fy0..fy1).contains(&y) {
+                data[(r * w + c) * 3..(r * w + c + 1) * 3].fill(255.0);
+            }
+        }
+    }
+    let picture = ImageF32::new(h, w, 3, data).unwrap();
+    let (mut mirrored, mut turned) = (0, 0);
+    for index in 0..60 {
+        let seed = 11;
+        let drawn = ViewAugmentation::draw(seed, index);
+        mirrored += usize::from(drawn.mirror);
+        turned += usize::from(drawn.rotation_deg.abs() > 5.0);
+        let warped = drawn.warp(&picture);
+        let got = bright_box(&warped);
+        let view = CacheView::Augmented { seed };
+        let corners = [(fx0, fy0), (fx1, fy0), (fx0, fy1), (fx1, fy1)]
+            .map(|(x, y)| view.map_point(index, x, y, aspect));
+        let xs = corners.map(|p| p.0 * w as f64);
+        let ys = corners.map(|p| p.1 * h as f64);
+        let lo = |v: [f64; 4]| v.into_iter().fold(f64::INFINITY, f64::min);
+        let hi = |v: [f64; 4]| v.into_iter().fold(f64::NEG_INFINITY, f64::max);
+        let expected = (lo(xs), lo(ys), hi(xs), hi(ys));
+        let sides = [
+            (got.0, expected.0),
+            (got.1, expected.1),
+            (got.2, expected.2),
+            (got.3, expected.3),
+        ];
+        assert!(
+            sides.iter().all(|(g, e)| (g - e).abs() <= 1.5),
+            "picture {index}, {drawn:?}: white pixels span {got:?}, the mapped box {expected:?}"
+        );
+    }
+    assert!(
+        (15..=45).contains(&mirrored) && turned >= 15,
+        "{mirrored} mirrored, {turned} turned by more than 5 degrees"
+    );
 }

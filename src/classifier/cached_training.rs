@@ -8,8 +8,10 @@ use crate::dataset::{Label, Part, Split};
 use crate::error::{Error, Result};
 use crate::model::FrozenBackbone;
 use crate::preprocess::ExifOrientation;
+use crate::robustness::Perturbation;
 use crate::train::{
     CacheView, CachedSource, History, StageCache, StageCacheConfig, TrainConfig, Trainer,
+    ViewAugmentation,
 };
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -128,7 +130,8 @@ impl FractureClassifier {
             })?;
         let frozen = FrozenBackbone::new(trainer.net().backbone.clone(), &self.device)?;
         // The format's version: bump it when the fast path's arithmetic or the layout changes.
-        const CACHE_FORMAT: &str = "fracture stage cache 1";
+        // The augmented views' ranges (train::ViewAugmentation) are part of the format.
+        const CACHE_FORMAT: &str = "fracture stage cache 2";
         let mut key = serde_json::to_vec(&(CACHE_FORMAT, trainer.backbone_config(), stage))
             .map_err(|e| Error::Internal(format!("cannot serialize the backbone: {e}")))?;
         key.extend(format!("{:?}", self.preprocess).as_bytes());
@@ -140,17 +143,22 @@ impl FractureClassifier {
         }
         let loader = self.loader(part, 8, false, 0)?;
         let (h, w) = (self.preprocess.height, self.preprocess.width);
-        let mut load = |indices: &[usize]| -> Result<Tensor> {
+        let mut load = |indices: &[usize], view: CacheView| -> Result<Tensor> {
             let images = indices
                 .par_iter()
-                .map(|&i| loader.load_sample(i, 0))
+                .map(|&i| match view {
+                    CacheView::Augmented { seed } => {
+                        self.augmented_picture(&part.samples[i].path, seed, i)
+                    }
+                    CacheView::Original | CacheView::Mirror => loader.load_sample(i, 0),
+                })
                 .collect::<Result<Vec<Vec<f32>>>>()?;
             let flat: Vec<f32> = images.into_iter().flatten().collect();
-            Ok(Tensor::from_vec(
-                flat,
-                (indices.len(), 3, h, w),
-                &self.device,
-            )?)
+            let images = Tensor::from_vec(flat, (indices.len(), 3, h, w), &self.device)?;
+            match view {
+                CacheView::Augmented { .. } => Ok(images),
+                _ => view.apply(&images),
+            }
         };
         StageCache::open_or_build(
             &config.dir,
@@ -163,6 +171,39 @@ impl FractureClassifier {
             &|x| frozen.stage_output(x, stage),
             trainer.config().progress,
         )
+    }
+}
+
+impl FractureClassifier {
+    /// Picture `index` of its part (read from `path`) as the augmented view seeded by `seed`
+    /// shows it ([`ViewAugmentation`]): resized by another program, re-encoded, noisy (on
+    /// the decoded picture), then preprocessed, turned, zoomed, shifted and mirrored (at the
+    /// model's size); CHW, normalized.
+    fn augmented_picture(&self, path: &Path, seed: u64, index: usize) -> Result<Vec<f32>> {
+        let view = ViewAugmentation::draw(seed, index);
+        let mut picture = self.preprocess.decode(path)?.image;
+        if let Some((fraction, filter)) = view.resize {
+            let size = |v: u32| ((f64::from(v) * fraction).round() as u32).max(1);
+            picture = picture.resize_exact(size(picture.width()), size(picture.height()), filter);
+        }
+        if let Some(quality) = view.jpeg_quality {
+            picture = Perturbation::Jpeg { quality }.apply(
+                &picture,
+                &self.preprocess,
+                seed,
+                index,
+                path,
+            )?;
+        }
+        if view.noise > 0.0 {
+            let noise = Perturbation::Noise {
+                amplitude: view.noise,
+                rounded: false,
+            };
+            picture = noise.apply(&picture, &self.preprocess, seed, index, path)?;
+        }
+        let resized = self.preprocess.resize_rgb(&picture);
+        self.preprocess.normalize_chw(&view.warp(&resized))
     }
 }
 

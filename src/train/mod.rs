@@ -32,5 +32,6 @@ pub use history::{EpochRecord, History};
 pub use loss::{bce_with_logits, bce_with_logits_per_sample, cell_bce_with_logits};
 pub use stage_cache::{
     cell_targets, CacheDtype, CacheView, CachedSource, StageCache, StageCacheConfig,
+    ViewAugmentation,
 };
 pub use trainer::Trainer;

@@ -15,8 +15,10 @@
 //! the localization targets of each view.
 
 mod source;
+mod views;
 
 pub use source::{cell_targets, CachedSource};
+pub use views::ViewAugmentation;
 
 use crate::atomic::AtomicWriter;
 use crate::dataset::Sample;
@@ -37,10 +39,19 @@ pub enum CacheView {
     Original,
     /// Mirrored left to right.
     Mirror,
+    /// Each picture perturbed as [`ViewAugmentation::draw`]`(seed, index)` says: resized by
+    /// another program, re-encoded, noisy, turned, zoomed, shifted, mirrored (each drawn per
+    /// picture). Made from the decoded picture by the cache's loader, not from the tensor.
+    Augmented {
+        /// The view's seed (two augmented views need two seeds).
+        seed: u64,
+    },
 }
 
 impl CacheView {
-    /// The view of an NCHW batch.
+    /// The view of an NCHW batch of pictures, for the views made from the tensor
+    /// (`Original`, `Mirror`); an [`Error::InvalidInput`] for `Augmented`, which is made
+    /// from the decoded picture (see [`ViewAugmentation`]).
     ///
     /// ```
     /// use fracture::train::CacheView;
@@ -48,6 +59,7 @@ impl CacheView {
     /// let x = Tensor::new(&[[[[1f32, 2., 3.]]]], &Device::Cpu)?;
     /// let m = CacheView::Mirror.apply(&x)?;
     /// assert_eq!(m.flatten_all()?.to_vec1::<f32>()?, [3., 2., 1.]);
+    /// assert!(CacheView::Augmented { seed: 1 }.apply(&x).is_err());
     /// # Ok::<(), fracture::Error>(())
     /// ```
     pub fn apply(&self, images: &Tensor) -> Result<Tensor> {
@@ -59,15 +71,54 @@ impl CacheView {
                 let index = Tensor::new(reversed, images.device())?;
                 Ok(images.index_select(&index, 3)?)
             }
+            Self::Augmented { .. } => Err(Error::InvalidInput(
+                "an augmented view is made from the decoded picture, not from a tensor".into(),
+            )),
         }
     }
 
-    /// Where a point `(x, y)` of the picture (as fractions of its width and height) lies in
-    /// the view.
-    pub fn map_point(&self, x: f64, y: f64) -> (f64, f64) {
+    /// Where a point `(x, y)` of picture `index` (as fractions of its width and height) lies
+    /// in the view, for a picture `aspect` = width / height times as wide as high.
+    ///
+    /// ```
+    /// use fracture::train::CacheView;
+    /// assert_eq!(CacheView::Mirror.map_point(0, 0.25, 0.5, 1.0), (0.75, 0.5));
+    /// ```
+    pub fn map_point(&self, index: usize, x: f64, y: f64, aspect: f64) -> (f64, f64) {
         match self {
             Self::Original => (x, y),
             Self::Mirror => (1.0 - x, y),
+            Self::Augmented { seed } => {
+                ViewAugmentation::draw(*seed, index).map_point(x, y, aspect)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for CacheView {
+    type Err = Error;
+
+    /// `original`, `mirror` or `augmented:SEED`.
+    ///
+    /// ```
+    /// use fracture::train::CacheView;
+    /// assert_eq!("augmented:2".parse::<CacheView>()?, CacheView::Augmented { seed: 2 });
+    /// assert!("sideways".parse::<CacheView>().is_err());
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "original" => Ok(Self::Original),
+            "mirror" => Ok(Self::Mirror),
+            _ => s
+                .strip_prefix("augmented:")
+                .and_then(|seed| seed.parse().ok())
+                .map(|seed| Self::Augmented { seed })
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "unknown cache view {s:?}: original, mirror or augmented:SEED"
+                    ))
+                }),
         }
     }
 }
@@ -147,7 +198,7 @@ pub struct StageCache {
 impl StageCache {
     /// Open `dir/NAME.bin` if its manifest's key matches, otherwise compute it: `stages` maps
     /// an NCHW batch of `samples`' preprocessed images to the frozen stages' output, and
-    /// `load` gives those images, `batch` samples at a time, in order. The key covers
+    /// `load(indices, view)` gives those images in a view, a few samples at a time, in order. The key covers
     /// `key_material` (the caller's description of the stages: weights and configuration),
     /// the views, the storage type and every sample's path, file bytes and label.
     ///
@@ -163,9 +214,9 @@ impl StageCache {
     /// let samples = SyntheticConfig { n_fractured: 2, n_not_fractured: 3, ..Default::default() }
     ///     .generate_to(data.path())?;
     /// // Stand-ins: every image a ramp, the "frozen stages" a 2x average pool.
-    /// let mut load = |indices: &[usize]| -> fracture::Result<Tensor> {
+    /// let mut load = |indices: &[usize], view: CacheView| -> fracture::Result<Tensor> {
     ///     let ramp = Tensor::arange(0f32, 64., &Device::Cpu)?.reshape((1, 1, 8, 8))?;
-    ///     Ok(ramp.repeat((indices.len(), 3, 1, 1))?)
+    ///     view.apply(&ramp.repeat((indices.len(), 3, 1, 1))?)
     /// };
     /// let stages = |x: &Tensor| -> fracture::Result<Tensor> { Ok(x.avg_pool2d(2)?) };
     /// let views = [CacheView::Original, CacheView::Mirror];
@@ -197,7 +248,7 @@ impl StageCache {
         views: &[CacheView],
         dtype: CacheDtype,
         key_material: &[u8],
-        load: &mut dyn FnMut(&[usize]) -> Result<Tensor>,
+        load: &mut dyn FnMut(&[usize], CacheView) -> Result<Tensor>,
         stages: &dyn Fn(&Tensor) -> Result<Tensor>,
         progress: bool,
     ) -> Result<Self> {
@@ -241,10 +292,9 @@ impl StageCache {
             const BATCH: usize = 8;
             let indices: Vec<usize> = (0..samples.len()).collect();
             for chunk in indices.chunks(BATCH) {
-                let images = load(chunk)?;
                 let per_view = views
                     .iter()
-                    .map(|v| stages(&v.apply(&images)?))
+                    .map(|&v| stages(&load(chunk, v)?))
                     .collect::<Result<Vec<Tensor>>>()?;
                 let (n, c, h, w) = per_view[0].dims4()?;
                 if n != chunk.len() || dims.is_some_and(|d| d != (c, h, w)) {

@@ -101,13 +101,14 @@ impl<'a> CachedSource<'a> {
             None => None,
             Some((boxes, grow)) => {
                 let (_, h, w) = self.cache.dims();
+                let aspect = w as f64 / h as f64;
                 let mut all = Vec::with_capacity(plan.len() * h * w);
                 for &(i, v) in plan {
                     let view = self.cache.views()[v];
                     match &boxes[i] {
                         Some(boxes) => {
                             let placed: Vec<BoundingBox> =
-                                boxes.iter().map(|b| view_box(view, b)).collect();
+                                boxes.iter().map(|b| view_box(view, i, b, aspect)).collect();
                             all.extend(cell_targets(&placed, h, w, *grow));
                         }
                         None => all.extend(std::iter::repeat_n(-1f32, h * w)),
@@ -125,11 +126,15 @@ impl<'a> CachedSource<'a> {
     }
 }
 
-/// A box (fractions of the picture) as it lies in `view`.
-fn view_box(view: CacheView, b: &BoundingBox) -> BoundingBox {
-    let (xa, ya) = view.map_point(b.x0, b.y0);
-    let (xb, yb) = view.map_point(b.x1, b.y1);
-    BoundingBox::new(xa, ya, xb, yb)
+/// A box (fractions of picture `index`) as it lies in `view`: the smallest box holding its
+/// four corners' images (a turned box grows a little).
+fn view_box(view: CacheView, index: usize, b: &BoundingBox, aspect: f64) -> BoundingBox {
+    let corners = [(b.x0, b.y0), (b.x1, b.y0), (b.x0, b.y1), (b.x1, b.y1)]
+        .map(|(x, y)| view.map_point(index, x, y, aspect));
+    let (xs, ys) = (corners.map(|c| c.0), corners.map(|c| c.1));
+    let min = |v: [f64; 4]| v.into_iter().fold(f64::INFINITY, f64::min);
+    let max = |v: [f64; 4]| v.into_iter().fold(f64::NEG_INFINITY, f64::max);
+    BoundingBox::new(min(xs), min(ys), max(xs), max(ys))
 }
 
 /// Targets `h * w` (row-major) for a map over the picture: 1 for each cell that a box
