@@ -10,7 +10,8 @@
 //! hands a process the tile data (8 KiB of state per thread) only when asked
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), once per process: [`usable`]
 //! asks on first use and reports a refusal through [`refused`], and the `vdpbf16ps` kernel
-//! runs instead.
+//! runs instead. `FRACTURE_AMX=off` ([`AMX_VAR`], read once per process) rules AMX out the
+//! same way: a way to time or check the `vdpbf16ps` kernel on an AMX CPU.
 //!
 //! **Arithmetic.** `tdpbf16ps` multiplies bf16 pairs exactly and sums in f32, but not in the
 //! order of Intel's pseudo-code (the reference's `acc + a1 b1 + a0 b0`, pair after pair):
@@ -38,11 +39,17 @@ const A_TILE1: usize = 16 * A_STRIDE;
 const HALF: usize = 64;
 const C_ROW16: usize = 16 * C_STRIDE;
 
+/// The environment variable that turns AMX off (`off` or `0`; `on`, `1` or empty: used where
+/// it runs). Another value is reported on stderr and ignored.
+pub(crate) const AMX_VAR: &str = "FRACTURE_AMX";
+
 /// What the CPU and the OS allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grant {
     /// The CPU lacks AMX-BF16, AMX-TILE or AVX-512F/BW/VL.
     NoCpu,
+    /// Turned off by [`AMX_VAR`].
+    TurnedOff,
     /// The CPU has them but the OS refused the tile data.
     Refused,
     /// Tile data granted to this process.
@@ -54,6 +61,8 @@ fn grant() -> Grant {
     *GRANT.get_or_init(|| {
         if !cpu_has_amx() {
             Grant::NoCpu
+        } else if turned_off() {
+            Grant::TurnedOff
         } else if request_tile_data() {
             Grant::Granted
         } else {
@@ -71,6 +80,31 @@ pub(super) fn usable() -> bool {
 /// Whether the CPU has AMX but the OS refused this process the tile data.
 pub(super) fn refused() -> bool {
     grant() == Grant::Refused
+}
+
+/// Whether the CPU has AMX but [`AMX_VAR`] turned it off.
+pub(super) fn turned_off_here() -> bool {
+    grant() == Grant::TurnedOff
+}
+
+/// Whether [`AMX_VAR`] says `off` (a value it does not know is reported and ignored).
+fn turned_off() -> bool {
+    let value = std::env::var_os(AMX_VAR);
+    let value = value.as_deref().map(|v| v.to_str().unwrap_or("not UTF-8"));
+    parse_switch(value).unwrap_or_else(|message| {
+        eprintln!("fracture: {message}; ignored");
+        false
+    })
+}
+
+/// `Ok(true)` for `off`/`0`, `Ok(false)` for `on`/`1`/empty/unset, else an error naming the
+/// variable and the value.
+pub(super) fn parse_switch(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("" | "on" | "1") => Ok(false),
+        Some("off" | "0") => Ok(true),
+        Some(other) => Err(format!("{AMX_VAR}={other:?} is neither on (1) nor off (0)")),
+    }
 }
 
 /// AMX-BF16 and AMX-TILE (CPUID leaf 7, EDX bits 22 and 24; their detection macros are

@@ -138,6 +138,10 @@ impl Kernel {
             Kernel::Avx512Bf16 if amx::refused() => {
                 "AVX512_BF16 kernel (vdpbf16ps; the CPU has AMX but the OS refused tile data)"
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 if amx::turned_off_here() => {
+                "AVX512_BF16 kernel (vdpbf16ps; AMX turned off by FRACTURE_AMX)"
+            }
             Kernel::Avx512Bf16 => "AVX512_BF16 kernel (vdpbf16ps)",
             Kernel::Amx => "AMX kernel (tdpbf16ps)",
         }

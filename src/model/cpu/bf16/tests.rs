@@ -471,6 +471,24 @@ pub(crate) fn assert_features_close(
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn fracture_amx_turns_amx_off_and_other_values_are_reported() {
+    for (v, off) in [
+        (None, false),
+        (Some(""), false),
+        (Some("on"), false),
+        (Some("1"), false),
+    ] {
+        assert_eq!(amx::parse_switch(v), Ok(off), "{v:?}");
+    }
+    for v in ["off", "0", " off "] {
+        assert_eq!(amx::parse_switch(Some(v)), Ok(true), "{v:?}");
+    }
+    let err = amx::parse_switch(Some("yes")).unwrap_err();
+    assert!(err.contains("FRACTURE_AMX") && err.contains("yes"), "{err}");
+}
+
 /// GFLOP/s of microkernel `M` on one core, cache-resident: `calls` calls of `KC_MAX` pairs
 /// into one block (2 x 2 flops per pair and output).
 fn rate<M: Microkernel>(calls: usize) -> f64 {
