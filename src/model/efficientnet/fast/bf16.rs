@@ -451,7 +451,7 @@ mod tests {
     /// within 0.1 % of the largest feature and 0.01 % on average, a fourth of bf16's distance to
     /// f32 (0.4 %; measured 2026-12-06 on a Sapphire Rapids-class Xeon: 1.2e-7, one f32 ulp).
     /// A kernel that drops or misplaces products is off by far more (dropping AMX's last step
-    /// of 16 pairs: 80 % of the largest feature).
+    /// of 16 pairs: 67-91 % of the largest feature).
     #[test]
     fn hardware_bf16_forward_equals_the_reference_where_the_cpu_has_it() {
         let kernels = Kernel::available();
