@@ -546,19 +546,26 @@ fn pack_a(job: &Job<'_>, m0: usize, rows: usize, p0: usize, kc: usize, a: &mut [
         let mut p = p0;
         while p < p0 + kc {
             let (tap, q0) = (p / cp, p % cp);
-            let q1 = cp.min(q0 + (p0 + kc - p));
             let (ky, kx) = (tap / k, tap % k);
             let iy = (oy * stride + ky).checked_sub(pad).filter(|&v| v < xs.h);
             let ix = (ox * stride + kx).checked_sub(pad).filter(|&v| v < xs.w);
-            let dst = &mut row[p - p0..p - p0 + (q1 - q0)];
+            // Taps kx..kx + r of row ky read input pixels ix..ix + r, neighbours in memory:
+            // one copy for all of them that are inside the input (and the block); one tap of
+            // zeros outside.
+            let taps = match (iy, ix) {
+                (Some(_), Some(ix)) => (k - kx).min(xs.w - ix),
+                _ => 1,
+            };
+            let end = (p - q0 + taps * cp).min(p0 + kc);
+            let dst = &mut row[p - p0..end - p0];
             match (iy, ix) {
                 (Some(iy), Some(ix)) => {
-                    let at = ((b * xs.h + iy) * xs.w + ix) * cp;
-                    dst.copy_from_slice(&job.x[at + q0..at + q1]);
+                    let at = ((b * xs.h + iy) * xs.w + ix) * cp + q0;
+                    dst.copy_from_slice(&job.x[at..at + (end - p)]);
                 }
                 _ => dst.fill(0),
             }
-            p += q1 - q0;
+            p = end;
         }
     }
 }
