@@ -158,10 +158,11 @@ impl Kernel {
         }
     }
 
-    /// Rows of the kernel's blocks.
+    /// Rows of the kernel's blocks (its [`Microkernel::MR`]).
     fn mr(self) -> usize {
         match self {
-            Kernel::Amx => MR_MAX,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => <amx::Micro as Microkernel>::MR,
             _ => MR,
         }
     }
