@@ -7,6 +7,7 @@
 //! cargo bench --bench efficientnet                          # criterion: forward + train step
 //! EFFNET_REFERENCE=1 cargo bench --bench efficientnet       # also candle's own layers (slow)
 //! EFFNET_PROFILE=8 cargo bench --bench efficientnet         # fast path per layer, batch 8
+//! EFFNET_PROFILE=8 EFFNET_PRECISION=bf16 cargo bench --bench efficientnet  # bf16 layers
 //! EFFNET_SERVE=1 cargo bench --bench efficientnet           # timing server for compare_cpu.py
 //! ```
 //!
@@ -121,7 +122,12 @@ criterion_group!(benches, bench);
 
 /// Per-layer times of one fast forward pass (after a warm-up pass).
 fn profile(batch: usize) {
-    let fast = FastEfficientNetLite::from_model(&network()).expect("fast path");
+    let mut fast = FastEfficientNetLite::from_model(&network()).expect("fast path");
+    if let Ok(p) = std::env::var("EFFNET_PRECISION") {
+        let precision: Precision = p.parse().expect("EFFNET_PRECISION");
+        fast.set_precision(precision).expect("precision");
+        println!("precision {precision}");
+    }
     let x = input(batch);
     fast.forward_pooled(&x).expect("warm-up");
     common::print_pass_times(batch, || {

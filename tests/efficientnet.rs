@@ -181,6 +181,8 @@ fn bf16_gives_the_cat_and_coffee_photos_their_imagenet_class() {
         println!("this CPU has no AVX512_BF16, and bf16 is refused: {e}");
         return;
     }
+    // The fast path's Debug names the bf16 kernel that runs (AMX, vdpbf16ps).
+    println!("bf16 on {fast:?}");
     let bf16_logits = fast.forward_logits(&x).unwrap().to_vec2::<f32>().unwrap();
     for (i, (what, class)) in [("cat", 285), ("coffee", 967)].into_iter().enumerate() {
         assert!(

@@ -20,8 +20,10 @@ use std::str::FromStr;
 ///   by about 1e-2 relative (bfloat16's rounding of each input), which moves probabilities in
 ///   their second or third decimal: measure a bundle's metrics with it before relying on it.
 ///   It pays where `vdpbf16ps` runs at the rate of an f32 FMA (AMD Zen 4 and later). On Intel
-///   Xeons of the Sapphire Rapids generation it runs at a quarter of that rate, and bf16 is
-///   slower than f32 (1.7x on ResNet152V2, `docs/cpu_speed.md`).
+///   Xeons with AMX (Sapphire Rapids and later), where `vdpbf16ps` runs at a quarter of that
+///   rate, the convolutions run on AMX tiles (`tdpbf16ps`) instead, when Linux grants the
+///   process the tile data; their f32 sums round in another order (within a few float32 ulps).
+///   See `docs/cpu_speed.md` for speeds.
 ///
 /// ```
 /// use fracture::model::Precision;

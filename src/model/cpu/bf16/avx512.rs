@@ -12,6 +12,8 @@ use std::arch::x86_64::{
 pub(crate) struct Micro;
 
 impl Microkernel for Micro {
+    const MR: usize = MR;
+
     unsafe fn run(kc: usize, a: *const u32, b: *const u32, c: *mut f32, accumulate: bool) {
         // SAFETY: the caller's contract (lengths, and a CPU with AVX512_BF16 and AVX-512F).
         unsafe { micro(kc, a, b, c, accumulate) }

@@ -8,31 +8,39 @@
 //!   Intel's `vcvtneps2bf16`.
 //! * **Weights** ([`Bf16Conv`]) are rounded and packed once, at build time: panels of [`NR`]
 //!   output channels, each a `K/2 x NR` array of words that pair the weights of input channels
-//!   `2q` and `2q + 1` (reduction index `k = tap * C_pad + c`, HWIO order).
+//!   `2q` and `2q + 1` (reduction index `k = tap * C_pad + c`, HWIO order), padded with zero
+//!   pairs to a multiple of [`KPAD`] pairs. That is the pair-interleaved ("VNNI") layout of an
+//!   AMX `B` tile, so the AMX kernel reads 16 x 16-word tiles straight from the panels.
 //! * **Product.** Output tile by output tile (in parallel on the fast paths' thread team), the
 //!   im2col rows of the input are packed, `kc` channel pairs at a time, into rows of a fixed
 //!   stride ([`KC_MAX`] words, so that one pointer and constant offsets address [`MR`] rows), and
-//!   a microkernel keeps an `MR x NR` block of f32 accumulators in registers. For each pair `p` it
-//!   does, per output, `acc = (acc + a[2p+1] * b[2p+1]) + a[2p] * b[2p]` (each product exact in
-//!   f32, each sum rounded to nearest even): what `vdpbf16ps` does, and what the plain-Rust
-//!   [`reference`] microkernel does in the same order, so the two agree to the last bit on
-//!   normal numbers.
+//!   a microkernel keeps an `MR x NR` block of f32 accumulators in registers (`MR` is the
+//!   kernel's [`Microkernel::MR`]; the AMX kernel keeps 32 x 32 in four tiles). For each pair
+//!   `p` it does, per output, `acc = (acc + a[2p+1] * b[2p+1]) + a[2p] * b[2p]` (each product
+//!   exact in f32, each sum rounded to nearest even): what `vdpbf16ps` does, and what the
+//!   plain-Rust [`reference`] microkernel does in the same order, so the two agree to the last
+//!   bit on normal numbers. AMX's `tdpbf16ps` sums 16 pairs per instruction in an order of its own
+//!   (see [`amx`]): within a few f32 ulps of the reference, not to the bit.
 //! * **Epilogue.** On the last block of the reduction, the bias, the activation, the residual
 //!   add and the next layer's pre-activation are applied in f32 while the block is in registers
-//!   or L1, and stored as f32 or rounded to bf16 ([`Dst`]). It is the same Rust code for both
-//!   kernels, compiled with AVX-512 for the hardware one.
+//!   or L1, and stored as f32 or rounded to bf16 ([`Dst`]). It is the same Rust code for every
+//!   kernel, compiled with AVX-512 for the hardware ones.
 //!
-//! [`Kernel::hardware`] is the one place that decides whether this CPU has the instruction.
+//! [`Kernel::hardware`] is the one place that decides which kernel runs on this CPU.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod convert;
+mod epilogue;
 mod reference;
 #[cfg(test)]
 pub(crate) mod tests;
 
 use super::{length_error, team, with_thread_buffer, Nhwc, ScaleShift, SharedMut};
 use crate::error::{Error, Result};
+use epilogue::finish;
 use std::cell::RefCell;
 
 pub(crate) use convert::{scale_shift_relu_to_bf16, to_bf16_activation};
@@ -40,14 +48,23 @@ pub(crate) use reference::to_bf16;
 
 /// Output channels per panel (two AVX-512 vectors of f32 accumulators).
 pub(crate) const NR: usize = 32;
-/// Pixels (rows) per microkernel call.
+/// Pixels (rows) per call of the `vdpbf16ps` and reference microkernels.
 pub(crate) const MR: usize = 12;
+/// The most rows of any microkernel (the AMX kernel's two tiles of 16).
+const MR_MAX: usize = 32;
+/// The reduction is padded with zero pairs to a multiple of this many, in the packed weights
+/// and in the packed inputs: an AMX tile row holds 16 pairs.
+pub(crate) const KPAD: usize = 16;
 /// Most channel pairs per reduction block: a block's `kc x NR` weights (16 KiB) stay in L1
 /// while the microkernel runs over the tile's pixel panels; also the row stride of the packed
 /// inputs.
 pub(crate) const KC_MAX: usize = 128;
-/// Most pixels per work item (its packed inputs, `MC_MAX x kc` words, stay in L2).
+/// Most pixels per work item (its packed inputs, `MC_MAX x kc` words, stay in L2); a multiple
+/// of every kernel's `MR`.
 const MC_MAX: usize = 192;
+const _: () = assert!(
+    MC_MAX.is_multiple_of(MR) && MC_MAX.is_multiple_of(MR_MAX) && KC_MAX.is_multiple_of(KPAD)
+);
 /// Most output channels per work item.
 const NT_MAX: usize = 256;
 /// Work items per thread aimed at.
@@ -62,42 +79,91 @@ pub(crate) enum Kernel {
     Reference,
     /// `vdpbf16ps` (AVX512_BF16 with AVX-512F).
     Avx512Bf16,
+    /// AMX tiles, `tdpbf16ps` (AMX-BF16 and AMX-TILE with the OS's grant of tile data, and
+    /// AVX-512F/BW/VL for the packing and the epilogue).
+    Amx,
 }
 
 impl Kernel {
-    /// The hardware kernel when this CPU has AVX512_BF16 and AVX-512F, else `None`.
+    /// The kernel `Precision::Bf16` runs on this CPU: AMX where it is usable, else
+    /// `vdpbf16ps` where the CPU has AVX512_BF16 and AVX-512F, else `None`.
     pub(crate) fn hardware() -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bf16")
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            return Some(Kernel::Avx512Bf16);
-        }
-        None
+        Kernel::available().last().copied()
     }
 
-    /// The kernels to test on this CPU: the reference always, the hardware one where it runs.
-    #[cfg(test)]
-    pub(crate) fn testable() -> Vec<Self> {
-        std::iter::once(Kernel::Reference)
-            .chain(Kernel::hardware())
+    /// Every hardware kernel that runs on this CPU, slowest first.
+    pub(crate) fn available() -> Vec<Self> {
+        [Kernel::Avx512Bf16, Kernel::Amx]
+            .into_iter()
+            .filter(|k| k.runs_here())
             .collect()
     }
 
-    /// What the kernel is, for logs and test output.
+    /// Whether this CPU (and OS) runs the kernel.
+    fn runs_here(self) -> bool {
+        match self {
+            Kernel::Reference => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => {
+                std::arch::is_x86_feature_detected!("avx512bf16")
+                    && std::arch::is_x86_feature_detected!("avx512f")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::usable(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The kernels to test on this CPU: the reference always, the hardware ones where they run.
+    #[cfg(test)]
+    pub(crate) fn testable() -> Vec<Self> {
+        std::iter::once(Kernel::Reference)
+            .chain(Kernel::available())
+            .collect()
+    }
+
+    /// Whether the kernel sums in the reference's order (so equals it to the bit).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn sums_like_the_reference(self) -> bool {
+        self != Kernel::Amx
+    }
+
+    /// What the kernel is, for logs and test output. The `vdpbf16ps` kernel says so when the
+    /// CPU has AMX but the OS refused this process the tile data.
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Kernel::Reference => "plain-Rust reference kernel",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 if amx::refused() => {
+                "AVX512_BF16 kernel (vdpbf16ps; the CPU has AMX but the OS refused tile data)"
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 if amx::turned_off_here() => {
+                "AVX512_BF16 kernel (vdpbf16ps; AMX turned off by FRACTURE_AMX)"
+            }
             Kernel::Avx512Bf16 => "AVX512_BF16 kernel (vdpbf16ps)",
+            Kernel::Amx => "AMX kernel (tdpbf16ps)",
         }
     }
 
     fn check(self) -> Result<()> {
-        match (self, Kernel::hardware()) {
-            (Kernel::Avx512Bf16, None) => Err(Error::Internal(
-                "bf16 convolution: the AVX512_BF16 kernel was chosen on a CPU without it".into(),
-            )),
-            _ => Ok(()),
+        if self.runs_here() {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "bf16 convolution: the {} was chosen on a CPU that does not run it",
+                self.describe()
+            )))
+        }
+    }
+
+    /// Rows of the kernel's blocks (its [`Microkernel::MR`]).
+    fn mr(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => <amx::Micro as Microkernel>::MR,
+            _ => MR,
         }
     }
 }
@@ -132,7 +198,7 @@ pub(crate) struct Bf16Conv {
     pub(crate) pad: usize,
     /// Channel pairs of the reduction: `kernel² * c_in.div_ceil(2)`.
     k2: usize,
-    /// `c_out.div_ceil(NR)` panels of `k2 x NR` words.
+    /// `c_out.div_ceil(NR)` panels of `k2.next_multiple_of(KPAD) x NR` words (zero past `k2`).
     packed: Vec<u32>,
     /// The bias, zero-padded to the panels' width.
     bias: Vec<f32>,
@@ -166,9 +232,12 @@ impl Bf16Conv {
                 0.0
             }
         };
-        let mut packed = vec![0u32; panels * k2 * NR];
-        for (j, panel) in packed.chunks_exact_mut(k2 * NR).enumerate() {
-            for (p, words) in panel.chunks_exact_mut(NR).enumerate() {
+        let mut packed = vec![0u32; panels * k2.next_multiple_of(KPAD) * NR];
+        for (j, panel) in packed
+            .chunks_exact_mut(k2.next_multiple_of(KPAD) * NR)
+            .enumerate()
+        {
+            for (p, words) in panel.chunks_exact_mut(NR).take(k2).enumerate() {
                 let (tap, q) = (p / cp, p % cp);
                 for (jj, word) in words.iter_mut().enumerate() {
                     let co = j * NR + jj;
@@ -203,6 +272,12 @@ impl Bf16Conv {
 
     fn panels(&self) -> usize {
         self.c_out.div_ceil(NR)
+    }
+
+    /// The words of panel `j`'s pairs `p0..p0 + kc.next_multiple_of(KPAD)`.
+    fn panel(&self, j: usize, p0: usize, kc: usize) -> &[u32] {
+        let len = self.k2.next_multiple_of(KPAD);
+        &self.packed[(j * len + p0) * NR..][..kc.next_multiple_of(KPAD) * NR]
     }
 }
 
@@ -243,10 +318,10 @@ struct Job<'a> {
     xs: Nhwc,
     os: Nhwc,
     out: Out<'a>,
-    /// Pixels and output channels per work item (multiples of MR and NR).
+    /// Pixels and output channels per work item (multiples of the kernel's MR and of NR).
     mc: usize,
     nt: usize,
-    /// Channel pairs per reduction block, and the number of blocks.
+    /// Channel pairs per reduction block (a multiple of KPAD), and the number of blocks.
     kc: usize,
     kblocks: usize,
 }
@@ -258,10 +333,10 @@ thread_local! {
     static PARTIAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Tile sizes `(mc, nt)` for `m` pixels and `n` output channels on `threads` threads: output
-/// channels split until there are enough work items, pixels into about
-/// [`ITEMS_PER_THREAD`] items per thread.
-fn tiles(m: usize, n: usize, threads: usize) -> (usize, usize) {
+/// Tile sizes `(mc, nt)` for `m` pixels and `n` output channels on `threads` threads, for a
+/// kernel of `mr` rows: output channels split until there are enough work items, pixels into
+/// about [`ITEMS_PER_THREAD`] items per thread.
+fn tiles(m: usize, n: usize, threads: usize, mr: usize) -> (usize, usize) {
     let target = ITEMS_PER_THREAD * threads.max(1);
     let n_pad = n.next_multiple_of(NR).max(NR);
     let mut nt = n_pad.min(NT_MAX);
@@ -269,8 +344,8 @@ fn tiles(m: usize, n: usize, threads: usize) -> (usize, usize) {
         let n_tiles = n_pad.div_ceil(nt);
         let mc = m
             .div_ceil(target.div_ceil(n_tiles).max(1))
-            .next_multiple_of(MR)
-            .clamp(MR, MC_MAX);
+            .next_multiple_of(mr)
+            .clamp(mr, MC_MAX);
         let items = m.div_ceil(mc) * n_tiles;
         if items >= 2 * threads || nt == NR {
             return (mc, nt);
@@ -347,9 +422,11 @@ pub(crate) fn conv(
         return Ok(os);
     }
     let threads = rayon::current_num_threads().max(1);
-    let (mc, nt) = tiles(m, os.c, threads);
+    let (mc, nt) = tiles(m, os.c, threads, kernel.mr());
     let kblocks = plan.k2.div_ceil(KC_MAX).max(1);
-    let kc = plan.k2.div_ceil(kblocks).max(1);
+    // At most KC_MAX (a multiple of KPAD), and (kblocks - 1) * kc < k2 as k2 > (kblocks - 1) *
+    // KC_MAX: every block has pairs.
+    let kc = plan.k2.div_ceil(kblocks).next_multiple_of(KPAD);
     let job = Job {
         plan,
         x,
@@ -370,8 +447,12 @@ pub(crate) fn conv(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `kernel.check()` above found AVX512_BF16 and AVX-512F on this CPU.
                 Kernel::Avx512Bf16 => unsafe { avx512::run_item(&job, item, n_tiles, a, c) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `kernel.check()` above found AMX usable (tile data granted) and
+                // AVX-512F/BW/VL.
+                Kernel::Amx => unsafe { amx::run_item(&job, item, n_tiles, a, c) },
                 #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Avx512Bf16 => unreachable!("refused by Kernel::check"),
+                Kernel::Avx512Bf16 | Kernel::Amx => unreachable!("refused by Kernel::check"),
             })
         })
     });
@@ -381,11 +462,15 @@ pub(crate) fn conv(
 /// A microkernel: `c = (accumulate ? c : 0) + A B` for an `MR x NR` block `c` (row-major
 /// f32), `A` a packed panel of `MR` rows of `kc` words at a stride of [`KC_MAX`] words (row
 /// `r`'s pair `p` at `a[r * KC_MAX + p]`: a constant offset per row, so the kernel addresses
-/// every row from one pointer), `B` a panel of `kc x NR` words.
+/// every row from one pointer), `B` a panel of `kc x NR` words. Both are zero from pair `kc`
+/// to `kc.next_multiple_of(KPAD)`, which a kernel may read.
 pub(crate) trait Microkernel {
+    /// Rows of the block (pixels), at most `MR_MAX`.
+    const MR: usize;
     /// # Safety
-    /// `a` holds `MR * KC_MAX` words, `b` `kc * NR` words and `c` `MR * NR` values,
-    /// `kc <= KC_MAX`; the CPU has the instructions the kernel uses.
+    /// `a` holds `MR * KC_MAX` words, `b` `kc.next_multiple_of(KPAD) * NR` words and `c`
+    /// `MR * NR` values, `kc <= KC_MAX`; the pairs past `kc` are zero; the CPU has the
+    /// instructions the kernel uses (for AMX, with the tiles configured).
     unsafe fn run(kc: usize, a: *const u32, b: *const u32, c: *mut f32, accumulate: bool);
 }
 
@@ -405,30 +490,31 @@ fn run_item<M: Microkernel>(
     let (mt, nt_i) = (item / n_tiles, item % n_tiles);
     let m0 = mt * job.mc;
     let rows = job.mc.min(m - m0);
-    let m_panels = rows.div_ceil(MR);
+    let mr = M::MR;
+    let m_panels = rows.div_ceil(mr);
     let j0 = nt_i * job.nt / NR;
     let j1 = ((nt_i + 1) * job.nt / NR).min(plan.panels());
-    let mut local = [0f32; MR * NR];
+    let mut local = [0f32; MR_MAX * NR];
     for kb in 0..job.kblocks {
         let p0 = kb * job.kc;
         let kc = job.kc.min(plan.k2 - p0);
-        pack_a(job, m0, m_panels * MR, p0, kc, a);
+        pack_a(job, m0, m_panels * mr, p0, kc, a);
         let (first, last) = (kb == 0, kb + 1 == job.kblocks);
         for j in j0..j1 {
-            let b = &plan.packed[(j * plan.k2 + p0) * NR..][..kc * NR];
+            let b = plan.panel(j, p0, kc);
             for i in 0..m_panels {
                 let block: &mut [f32] = if job.kblocks == 1 {
-                    &mut local
+                    &mut local[..mr * NR]
                 } else {
-                    &mut c[((j - j0) * m_panels + i) * MR * NR..][..MR * NR]
+                    &mut c[((j - j0) * m_panels + i) * mr * NR..][..mr * NR]
                 };
-                let ap = &a[i * MR * KC_MAX..][..MR * KC_MAX];
+                let ap = &a[i * mr * KC_MAX..][..mr * KC_MAX];
                 // SAFETY: the slices have the lengths `run` needs (kc <= KC_MAX); the caller
                 // chose `M` for this CPU.
                 unsafe { M::run(kc, ap.as_ptr(), b.as_ptr(), block.as_mut_ptr(), !first) };
                 if last {
-                    let r0 = m0 + i * MR;
-                    finish(job, block, r0, (m - r0).min(MR), j * NR);
+                    let r0 = m0 + i * mr;
+                    finish(job, block, r0, (m - r0).min(mr), j * NR);
                 }
             }
         }
@@ -436,7 +522,8 @@ fn run_item<M: Microkernel>(
 }
 
 /// Pack pairs `p0..p0 + kc` of the im2col rows of pixels `m0..m0 + rows` into `a` (row `rr`
-/// at `a[rr * KC_MAX..][..kc]`); rows past the last pixel are zeros.
+/// at `a[rr * KC_MAX..][..kc]`, then zeros to `kc.next_multiple_of(KPAD)`); rows past the
+/// last pixel are zeros.
 #[inline(always)]
 fn pack_a(job: &Job<'_>, m0: usize, rows: usize, p0: usize, kc: usize, a: &mut [u32]) {
     let (plan, xs, os) = (job.plan, job.xs, job.os);
@@ -445,7 +532,8 @@ fn pack_a(job: &Job<'_>, m0: usize, rows: usize, p0: usize, kc: usize, a: &mut [
     let m = os.pixels();
     let pointwise = k == 1 && stride == 1 && pad == 0;
     for (rr, row) in a.chunks_exact_mut(KC_MAX).take(rows).enumerate() {
-        let row = &mut row[..kc];
+        let (row, zeros) = row[..kc.next_multiple_of(KPAD)].split_at_mut(kc);
+        zeros.fill(0);
         let px = m0 + rr;
         if px >= m {
             row.fill(0);
@@ -459,115 +547,26 @@ fn pack_a(job: &Job<'_>, m0: usize, rows: usize, p0: usize, kc: usize, a: &mut [
         let mut p = p0;
         while p < p0 + kc {
             let (tap, q0) = (p / cp, p % cp);
-            let q1 = cp.min(q0 + (p0 + kc - p));
             let (ky, kx) = (tap / k, tap % k);
             let iy = (oy * stride + ky).checked_sub(pad).filter(|&v| v < xs.h);
             let ix = (ox * stride + kx).checked_sub(pad).filter(|&v| v < xs.w);
-            let dst = &mut row[p - p0..p - p0 + (q1 - q0)];
+            // Taps kx..kx + r of row ky read input pixels ix..ix + r, neighbours in memory:
+            // one copy for all of them that are inside the input (and the block); one tap of
+            // zeros outside.
+            let taps = match (iy, ix) {
+                (Some(_), Some(ix)) => (k - kx).min(xs.w - ix),
+                _ => 1,
+            };
+            let end = (p - q0 + taps * cp).min(p0 + kc);
+            let dst = &mut row[p - p0..end - p0];
             match (iy, ix) {
                 (Some(iy), Some(ix)) => {
-                    let at = ((b * xs.h + iy) * xs.w + ix) * cp;
-                    dst.copy_from_slice(&job.x[at + q0..at + q1]);
+                    let at = ((b * xs.h + iy) * xs.w + ix) * cp + q0;
+                    dst.copy_from_slice(&job.x[at..at + (end - p)]);
                 }
                 _ => dst.fill(0),
             }
-            p += q1 - q0;
-        }
-    }
-}
-
-/// `v = act(v)` over a block row.
-#[inline(always)]
-fn activate(act: Act, v: &mut [f32; NR]) {
-    match act {
-        Act::Linear => {}
-        Act::Relu => v.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Act::Relu6 => v.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-    }
-}
-
-/// Store a block row rounded to bf16 as `d.len()` words of pairs.
-#[inline(always)]
-fn store_bf16(v: &[f32; NR], d: &mut [u32]) {
-    let mut h = [0u16; NR];
-    for (h, &v) in h.iter_mut().zip(v) {
-        *h = to_bf16(v);
-    }
-    let mut words = [0u32; NR / 2];
-    for (q, w) in words.iter_mut().enumerate() {
-        *w = u32::from(h[2 * q]) | (u32::from(h[2 * q + 1]) << 16);
-    }
-    d.copy_from_slice(&words[..d.len()]);
-}
-
-/// Per-channel values `v[n0..n0 + cols]` in a block row's array (zeros past `cols`).
-#[inline(always)]
-fn row_of(v: &[f32], n0: usize, cols: usize) -> [f32; NR] {
-    let mut out = [0f32; NR];
-    out[..cols].copy_from_slice(&v[n0..n0 + cols]);
-    out
-}
-
-/// The epilogue of one `MR x NR` block (rows `r0..r0 + rows`, columns `n0..n0 + NR`): bias,
-/// activation or residual add and pre-activation, in f32, then the store. Columns past the
-/// output's `n` come out 0 (zero weights and bias): the padding channel of bf16 outputs.
-#[inline(always)]
-fn finish(job: &Job<'_>, block: &[f32], r0: usize, rows: usize, n0: usize) {
-    let n = job.os.c;
-    let cols = NR.min(n - n0);
-    let (n2, q0) = (n.div_ceil(2), n0 / 2);
-    let pairs = cols.div_ceil(2);
-    let bias = row_of(&job.plan.bias, n0, NR);
-    let preact = match job.out {
-        Out::Residual(_, Some((ss, _))) => {
-            Some((row_of(&ss.scale, n0, cols), row_of(&ss.shift, n0, cols)))
-        }
-        _ => None,
-    };
-    for (r, acc) in block.chunks_exact(NR).take(rows).enumerate() {
-        let px = r0 + r;
-        let mut v = [0f32; NR];
-        for ((v, &a), &b) in v.iter_mut().zip(acc).zip(&bias) {
-            *v = a + b;
-        }
-        match job.out {
-            Out::F32(dst, act) => {
-                activate(act, &mut v);
-                // SAFETY: pixel `px`, channels n0..n0 + cols of the checked output belong to
-                // this work item.
-                unsafe { dst.slice(px * n + n0, cols) }.copy_from_slice(&v[..cols]);
-            }
-            Out::Bf16(dst, act) => {
-                activate(act, &mut v);
-                // SAFETY: as above, in words.
-                store_bf16(&v, unsafe { dst.slice(px * n2 + q0, pairs) });
-            }
-            Out::Residual(dst, p) => {
-                // SAFETY: as above.
-                let d = unsafe { dst.slice(px * n + n0, cols) };
-                for (d, v) in d.iter_mut().zip(v.iter_mut()) {
-                    *d += *v;
-                    *v = *d;
-                }
-                if let (Some(p), Some((s, t))) = (p, &preact) {
-                    let mut y = [0f32; NR];
-                    for (((y, &v), &s), &t) in y.iter_mut().zip(&v).zip(s).zip(t) {
-                        *y = (v * s + t).max(0.0);
-                    }
-                    // SAFETY: as above, in words.
-                    store_bf16(&y, unsafe { p.1.slice(px * n2 + q0, pairs) });
-                }
-            }
-            Out::Stream(dst, add, copy) => {
-                // SAFETY: as above.
-                let d = unsafe { dst.slice(px * n + n0, cols) };
-                for (d, v) in d.iter_mut().zip(v.iter_mut()) {
-                    *d = if add { *d + *v } else { *v };
-                    *v = *d;
-                }
-                // SAFETY: as above, in words.
-                store_bf16(&v, unsafe { copy.slice(px * n2 + q0, pairs) });
-            }
+            p = end;
         }
     }
 }

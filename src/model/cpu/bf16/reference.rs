@@ -26,6 +26,8 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 pub(crate) struct Micro;
 
 impl Microkernel for Micro {
+    const MR: usize = MR;
+
     /// Per output and pair `p`: `acc = (acc + a[2p+1] * b[2p+1]) + a[2p] * b[2p]`, the order
     /// of Intel's definition of `vdpbf16ps` (the products of two bf16 are exact in f32, so
     /// only the two sums round).

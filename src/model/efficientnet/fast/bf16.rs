@@ -445,22 +445,48 @@ mod tests {
         }
     }
 
+    /// The `vdpbf16ps` kernel's forward equals the reference's to the bit. AMX's sums differ
+    /// from the reference's by f32 ulps (the kernel tests bound them), which flip a bf16
+    /// rounding of an activation here and there (2^-8 of that value): the features are held
+    /// within 0.1 % of the largest feature and 0.01 % on average, a fourth of bf16's distance to
+    /// f32 (0.4 %; measured 2026-12-06 on a Sapphire Rapids-class Xeon: 1.2e-7, one f32 ulp).
+    /// A kernel that drops or misplaces products is off by far more (dropping AMX's last step
+    /// of 16 pairs: 67-91 % of the largest feature).
     #[test]
     fn hardware_bf16_forward_equals_the_reference_where_the_cpu_has_it() {
-        let Some(hw) = Kernel::hardware() else {
-            println!("this CPU has no AVX512_BF16: the reference kernel's forward was checked");
-            return;
-        };
-        println!(
-            "comparing the {} Lite forward with the reference's",
-            hw.describe()
-        );
+        let kernels = Kernel::available();
+        if kernels.is_empty() {
+            println!(
+                "this CPU has no bf16 hardware kernel: the reference kernel's forward was checked"
+            );
+        }
         let net = seeded(&config());
         let x = input(3, 40);
-        let (mut a, mut b) = (net.clone(), net);
-        a.set_bf16_kernel(hw).unwrap();
-        b.set_bf16_kernel(Kernel::Reference).unwrap();
-        assert_eq!(features(&a, &x), features(&b, &x));
+        let mut reference = net.clone();
+        reference.set_bf16_kernel(Kernel::Reference).unwrap();
+        let want = features(&reference, &x);
+        for hw in kernels {
+            println!(
+                "comparing the {} Lite forward with the reference's",
+                hw.describe()
+            );
+            let mut a = net.clone();
+            a.set_bf16_kernel(hw).unwrap();
+            let got = features(&a, &x);
+            if hw.sums_like_the_reference() {
+                // Equal to the bit (a NaN on either side is unequal).
+                assert_eq!(got, want, "{}", hw.describe());
+            } else {
+                assert_features_close(
+                    "Lite (against the reference)",
+                    hw,
+                    &got,
+                    &want,
+                    0.001,
+                    0.0001,
+                );
+            }
+        }
     }
 
     #[test]

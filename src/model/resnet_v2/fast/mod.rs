@@ -25,8 +25,9 @@
 //!
 //! At [`Precision::Bf16`] (opt-in, [`FastResNetV2::with_precision`]; CPUs with AVX512_BF16)
 //! every convolution runs on bf16 inputs and weights with f32 accumulation instead, as
-//! im2col + a `vdpbf16ps` microkernel (no Winograd), the weights rounded and packed once when
-//! the precision is chosen and the residual stream kept in f32 ([`crate::model::cpu::bf16`]).
+//! im2col + a `vdpbf16ps` or AMX (`tdpbf16ps`) microkernel (no Winograd), the weights rounded
+//! and packed once when the precision is chosen and the residual stream kept in f32
+//! ([`crate::model::cpu::bf16`]).
 //!
 //! There is no autograd through this path: use it for inference and for training a head on a
 //! frozen backbone; train the backbone itself with [`ResNetV2`].
