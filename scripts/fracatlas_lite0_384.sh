@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The model shipped in models/fracatlas-lite0-384 (issue 24), as measured for the README:
 # EfficientNet-Lite0 with timm's ImageNet weights at 384 px; the frozen stages (stem to blocks.4)
-# run once per image and view (the picture and its mirror) into a stage cache (f16, runs/cache384,
+# run once per image and view (the picture and its mirror) into a stage cache (f16, runs/cache384-VARIANT,
 # reused while weights, size and images are the same); the last 2 stages, the head and a
 # localization map on the stride-16 features train on it for 6 epochs (Adam, head 1e-3, stages
 # 1e-4, best epoch by validation loss), the map from FracAtlas's fracture boxes (per-cell binary
@@ -29,5 +29,5 @@ fi
 mkdir -p docs/runs runs
 { time "$bin" --data "$data" --backbone efficientnet-lite0 --weights "$weights" --device cpu \
     --image-size 384 --fine-tune-stages 2 --learning-rate 1e-3 --backbone-learning-rate 1e-4 \
-    --epochs "$epochs" --stage-cache runs/cache384 "${boxes[@]}" --no-test \
+    --epochs "$epochs" --stage-cache "runs/cache384-$variant" "${boxes[@]}" --no-test \
     --out "runs/lite0-384-$variant"; } 2>&1 | tee "docs/runs/lite0-384-$variant.log"

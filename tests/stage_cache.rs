@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use fracture::batch::TensorBatches;
+use fracture::batch::{BatchSource, TensorBatches};
 use fracture::dataset::loader::{ImageLoader, LoaderConfig};
 use fracture::dataset::synthetic::SyntheticConfig;
 use fracture::dataset::Sample;
@@ -412,5 +412,95 @@ fn an_augmented_views_boxes_follow_its_picture() {
     assert!(
         (15..=45).contains(&mirrored) && turned >= 15,
         "{mirrored} mirrored, {turned} turned by more than 5 degrees"
+    );
+}
+
+/// Through the cache and [`CachedSource`]: the cells an augmented view's box targets mark are
+/// where that view's cached picture is bright. A white rectangle on a black picture 60 x 96
+/// (not square, and not a multiple of the 8-pixel "stages", so the map's aspect differs from
+/// the picture's) is cached in an augmented view (the "stages" an 8 x 8 average pool); every
+/// cell that is mostly white must be a target, and most targets must hold some white.
+#[test]
+fn an_augmented_views_targets_mark_where_its_cached_picture_is_bright() {
+    use fracture::dataset::annotations::BoundingBox;
+    use fracture::image::ImageF32;
+    use fracture::train::ViewAugmentation;
+    let data = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let samples = samples(data.path(), 12);
+    let (h, w) = (60usize, 96usize);
+    let (fx0, fy0, fx1, fy1) = (0.30, 0.35, 0.55, 0.60);
+    let mut pixels = vec![0f32; h * w * 3];
+    for r in 0..h {
+        for c in 0..w {
+            let (x, y) = ((c as f64 + 0.5) / w as f64, (r as f64 + 0.5) / h as f64);
+            if (fx0..fx1).contains(&x) && (fy0..fy1).contains(&y) {
+                pixels[(r * w + c) * 3..(r * w + c + 1) * 3].fill(255.0);
+            }
+        }
+    }
+    let picture = ImageF32::new(h, w, 3, pixels).unwrap();
+    let seed = 5;
+    let mut load = |indices: &[usize], view: CacheView| -> fracture::Result<Tensor> {
+        let mut chw = Vec::new();
+        for &i in indices {
+            let p = match view {
+                CacheView::Augmented { seed } => ViewAugmentation::draw(seed, i).warp(&picture),
+                _ => picture.clone(),
+            };
+            for ch in 0..3 {
+                chw.extend((0..h * w).map(|k| p.data[k * 3 + ch]));
+            }
+        }
+        Ok(Tensor::from_vec(
+            chw,
+            (indices.len(), 3, h, w),
+            &Device::Cpu,
+        )?)
+    };
+    let stages = |x: &Tensor| -> fracture::Result<Tensor> { Ok(x.avg_pool2d(8)?) };
+    let cache = StageCache::open_or_build(
+        cache_dir.path(),
+        "train",
+        &samples,
+        &[CacheView::Augmented { seed }],
+        CacheDtype::F32,
+        b"pool",
+        &mut load,
+        &stages,
+        false,
+    )
+    .unwrap();
+    assert_eq!(cache.dims(), (3, 7, 12));
+    assert_eq!(cache.input_dims(), (h, w));
+    let boxes = vec![Some(vec![BoundingBox::new(fx0, fy0, fx1, fy1)]); samples.len()];
+    let source = CachedSource::new(&cache, samples.len(), false, 0, &Device::Cpu)
+        .unwrap()
+        .with_boxes(boxes, 0.0)
+        .unwrap();
+    let batch = source.batches(0).unwrap().next().unwrap().unwrap();
+    let maps = values(&batch.images);
+    let targets = values(&batch.targets.unwrap());
+    let cells = 7 * 12;
+    let (mut marked, mut marked_dark) = (0, 0);
+    for i in 0..samples.len() {
+        for cell in 0..cells {
+            // Channel 0 of the pooled picture: the share of the cell that is white, x 255.
+            let white = maps[i * 3 * cells + cell] / 255.0;
+            let target = targets[i * cells + cell];
+            assert!(
+                white <= 0.5 || target == 1.0,
+                "picture {i}, cell {cell}: {white:.2} white but not a target ({:?})",
+                ViewAugmentation::draw(seed, i)
+            );
+            if target == 1.0 {
+                marked += 1;
+                marked_dark += usize::from(white == 0.0);
+            }
+        }
+    }
+    assert!(
+        marked > 0 && marked_dark * 4 <= marked,
+        "{marked_dark} of {marked} marked cells dark"
     );
 }

@@ -154,11 +154,11 @@ impl FractureClassifier {
                 })
                 .collect::<Result<Vec<Vec<f32>>>>()?;
             let flat: Vec<f32> = images.into_iter().flatten().collect();
-            let images = Tensor::from_vec(flat, (indices.len(), 3, h, w), &self.device)?;
-            match view {
-                CacheView::Augmented { .. } => Ok(images),
-                _ => view.apply(&images),
-            }
+            Ok(Tensor::from_vec(
+                flat,
+                (indices.len(), 3, h, w),
+                &self.device,
+            )?)
         };
         StageCache::open_or_build(
             &config.dir,

@@ -183,6 +183,9 @@ struct Manifest {
     dtype: CacheDtype,
     /// `(channels, height, width)` of one cached map.
     dims: (usize, usize, usize),
+    /// `(height, width)` of the pictures the stages read (their aspect moves the boxes of an
+    /// augmented view).
+    input: (usize, usize),
     labels: Vec<f32>,
 }
 
@@ -198,7 +201,9 @@ pub struct StageCache {
 impl StageCache {
     /// Open `dir/NAME.bin` if its manifest's key matches, otherwise compute it: `stages` maps
     /// an NCHW batch of `samples`' preprocessed images to the frozen stages' output, and
-    /// `load(indices, view)` gives those images in a view, a few samples at a time, in order. The key covers
+    /// `load(indices, view)` gives those images, a few samples at a time, in order: as they are
+    /// for [`CacheView::Original`] (the cache derives the mirror from them) and in the view for
+    /// [`CacheView::Augmented`] (made from the decoded picture, see [`ViewAugmentation`]). The key covers
     /// `key_material` (the caller's description of the stages: weights and configuration),
     /// the views, the storage type and every sample's path, file bytes and label.
     ///
@@ -259,6 +264,15 @@ impl StageCache {
                 views.len()
             )));
         }
+        if let Some(twice) = views
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| views[..i].contains(v).then_some(v))
+        {
+            return Err(Error::InvalidInput(format!(
+                "the cache's views name {twice:?} twice: each view is cached once"
+            )));
+        }
         let key = cache_key(samples, views, dtype, key_material)?;
         let (bin, json) = (
             dir.join(format!("{name}.bin")),
@@ -286,16 +300,39 @@ impl StageCache {
         };
         let mut writer = AtomicWriter::new(dir, None);
         let mut dims = None;
+        let mut input: Option<(usize, usize, usize)> = None;
         writer.write_with(&format!("{name}.bin"), |tmp| {
             let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
             const BATCH: usize = 8;
             let indices: Vec<usize> = (0..samples.len()).collect();
             for chunk in indices.chunks(BATCH) {
-                let per_view = views
-                    .iter()
-                    .map(|&v| stages(&load(chunk, v)?))
-                    .collect::<Result<Vec<Tensor>>>()?;
+                // The picture is loaded once per chunk for the views made from the tensor.
+                let mut plain: Option<Tensor> = None;
+                let mut per_view = Vec::with_capacity(views.len());
+                for &view in views {
+                    let images = match view {
+                        CacheView::Augmented { .. } => load(chunk, view)?,
+                        CacheView::Original | CacheView::Mirror => {
+                            if plain.is_none() {
+                                plain = Some(load(chunk, CacheView::Original)?);
+                            }
+                            let picture = plain.as_ref().ok_or_else(|| {
+                                Error::Internal("the chunk's pictures were not loaded".into())
+                            })?;
+                            view.apply(picture)?
+                        }
+                    };
+                    let (_, c, h, w) = images.dims4()?;
+                    if input.is_some_and(|d| d != (c, h, w)) {
+                        return Err(Error::Internal(format!(
+                            "the loader gave {:?} for the {view:?} view, earlier pictures of {input:?}",
+                            images.dims()
+                        )));
+                    }
+                    input = Some((c, h, w));
+                    per_view.push(stages(&images)?);
+                }
                 let (n, c, h, w) = per_view[0].dims4()?;
                 if n != chunk.len() || dims.is_some_and(|d| d != (c, h, w)) {
                     return Err(Error::Internal(format!(
@@ -330,6 +367,9 @@ impl StageCache {
             views: views.to_vec(),
             dtype,
             dims: dims.ok_or_else(|| Error::Internal("no batch was cached".into()))?,
+            input: input
+                .map(|(_, h, w)| (h, w))
+                .ok_or_else(|| Error::Internal("no picture was loaded".into()))?,
             labels,
         };
         let text = serde_json::to_vec_pretty(&manifest)
@@ -384,6 +424,11 @@ impl StageCache {
     /// `(channels, height, width)` of one cached map.
     pub fn dims(&self) -> (usize, usize, usize) {
         self.manifest.dims
+    }
+
+    /// `(height, width)` of the pictures the frozen stages read.
+    pub fn input_dims(&self) -> (usize, usize) {
+        self.manifest.input
     }
 
     /// The label of each sample (1.0: fractured).
@@ -506,6 +551,15 @@ fn cache_key(
     let settings = serde_json::to_vec(&(views, dtype))
         .map_err(|e| Error::Internal(format!("cannot serialize cache settings: {e}")))?;
     field(&settings);
+    // What an augmented view does to each picture (its boxes are moved by the same draw when
+    // the cache is read): a change of the draw's ranges or of the random generator rebuilds.
+    for view in views {
+        if let CacheView::Augmented { seed } = view {
+            for index in 0..samples.len() {
+                field(format!("{:?}", ViewAugmentation::draw(*seed, index)).as_bytes());
+            }
+        }
+    }
     for sample in samples {
         field(sample.path.to_string_lossy().as_bytes());
         let bytes = std::fs::read(&sample.path).map_err(|e| Error::io(&sample.path, e))?;

@@ -101,7 +101,8 @@ impl<'a> CachedSource<'a> {
             None => None,
             Some((boxes, grow)) => {
                 let (_, h, w) = self.cache.dims();
-                let aspect = w as f64 / h as f64;
+                let (input_h, input_w) = self.cache.input_dims();
+                let aspect = input_w as f64 / input_h as f64;
                 let mut all = Vec::with_capacity(plan.len() * h * w);
                 for &(i, v) in plan {
                     let view = self.cache.views()[v];

@@ -172,6 +172,8 @@ impl Microkernel for Micro {
     const MR: usize = MR_MAX;
 
     unsafe fn run(kc: usize, a: *const u32, b: *const u32, c: *mut f32, accumulate: bool) {
+        // The accumulator tiles tmm0-tmm3 live from one asm! block to the next: sound because
+        // rustc never emits AMX instructions itself and nothing else is called in between.
         // SAFETY (every block): the caller's contract: `c` holds 32 x 32 f32 (rows of
         // C_STRIDE bytes); `a` 32 rows at A_STRIDE bytes with pairs to kc rounded up to 16;
         // `b` that many pairs of NR words; the tiles configured as `CONFIG`.
@@ -252,9 +254,17 @@ pub(super) unsafe fn run_item(
             options(nostack, readonly, preserves_flags),
         );
     }
+    /// Releases the tiles when dropped, also when the work item panics (a long-lived worker
+    /// thread must not keep them configured).
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // SAFETY: the tiles were configured above and are not used after this.
+            unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
+        }
+    }
+    let _release = Release;
     super::run_item::<Micro>(job, item, n_tiles, a, c);
-    // SAFETY: as above; the tiles are not used after this.
-    unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
 }
 
 /// `f` with the tiles configured for [`Micro`], for the microkernel's measurement.
