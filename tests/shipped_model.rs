@@ -78,3 +78,41 @@ fn the_shipped_model_classifies_and_explains_a_real_radiograph() {
         .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     assert!(high > low, "a constant map {low}");
 }
+
+/// The model card names how the shipped model was trained as its bundle records it: the
+/// cached views (which replace the loader's augmentation) and the box supervision.
+#[test]
+#[ignore = "needs ../shared/data/fracatlas"]
+fn the_model_card_names_the_cached_views_and_the_box_supervision() {
+    use fracture::dataset::{Part, PartName};
+    use fracture::report::Report;
+    let mut clf = shipped();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fracatlas");
+    let split = clf.split().unwrap().clone();
+    // Eight validation images, found in the data folder as the bundle's split names them.
+    let mut samples = split.val.samples[..8].to_vec();
+    for s in &mut samples {
+        let name = s.path.file_name().unwrap().to_owned();
+        let folder = if s.label.as_f32() == 1.0 {
+            "Fractured"
+        } else {
+            "Non_fractured"
+        };
+        s.path = data.join("images").join(folder).join(name);
+    }
+    let part = Part {
+        name: PartName::Val,
+        samples,
+    };
+    let evaluation = clf.evaluate(&part).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    Report::new(&clf, &evaluation).write(out.path()).unwrap();
+    let page = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    for needle in [
+        "frozen stages cached, views original, augmented:1, augmented:2",
+        "box supervision (weight 1, positive cells x10, boxes grown 0.1)",
+    ] {
+        assert!(page.contains(needle), "the card lacks {needle:?}");
+    }
+    assert!(!page.contains("augmentation on"));
+}

@@ -378,13 +378,31 @@ pub(super) fn provenance(data: &ReportData<'_>) -> Result<String> {
     let m = &data.model;
     let unknown = || "not recorded".to_string();
     let training = m.training.as_ref().map_or_else(unknown, |t| {
+        // Under a stage cache the cached views take the place of the loader's augmentation.
+        let augmentation = match &t.stage_cache {
+            Some(cache) => format!(
+                "frozen stages cached, views {}",
+                cache
+                    .views
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!("augmentation {}", if t.augment { "on" } else { "off" }),
+        };
+        let boxes = t.box_supervision.as_ref().map_or(String::new(), |b| {
+            format!(
+                ", box supervision (weight {}, positive cells x{}, boxes grown {})",
+                b.weight, b.positive_weight, b.grow
+            )
+        });
         format!(
-            "{} epochs, batch {}, learning rate {}, backbone {:?}, augmentation {}, class weights {}",
+            "{} epochs, batch {}, learning rate {}, backbone {:?}, {augmentation}, class weights {}{boxes}",
             t.epochs,
             t.batch_size,
             t.learning_rate,
             t.backbone,
-            if t.augment { "on" } else { "off" },
             if t.class_weights.is_some() { "on" } else { "off" }
         )
     });

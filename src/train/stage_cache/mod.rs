@@ -95,6 +95,24 @@ impl CacheView {
     }
 }
 
+impl std::fmt::Display for CacheView {
+    /// The form [`CacheView`]'s `FromStr` reads: `original`, `mirror`, `augmented:SEED`.
+    ///
+    /// ```
+    /// use fracture::train::CacheView;
+    /// let view = CacheView::Augmented { seed: 2 };
+    /// assert_eq!(view.to_string().parse::<CacheView>()?, view);
+    /// # Ok::<(), fracture::Error>(())
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Original => write!(f, "original"),
+            Self::Mirror => write!(f, "mirror"),
+            Self::Augmented { seed } => write!(f, "augmented:{seed}"),
+        }
+    }
+}
+
 impl std::str::FromStr for CacheView {
     type Err = Error;
 
