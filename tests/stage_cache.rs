@@ -366,22 +366,12 @@ fn bright_box(image: &fracture::image::ImageF32) -> (f64, f64, f64, f64) {
 /// drawn do turn, zoom and mirror (else the test would prove nothing).
 #[test]
 fn an_augmented_views_boxes_follow_its_picture() {
-    use fracture::image::ImageF32;
     use fracture::train::ViewAugmentation;
     let (h, w) = (96usize, 128usize);
     let aspect = w as f64 / h as f64;
     // The rectangle, as fractions of the picture: columns 0.30..0.55, rows 0.35..0.60.
     let (fx0, fy0, fx1, fy1) = (0.30, 0.35, 0.55, 0.60);
-    let mut data = vec![0f32; h * w * 3];
-    for r in 0..h {
-        for c in 0..w {
-            let (x, y) = ((c as f64 + 0.5) / w as f64, (r as f64 + 0.5) / h as f64);
-            if (fx0..fx1).contains(&x) && (fy0..fy1).contains(&y) {
-                data[(r * w + c) * 3..(r * w + c + 1) * 3].fill(255.0);
-            }
-        }
-    }
-    let picture = ImageF32::new(h, w, 3, data).unwrap();
+    let picture = rectangle_picture(h, w, (fx0, fy0, fx1, fy1));
     let (mut mirrored, mut turned) = (0, 0);
     for index in 0..60 {
         let seed = 11;
@@ -423,23 +413,13 @@ fn an_augmented_views_boxes_follow_its_picture() {
 #[test]
 fn an_augmented_views_targets_mark_where_its_cached_picture_is_bright() {
     use fracture::dataset::annotations::BoundingBox;
-    use fracture::image::ImageF32;
     use fracture::train::ViewAugmentation;
     let data = tempfile::tempdir().unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
     let samples = samples(data.path(), 12);
     let (h, w) = (60usize, 96usize);
     let (fx0, fy0, fx1, fy1) = (0.30, 0.35, 0.55, 0.60);
-    let mut pixels = vec![0f32; h * w * 3];
-    for r in 0..h {
-        for c in 0..w {
-            let (x, y) = ((c as f64 + 0.5) / w as f64, (r as f64 + 0.5) / h as f64);
-            if (fx0..fx1).contains(&x) && (fy0..fy1).contains(&y) {
-                pixels[(r * w + c) * 3..(r * w + c + 1) * 3].fill(255.0);
-            }
-        }
-    }
-    let picture = ImageF32::new(h, w, 3, pixels).unwrap();
+    let picture = rectangle_picture(h, w, (fx0, fy0, fx1, fy1));
     let seed = 5;
     let mut load = |indices: &[usize], view: CacheView| -> fracture::Result<Tensor> {
         let mut chw = Vec::new();
@@ -503,4 +483,23 @@ fn an_augmented_views_targets_mark_where_its_cached_picture_is_bright() {
         marked > 0 && marked_dark * 4 <= marked,
         "{marked_dark} of {marked} marked cells dark"
     );
+}
+
+/// A black `h` x `w` RGB picture (0..255) with a white rectangle over columns `x0..x1` and
+/// rows `y0..y1` (fractions of the picture; a pixel is white when its centre is inside).
+fn rectangle_picture(
+    h: usize,
+    w: usize,
+    (x0, y0, x1, y1): (f64, f64, f64, f64),
+) -> fracture::image::ImageF32 {
+    let mut pixels = vec![0f32; h * w * 3];
+    for r in 0..h {
+        for c in 0..w {
+            let (x, y) = ((c as f64 + 0.5) / w as f64, (r as f64 + 0.5) / h as f64);
+            if (x0..x1).contains(&x) && (y0..y1).contains(&y) {
+                pixels[(r * w + c) * 3..(r * w + c + 1) * 3].fill(255.0);
+            }
+        }
+    }
+    fracture::image::ImageF32::new(h, w, 3, pixels).unwrap()
 }

@@ -133,8 +133,23 @@ fn view_box(view: CacheView, index: usize, b: &BoundingBox, aspect: f64) -> Boun
     let corners = [(b.x0, b.y0), (b.x1, b.y0), (b.x0, b.y1), (b.x1, b.y1)]
         .map(|(x, y)| view.map_point(index, x, y, aspect));
     let (xs, ys) = (corners.map(|c| c.0), corners.map(|c| c.1));
-    let min = |v: [f64; 4]| v.into_iter().fold(f64::INFINITY, f64::min);
-    let max = |v: [f64; 4]| v.into_iter().fold(f64::NEG_INFINITY, f64::max);
+    // NaN-aware: a box with a NaN corner stays NaN, and `cell_targets` skips it (f64::min
+    // would drop the NaN and keep a box made of the other corners).
+    let pick = |v: [f64; 4], better: fn(f64, f64) -> bool| {
+        v.into_iter()
+            .reduce(|a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else if better(b, a) {
+                    b
+                } else {
+                    a
+                }
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let min = |v| pick(v, |b, a| b < a);
+    let max = |v| pick(v, |b, a| b > a);
     BoundingBox::new(min(xs), min(ys), max(xs), max(ys))
 }
 
